@@ -1,0 +1,176 @@
+/*
+ * bs.h - the public C API of the btree_store engine (implemented in db.c, btree.c, check.c).
+ *
+ * Layer: the only header the CPython binding (py_*.c) includes from the engine. The engine
+ * never includes Python.h; the binding never touches pages.
+ *
+ * Conventions
+ *  - Every function returns a bs_rc (BS_OK == 0) unless stated otherwise. After a failure the
+ *    calling thread can read a message naming the detail (page number, errno, limit) with
+ *    bs_errmsg() and the saved errno with bs_errno(); both are thread-local and stay valid
+ *    until the thread's next engine call.
+ *  - Ownership: bs_db_open gives a bs_db the caller frees with bs_db_close. bs_txn_begin
+ *    gives a bs_txn that bs_txn_commit or bs_txn_abort frees (commit frees it even when it
+ *    fails). Buckets handles belong to their transaction. Cursors are freed by
+ *    bs_cursor_close, which never touches the transaction (it may already be gone), but a
+ *    cursor must not be used after its transaction ended.
+ *  - Threads: a bs_db may be used from many threads. A bs_txn (and its cursors) is used by one
+ *    thread at a time: every data call sits between bs_txn_enter and bs_txn_leave, and
+ *    bs_txn_enter returns BS_INUSE while another thread is inside the same transaction.
+ *    Pointers returned by bs_get / bs_cursor_current point into pages and stay valid only
+ *    until bs_txn_leave (or the next modifying call on a write transaction).
+ *  - No-I/O mode: bs_txn_set_noio(txn, 1) makes data calls return BS_WOULDBLOCK, before they
+ *    change anything, instead of touching the disk. The binding tries every call that way
+ *    with the GIL held (a page-cache hit costs no system call and no GIL switch), and on
+ *    BS_WOULDBLOCK repeats it with no-I/O off and the GIL released.
+ */
+#ifndef BS_H
+#define BS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum bs_rc {
+    BS_OK = 0,
+    BS_NOTFOUND,   /* key / bucket absent, cursor past the end */
+    BS_EXISTS,     /* put with BS_NOOVERWRITE on an existing key; bucket exists (create only) */
+    BS_CORRUPT,    /* a page or meta failed verification; message names the page */
+    BS_NOTDB,      /* the file is not a btree_store database */
+    BS_VERSION,    /* the file's format is newer than this library */
+    BS_IOERR,      /* a system call failed; bs_errno() has errno */
+    BS_FULL,       /* ENOSPC / EDQUOT / EFBIG while writing; bs_errno() has errno */
+    BS_NOMEM,
+    BS_READONLY,   /* write attempted on a read-only database or transaction */
+    BS_LOCKED,     /* file locked by another process/handle, or writer wait timed out */
+    BS_BADTXN,     /* transaction already failed (must be aborted) or is finished */
+    BS_MISUSE,     /* API misuse: bad argument, nested write txn in one thread, ... */
+    BS_PANIC,      /* an earlier commit failed mid-write: reopen the database */
+    BS_TOOBIG,     /* key or value over the limit */
+    BS_INUSE,      /* transaction in use by another thread at the same time */
+    BS_FORKED,     /* handle inherited across fork(): open the database again in the child */
+    BS_WOULDBLOCK, /* no-I/O mode: the call needs the disk; nothing was changed */
+    BS_NOBUCKET,   /* bucket does not exist (or was dropped in this transaction) */
+    BS_RC_COUNT
+} bs_rc;
+
+const char *bs_strerror(int rc);  /* static text for a code */
+const char *bs_errmsg(void);      /* thread-local detail of this thread's last failure */
+int bs_errno(void);               /* thread-local errno saved with BS_IOERR / BS_FULL */
+
+typedef struct bs_db bs_db;
+typedef struct bs_txn bs_txn;
+typedef struct bs_bucket bs_bucket;
+typedef struct bs_cursor bs_cursor;
+struct bs_io_methods; /* io.h */
+
+typedef struct bs_options {
+    uint32_t page_size;   /* for a new file; 0 = 4096. Existing files keep their own. */
+    uint64_t cache_size;  /* bytes of shared page cache; 0 = 64 MiB */
+    int readonly;         /* open read-only with a shared lock */
+    int create;           /* create the file when missing */
+    int sync;             /* fsync at commit (0: survives a process crash, not power loss) */
+    const struct bs_io_methods *io; /* NULL = the POSIX layer */
+    void *io_arg;         /* passed to io->open */
+} bs_options;
+
+/* Open or create a database. Errors: BS_NOTDB, BS_VERSION, BS_CORRUPT, BS_LOCKED (another
+ * handle holds the file lock), BS_IOERR, BS_MISUSE (bad option), BS_READONLY (readonly and
+ * missing). */
+int bs_db_open(const char *path, const bs_options *opt, bs_db **out);
+/* Close: all transactions must have ended (else BS_BUSY-like BS_MISUSE and nothing happens).
+ * In a child after fork() it only releases the child's memory and descriptor. */
+int bs_db_close(bs_db *db);
+uint32_t bs_db_page_size(const bs_db *db);
+size_t bs_db_max_key(const bs_db *db);
+
+typedef struct bs_stat {
+    uint32_t page_size;
+    uint64_t page_count;     /* high-water mark of the newest commit */
+    uint64_t free_pages;     /* pages on the freelist (reusable or pinned by readers) */
+    uint32_t depth;          /* depth of the default bucket's tree */
+    uint64_t entries;        /* entries in the default bucket */
+    uint64_t txid;           /* id of the newest commit */
+    uint64_t file_size;      /* bytes */
+    uint64_t buckets;        /* named buckets */
+    uint64_t readers;        /* live read transactions */
+    uint64_t oldest_reader;  /* txid of the oldest live reader's snapshot (0 if none) */
+    uint64_t pinned_pages;   /* freed pages not yet reusable because of live readers */
+    uint64_t cache_pages;    /* pages in the shared cache */
+    uint64_t cache_hits, cache_misses;
+} bs_stat;
+int bs_db_stat(bs_db *db, bs_stat *st);
+
+/* Integrity check of the newest commit: every page below page_count reachable exactly once
+ * or free exactly once, checksums, key order, node bounds, counts. BS_OK or BS_CORRUPT
+ * with bs_errmsg() describing the first problem. Runs in its own read transaction. */
+int bs_db_check(bs_db *db);
+
+/* ---- transactions ---- */
+#define BS_TXN_WRITE 1u
+/* Begin. Write: waits for the writer lock up to timeout_ms (<0: forever; 0: try once);
+ * BS_LOCKED on expiry; BS_MISUSE if this thread already has an open write transaction;
+ * BS_PANIC after a failed commit; BS_READONLY on a read-only database. */
+int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out);
+int bs_txn_commit(bs_txn *txn);   /* frees txn, also on failure */
+void bs_txn_abort(bs_txn *txn);   /* frees txn */
+int bs_txn_is_write(const bs_txn *txn);
+uint64_t bs_txn_id(const bs_txn *txn); /* snapshot txid (read) or the txid being built (write) */
+
+int bs_txn_enter(bs_txn *txn);    /* BS_INUSE, BS_FORKED, BS_BADTXN */
+void bs_txn_leave(bs_txn *txn);
+void bs_txn_set_noio(bs_txn *txn, int on);
+
+/* Savepoints (write transactions): a stack. rollback undoes everything since the newest
+ * savepoint and removes it; release keeps the changes and removes it. */
+int bs_txn_savepoint(bs_txn *txn);
+int bs_txn_rollback(bs_txn *txn);
+int bs_txn_release(bs_txn *txn);
+
+/* ---- buckets ---- */
+/* name == NULL: the default bucket (always exists). create: make it if missing (write txn).
+ * BS_NOBUCKET if missing and !create. The handle lives as long as the transaction. Names
+ * are 1..255 bytes. */
+int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bucket **out);
+/* Drop a named bucket and free all its pages (overflow included). BS_NOBUCKET if missing. */
+int bs_bucket_drop(bs_txn *txn, const void *name, size_t nlen);
+/* Calls fn for each named bucket in name order; stops early if fn returns nonzero. */
+int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nlen), void *ctx);
+/* Entries in the bucket (O(1)). */
+int bs_bucket_count(bs_txn *txn, bs_bucket *b, uint64_t *out);
+
+/* ---- data ---- */
+typedef struct bs_val {
+    const void *data;  /* NULL when the value lives in an overflow run: use bs_read_value */
+    size_t len;
+    uint64_t ovpgno;   /* first page of the overflow run, or 0 */
+} bs_val;
+
+int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val);
+/* Copy a value (inline or overflow, checksum verified) into dst[0..val->len). */
+int bs_read_value(bs_txn *txn, const bs_val *val, void *dst);
+
+#define BS_NOOVERWRITE 1u
+int bs_put(bs_txn *txn, bs_bucket *b, const void *key, size_t klen,
+           const void *val, size_t vlen, unsigned flags);
+int bs_del(bs_txn *txn, bs_bucket *b, const void *key, size_t klen);
+
+/* ---- cursors ---- */
+enum { BS_SEEK_GE = 1, BS_SEEK_LE, BS_SEEK_FIRST, BS_SEEK_LAST };
+int bs_cursor_open(bs_txn *txn, bs_bucket *b, bs_cursor **out);
+void bs_cursor_close(bs_cursor *cur);
+/* Position: BS_SEEK_GE (first key >= key), BS_SEEK_LE (last key <= key), FIRST, LAST.
+ * BS_NOTFOUND when no such key (cursor unpositioned). */
+int bs_cursor_seek(bs_cursor *cur, int op, const void *key, size_t klen);
+int bs_cursor_next(bs_cursor *cur);   /* BS_NOTFOUND past the end */
+int bs_cursor_prev(bs_cursor *cur);
+/* Current item; key->data points into a page or the cursor (valid until leave/next step). */
+int bs_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

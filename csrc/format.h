@@ -1,0 +1,187 @@
+/*
+ * format.h - the on-disk format of a btree_store file, and inline accessors for it.
+ *
+ * Layer: engine (bottom). Includes only the C library. Every other engine file that
+ * reads or writes page bytes does so through the accessors below; nobody else hard-codes
+ * an offset. All integers are little-endian, fixed width. P = page size (a power of two,
+ * 1024..65536, fixed at creation and stored in the meta pages).
+ *
+ * FILE:  page 0 and page 1 are the two meta pages; every other page (2 .. page_count-1) is a
+ *        branch, leaf, overflow or freelist page, or free. Bytes past page_count*P are junk
+ *        left by a crash and are ignored (and reused as the file grows again).
+ *
+ * COMMON PAGE HEADER (every page, 32 bytes)
+ *   OFFSET SIZE MEANING
+ *     0     4   CRC32C (Castagnoli) of bytes [4, P) of the page; for an overflow run of n
+ *               pages, of bytes [4, n*P) of the whole run
+ *     4     1   page type: 1 meta, 2 branch, 3 leaf, 4 overflow, 5 freelist
+ *     5     1   flags (0; reserved)
+ *     6     2   nkeys: number of slots (branch, leaf); 0 otherwise
+ *     8     8   pgno: the page's own number (catches misdirected writes)
+ *    16     8   txid: id of the transaction that wrote the page
+ *    24     4   branch/leaf: upper = offset where the cell area starts (cells lie in [upper, P))
+ *               overflow: npages of the run;  freelist: number of entries on this page
+ *    28     4   branch/leaf: frag = dead bytes inside [upper, P) left by removed cells
+ *               overflow: length of the value in bytes;  freelist, meta: 0
+ *
+ * BRANCH AND LEAF PAGES (slotted pages)
+ *    32   2*n   slot array: u16 offset of cell i, cells in ascending key order
+ *   ...         free gap up to `upper`, then the cells
+ *   Keys compare as unsigned bytes (memcmp), a shorter key before its extensions.
+ *   Branch cell:  0 u64 child pgno | 8 u16 klen | 10 key[klen]
+ *                 Cell 0's key is ignored and stored empty (it stands for minus infinity);
+ *                 child i holds the keys k with key_i <= k < key_{i+1}.
+ *   Leaf cell:    0 u16 klen | 2 u8 flags (bit 0: value lives in an overflow run) | 3 u8 0 |
+ *                 4 u32 vlen | 8 key[klen] | then value[vlen] inline, or u64 first pgno of
+ *                 the overflow run (its length in pages is derived from vlen).
+ *
+ * OVERFLOW RUN (n = ceil((32 + vlen) / P) contiguous pages)
+ *    32  vlen   the value bytes, spanning the run; the common header appears only on the
+ *               first page. Pages 2..n of the run have no header of their own.
+ *
+ * FREELIST PAGE (a chain, head in the meta)
+ *    32     8   next freelist page (0 = end of chain)
+ *    40   8*m   m free page numbers (m = header offset 24), ascending within the page
+ *
+ * META PAGE (pgno 0 and 1; the one with the higher valid txid wins; commit txid t is
+ *            written to meta page t % 2)
+ *    32    16   magic "btree_store\0\0\0\0\0"
+ *    48     4   format version (BS_FORMAT_VERSION)
+ *    52     4   page size P
+ *    56     8   page_count: the high-water mark; pages [0, page_count) are in use or free
+ *    64     8   freelist head pgno (0 = empty)
+ *    72     8   number of free page numbers stored in the freelist chain
+ *    80    32   default bucket record (below)
+ *   112    32   catalog record: the tree of named buckets (name -> bucket record)
+ *   144     -   zero up to P
+ *
+ * BUCKET RECORD (32 bytes; in the meta page, and as the value of each catalog entry)
+ *     0     8   root pgno (0 = empty tree that has no page yet)
+ *     8     8   number of entries (keys)
+ *    16     4   depth (0 when root is 0; 1 = the root is a leaf)
+ *    20     4   flags (0)
+ *    24     8   reserved (0)
+ */
+#ifndef BS_FORMAT_H
+#define BS_FORMAT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define BS_FORMAT_VERSION 1u
+#define BS_MAGIC "btree_store\0\0\0\0\0"
+#define BS_MAGIC_LEN 16
+#define BS_PAGE_MIN 1024u
+#define BS_PAGE_MAX 65536u
+#define BS_PAGE_DEFAULT 4096u
+#define BS_META_PAGES 2u
+
+enum { PT_META = 1, PT_BRANCH = 2, PT_LEAF = 3, PT_OVERFLOW = 4, PT_FREELIST = 5 };
+
+#define PH_CRC 0
+#define PH_TYPE 4
+#define PH_FLAGS 5
+#define PH_NKEYS 6
+#define PH_PGNO 8
+#define PH_TXID 16
+#define PH_UPPER 24
+#define PH_FRAG 28
+#define PH_SIZE 32u
+
+#define LEAF_CELL_HDR 8u   /* klen u16, flags u8, pad u8, vlen u32 */
+#define BRANCH_CELL_HDR 10u /* child u64, klen u16 */
+#define LEAF_F_OVERFLOW 1u
+
+#define FL_NEXT 32
+#define FL_ENTRIES 40
+
+#define META_MAGIC 32
+#define META_VERSION 48
+#define META_PAGESIZE 52
+#define META_PAGECOUNT 56
+#define META_FL_HEAD 64
+#define META_FL_COUNT 72
+#define META_DEFAULT 80
+#define META_CATALOG 112
+#define META_END 144
+
+#define BREC_ROOT 0
+#define BREC_COUNT 8
+#define BREC_DEPTH 16
+#define BREC_FLAGS 20
+#define BREC_SIZE 32u
+
+/* ---- little-endian loads and stores (compile to plain moves on x86/arm64) ---- */
+static inline uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "btree_store currently supports little-endian hosts only"
+#endif
+
+/* ---- common header ---- */
+static inline uint8_t pg_type(const uint8_t *pg) { return pg[PH_TYPE]; }
+static inline uint16_t pg_nkeys(const uint8_t *pg) { return get16(pg + PH_NKEYS); }
+static inline uint64_t pg_pgno(const uint8_t *pg) { return get64(pg + PH_PGNO); }
+static inline uint64_t pg_txid(const uint8_t *pg) { return get64(pg + PH_TXID); }
+static inline uint32_t pg_upper(const uint8_t *pg) { return get32(pg + PH_UPPER); }
+static inline uint32_t pg_frag(const uint8_t *pg) { return get32(pg + PH_FRAG); }
+static inline void pg_set_nkeys(uint8_t *pg, uint16_t n) { put16(pg + PH_NKEYS, n); }
+static inline void pg_set_upper(uint8_t *pg, uint32_t v) { put32(pg + PH_UPPER, v); }
+static inline void pg_set_frag(uint8_t *pg, uint32_t v) { put32(pg + PH_FRAG, v); }
+
+/* ---- slotted nodes ---- */
+static inline uint16_t node_slot(const uint8_t *pg, unsigned i) { return get16(pg + PH_SIZE + 2 * i); }
+static inline const uint8_t *node_cell(const uint8_t *pg, unsigned i) { return pg + node_slot(pg, i); }
+/* free bytes between the slot array and the cell area (not counting frag) */
+static inline uint32_t node_gap(const uint8_t *pg) { return pg_upper(pg) - (PH_SIZE + 2u * pg_nkeys(pg)); }
+
+/* leaf cell fields */
+static inline uint16_t lcell_klen(const uint8_t *c) { return get16(c); }
+static inline uint8_t lcell_flags(const uint8_t *c) { return c[2]; }
+static inline uint32_t lcell_vlen(const uint8_t *c) { return get32(c + 4); }
+static inline const uint8_t *lcell_key(const uint8_t *c) { return c + LEAF_CELL_HDR; }
+static inline const uint8_t *lcell_val(const uint8_t *c) { return c + LEAF_CELL_HDR + lcell_klen(c); }
+static inline uint64_t lcell_ovpgno(const uint8_t *c) { return get64(lcell_val(c)); }
+static inline uint32_t lcell_size(const uint8_t *c)
+{
+    return LEAF_CELL_HDR + lcell_klen(c) + ((lcell_flags(c) & LEAF_F_OVERFLOW) ? 8u : lcell_vlen(c));
+}
+
+/* branch cell fields */
+static inline uint64_t bcell_child(const uint8_t *c) { return get64(c); }
+static inline uint16_t bcell_klen(const uint8_t *c) { return get16(c + 8); }
+static inline const uint8_t *bcell_key(const uint8_t *c) { return c + BRANCH_CELL_HDR; }
+static inline uint32_t bcell_size(const uint8_t *c) { return BRANCH_CELL_HDR + bcell_klen(c); }
+
+/* ---- size limits derived from the page size ---- */
+/* largest cell, slot included, that a node accepts: two always fit, so a split always works */
+static inline uint32_t fmt_max_cell(uint32_t psize) { return (psize - PH_SIZE) / 2u; }
+/* largest key: P/2 - 64 (1984 at 4096, 448 at 1024, 32704 at 65536) */
+static inline uint32_t fmt_max_key(uint32_t psize) { return psize / 2u - 64u; }
+/* a value is stored inline when its whole leaf cell (slot included) fits fmt_max_cell */
+static inline int fmt_value_inline(uint32_t psize, size_t klen, size_t vlen)
+{
+    return 2u + LEAF_CELL_HDR + klen + vlen <= fmt_max_cell(psize);
+}
+/* pages in an overflow run holding vlen bytes */
+static inline uint64_t fmt_overflow_pages(uint32_t psize, uint64_t vlen)
+{
+    return (PH_SIZE + vlen + psize - 1) / psize;
+}
+/* entries on one freelist page */
+static inline uint32_t fmt_freelist_cap(uint32_t psize) { return (psize - FL_ENTRIES) / 8u; }
+
+/* key order: memcmp, then length */
+static inline int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c) return c;
+    return alen < blen ? -1 : (alen > blen);
+}
+
+#endif

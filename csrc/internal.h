@@ -1,0 +1,311 @@
+/*
+ * internal.h - structures and functions shared by the engine's own files (never the binding).
+ *
+ * Layer map (each calls only downward):
+ *   db.c       public API (bs.h): open/close, transactions, readers, buckets/catalog, commit
+ *   btree.c    B+tree on one bs_tree: get/put/del, deferred rebalance, cursors, drop, page
+ *              verification; check.c the integrity checker
+ *   pager.c    page access for a transaction: shared page cache (lock-free hits), dirty pages
+ *              of the write transaction, allocation/free, freelist, overflow runs, spilling,
+ *              meta pages, writing a commit
+ *   io_*.c     bs_io_methods (io.h); crc32c.c
+ */
+#ifndef BS_INTERNAL_H
+#define BS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "bs.h"
+#include "crc32c.h"
+#include "format.h"
+#include "io.h"
+
+#define BS_MAX_DEPTH 32        /* deeper than any real tree (fanout >= 2 up to 2^64 pages) */
+#define BS_MAX_NAME 255u
+
+#if defined(__GNUC__)
+#define BS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define BS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define BS_LIKELY(x) (x)
+#define BS_UNLIKELY(x) (x)
+#define BS_PRINTF(a, b)
+#endif
+
+/* ---- errors (util.c) ---- */
+/* Record a thread-local message for rc and return rc: `return bs_fail(BS_CORRUPT, "page %llu:
+ * bad slot", (unsigned long long)pgno);` */
+int bs_fail(int rc, const char *fmt, ...) BS_PRINTF(2, 3);
+/* Same, saving err as bs_errno(); rc BS_IOERR, or BS_FULL for ENOSPC/EDQUOT/EFBIG. */
+int bs_fail_io(int err, const char *fmt, ...) BS_PRINTF(2, 3);
+void bs_clear_error(void);
+
+/* ---- trees ---- */
+/* The root record of one B+tree (a bucket, the default bucket, or the catalog). btree.c keeps
+ * root/depth/count right and sets dirty when any of them or any page of the tree changed, and
+ * needs_rebalance when a delete left an underfull node (fixed at commit). */
+typedef struct bs_tree {
+    uint64_t root;   /* 0 = empty, no page */
+    uint64_t count;  /* entries */
+    uint32_t depth;  /* 0 when root == 0, 1 when the root is a leaf */
+    bool dirty;
+    bool needs_rebalance;
+} bs_tree;
+
+struct bs_bucket {
+    bs_tree tree;
+    uint8_t name[BS_MAX_NAME];
+    uint8_t nlen;        /* 0 for the default bucket */
+    bool dropped;        /* dropped in this transaction (handle no longer usable) */
+    bool created;        /* created in this transaction */
+    unsigned idx;        /* position in txn->buckets */
+};
+
+/* Parsed meta page (format.h META_*). */
+typedef struct bs_meta {
+    uint64_t txid;
+    uint64_t page_count;
+    uint64_t fl_head, fl_count;
+    bs_tree main;     /* default bucket */
+    bs_tree catalog;  /* named buckets: name -> 32-byte bucket record */
+} bs_meta;
+
+/* ---- page cache (pager.c) ---- */
+typedef struct bs_frame {
+    uint64_t pgno;
+    _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
+    uint32_t pos;              /* slot in the clock array, or UINT32_MAX */
+    uint64_t retired_at;       /* epoch when unlinked from the table */
+    struct bs_frame *next;     /* retired list / free list */
+    uint64_t gen;              /* dirty map: savepoint generation that made this copy */
+    _Alignas(16) uint8_t data[]; /* page_size bytes */
+} bs_frame;
+
+/* An epoch slot: a transaction announces the global epoch while it may hold page pointers
+ * from the shared cache (between bs_txn_enter and bs_txn_leave); 0 = quiescent. */
+typedef struct bs_slot {
+    _Atomic uint64_t epoch;
+    _Atomic int in_use;
+    struct bs_slot *_Atomic next;
+    char pad[64 - 8 - 4 - 8];
+} bs_slot;
+
+typedef struct bs_cache {
+    pthread_mutex_t mu;             /* insert/evict/reclaim; never taken on a hit */
+    bs_frame *_Atomic *_Atomic table; /* open addressing: pgno -> frame; NULL empty */
+    uint32_t tmask;                 /* table size - 1 */
+    uint32_t tlive, ttomb;          /* live entries, tombstones */
+    bs_frame **clock;               /* capacity slots */
+    uint32_t cap, hand, nframes;
+    bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch */
+    bs_frame *freelist;             /* reusable frames */
+    uint32_t nfree;
+    _Atomic uint64_t epoch;         /* global epoch, starts at 1 */
+    bs_slot *_Atomic slots;         /* append-only list of epoch slots */
+    void *retired_tables;           /* old tables waiting for their epoch */
+    _Atomic uint64_t hits, misses;
+} bs_cache;
+
+/* ---- freelist (pager.c; touched only by the writer, under db->wmu ownership) ---- */
+typedef struct bs_pgvec { uint64_t *v; size_t n, cap; } bs_pgvec;
+typedef struct bs_pending { uint64_t txid; bs_pgvec pages; } bs_pending;
+
+typedef struct bs_freelist {
+    bs_pgvec reusable;     /* sorted DESCENDING so that the lowest page pops off the end */
+    bs_pending *pend;      /* pages freed by commit txid, not yet reusable (readers) */
+    size_t npend, cappend;
+    uint64_t chain_pages_hint;
+} bs_freelist;
+
+/* ---- dirty pages of the write transaction (pager.c) ---- */
+typedef struct bs_dirty_ent {
+    uint64_t pgno;          /* 0 = empty slot */
+    bs_frame *fr;           /* NULL: spilled to disk (still owned by this txn) */
+    uint64_t gen;           /* generation that allocated this page */
+    bool shadowed;          /* freed inside a savepoint while an outer level still needs it */
+} bs_dirty_ent;
+
+typedef struct bs_dirty {
+    bs_dirty_ent *e;
+    size_t mask, n, nmem;   /* table size-1, entries, entries held in memory */
+} bs_dirty;
+
+typedef struct bs_savepoint {
+    uint64_t floor_prev;
+    uint64_t page_count;
+    size_t freed_n, alloc_n;
+    bs_pgvec local_free;    /* copy */
+    bs_pgvec shadowed;      /* owned pages made unreachable inside this level */
+    struct bs_bucket *buckets; size_t nbuckets; /* copies of the handles */
+    bs_tree catalog;
+} bs_savepoint;
+
+/* ---- reader registry (db.c) ---- */
+typedef struct bs_reader {
+    uint64_t snap;          /* snapshot txid; 0 = free entry */
+} bs_reader;
+
+struct bs_db {
+    const bs_io_methods *io;
+    bs_file *file;
+    char *path;
+    uint32_t page_size;
+    uint32_t page_shift;
+    int readonly, sync;
+    uint64_t fork_gen;      /* bs_fork_generation at open */
+
+    pthread_mutex_t mu;     /* meta, readers, txn count */
+    bs_meta meta;           /* newest commit (what new transactions see) */
+    bs_reader *readers; size_t nreaders, capreaders;
+    size_t ntxn;            /* live transactions */
+
+    pthread_mutex_t wmu;    /* writer lock state */
+    pthread_cond_t wcond;
+    int writer_active;
+    pthread_t writer_thread;
+
+    _Atomic int panic;      /* invariant 5 */
+    bs_freelist fl;         /* writer-owned */
+    bs_cache cache;
+    uint64_t spill_limit;   /* dirty pages held in memory before spilling */
+};
+
+struct bs_txn {
+    bs_db *db;
+    bool write;
+    bool noio;
+    bool failed;            /* write txn hit an error mid-change: only abort is allowed */
+    _Atomic int busy;       /* bs_txn_enter/leave */
+    uint64_t txid;          /* read: snapshot txid; write: snapshot txid + 1 */
+    bs_meta meta;           /* the snapshot (write: the base being changed) */
+    uint64_t page_count;    /* high-water mark (the write txn grows it) */
+    bs_slot *slot;          /* epoch slot */
+    size_t reader_idx;      /* read txns: entry in db->readers */
+    uint64_t mod_seq;       /* bumped by every change; cursors re-seek when it moved */
+
+    /* buckets opened in this transaction (default bucket is buckets[0]) */
+    struct bs_bucket **buckets; size_t nbuckets, capbuckets;
+    bs_tree catalog;
+
+    /* write transaction only */
+    bs_dirty dirty;
+    bs_pgvec freed;         /* committed pages freed: become pending(txid) at commit */
+    bs_pgvec local_free;    /* pages this txn allocated then freed: reusable at once */
+    bs_pgvec alloc_from_free; /* pages popped from db->fl.reusable (returned on abort) */
+    uint64_t gen, floor;    /* savepoint generations; in-place writes need ent->gen >= floor */
+    bs_savepoint *sp; size_t nsp, capsp;
+};
+
+/* ---- fork detection (db.c) ---- */
+extern _Atomic uint64_t bs_fork_generation;
+
+/* ---- pager.c: cache ---- */
+int cache_init(bs_cache *c, uint32_t page_size, uint64_t bytes);
+void cache_destroy(bs_cache *c);
+bs_slot *cache_slot_acquire(bs_cache *c);
+void cache_slot_release(bs_cache *c, bs_slot *s);
+void cache_evict(bs_db *db, uint64_t pgno);   /* drop pgno if cached (page being reused) */
+/* Epoch bracket for a transaction (bs_txn_enter/leave). */
+void pager_enter(bs_txn *txn);
+void pager_leave(bs_txn *txn);
+
+/* ---- pager.c: page access for btree.c and check.c ----
+ * Pointers stay valid until bs_txn_leave, and (write txn) across other pager calls of the
+ * same operation; pager_spill (called by db.c only at the start of an operation) is the one
+ * call that drops in-memory dirty pages. */
+
+/* Read access to a page of the given type (PT_BRANCH/PT_LEAF/PT_FREELIST; 0 = any).
+ * Order: the write txn's dirty pages, then the shared cache, then the disk. A page read from
+ * disk is verified before it is cached or returned (CRC, pgno, type, node bounds via
+ * btree_verify_page, child numbers < txn->page_count): BS_CORRUPT naming the page.
+ * BS_WOULDBLOCK if it needs the disk and txn->noio. */
+int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out);
+/* Writable copy of pgno. If this txn owns it (and its generation allows), in place:
+ * *newpgno == pgno. Else copy-on-write: a new page with the same bytes (header pgno/txid
+ * updated), the old one freed; *newpgno is the new number and the caller must repoint the
+ * parent (or tree->root). Never does I/O except to reload a spilled page (io mode). */
+int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno);
+/* A new dirty page of `type`, zeroed, header set (pgno, txid, type; nodes: upper = P). */
+int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno);
+/* The page is no longer part of the tree once this txn commits. */
+int pager_free(bs_txn *txn, uint64_t pgno);
+/* True when pgno belongs to this write txn (allocated by it, in memory or spilled). */
+bool pager_owned(bs_txn *txn, uint64_t pgno);
+
+/* Overflow runs: write a value into a new run (written to the file at once, never held in
+ * memory; BS_WOULDBLOCK in noio mode), read one back (checksum verified against the header
+ * and the expected length), free one. */
+int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno);
+int pager_ov_read(bs_txn *txn, uint64_t pgno, size_t len, void *dst);
+int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len);
+/* Header-only check of an overflow run (checker): type, pgno, npages, length, and the run
+ * inside page_count. With full != 0 also reads the run and verifies its CRC. */
+int pager_ov_check(bs_txn *txn, uint64_t pgno, size_t len, int full);
+
+/* Write out dirty leaf pages when more than db->spill_limit pages are in memory (io mode). */
+int pager_spill(bs_txn *txn);
+
+/* ---- pager.c: freelist, meta, commit ---- */
+int pager_read_meta(bs_db *db, bs_meta *out);                /* open: pick the newest valid */
+int pager_write_initial(bs_db *db);                          /* new file: both metas */
+int pager_load_freelist(bs_db *db, const bs_meta *m);        /* open */
+/* Read the freelist chain of meta m into *out (checker); also verifies each chain page.
+ * chain receives the chain's own page numbers. */
+int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain);
+void pager_release_pending(bs_db *db, uint64_t oldest_snapshot); /* pending -> reusable */
+uint64_t pager_pinned_pages(bs_db *db, uint64_t oldest_snapshot);
+/* Commit steps of a write txn (db.c calls them in order; see the protocol in pager.c). */
+int pager_commit(bs_txn *txn, bs_meta *newmeta);
+void pager_abort(bs_txn *txn);
+void pager_txn_init(bs_txn *txn);
+void pager_savepoint(bs_txn *txn, bs_savepoint *sp);
+void pager_rollback(bs_txn *txn, bs_savepoint *sp);
+void pager_release(bs_txn *txn, bs_savepoint *sp);
+
+/* pgvec helpers */
+int pgvec_push(bs_pgvec *v, uint64_t pgno);
+void pgvec_free(bs_pgvec *v);
+
+/* ---- btree.c ---- */
+/* Verify the bounds of a branch or leaf page read from disk (after its CRC passed): nkeys,
+ * upper, frag, every slot and cell inside the page and not overlapping the header/slots,
+ * key lengths <= fmt_max_key, leaf vlen/overflow sizes sane, overflow runs and children
+ * inside [2, page_count), keys strictly ascending. BS_OK or BS_CORRUPT naming the page. */
+int btree_verify_page(const uint8_t *pg, uint32_t psize, uint64_t page_count);
+
+int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out);
+/* put/del: all reads (descent) happen before the first change, so BS_WOULDBLOCK (noio mode)
+ * always leaves the tree untouched. Values that need an overflow run return BS_WOULDBLOCK in
+ * noio mode before changing anything. Bumps txn->mod_seq on success. */
+int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
+              const uint8_t *val, size_t vlen, unsigned flags);
+int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen);
+/* Commit time (io mode): merge or refill the underfull nodes that deletes left in this
+ * txn's own pages; collapse a root branch with one child; an emptied tree stays one empty
+ * leaf. Clears t->needs_rebalance. */
+int btree_rebalance(bs_txn *txn, bs_tree *t);
+/* Free every page of the tree, overflow runs included (drop bucket). Leaves t empty. */
+int btree_free_all(bs_txn *txn, bs_tree *t);
+
+struct bs_cursor {
+    bs_txn *txn;
+    bs_tree *tree;
+    int depth;                 /* entries used in stack */
+    struct { uint64_t pgno; int idx; } stack[BS_MAX_DEPTH];
+    bool valid;                /* positioned on an item */
+    uint64_t mod_seq;          /* txn->mod_seq when positioned (write txns re-seek on change) */
+    uint8_t *kbuf; size_t klen, kcap; /* copy of the current key (write txns) */
+};
+int btree_cursor_seek(bs_cursor *cur, int op, const uint8_t *key, size_t klen);
+int btree_cursor_step(bs_cursor *cur, int dir);  /* +1 next, -1 prev; BS_NOTFOUND at the end */
+int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val);
+
+/* ---- check.c ---- */
+int check_db(bs_txn *txn);
+
+#endif
