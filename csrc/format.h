@@ -12,8 +12,8 @@
  *
  * COMMON PAGE HEADER (every page, 32 bytes)
  *   OFFSET SIZE MEANING
- *     0     4   CRC32C (Castagnoli) of bytes [4, P) of the page; for an overflow run of n
- *               pages, of bytes [4, n*P) of the whole run
+ *     0     4   CRC32C (Castagnoli) of bytes [4, P) of the page; for an overflow run, of
+ *               bytes [4, 32 + vlen) of the run (the padding after the value is not covered)
  *     4     1   page type: 1 meta, 2 branch, 3 leaf, 4 overflow, 5 freelist
  *     5     1   flags (0; reserved)
  *     6     2   nkeys: number of slots (branch, leaf); 0 otherwise

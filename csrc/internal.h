@@ -95,11 +95,20 @@ typedef struct bs_slot {
     char pad[64 - 8 - 4 - 8];
 } bs_slot;
 
+/* Open-addressing table pgno -> frame, replaced (never resized in place) when tombstones
+ * pile up; readers load the table pointer and probe without locks. */
+typedef struct bs_ctable {
+    uint32_t mask;
+    uint64_t retired_at;
+    struct bs_ctable *next;         /* retired tables */
+    bs_frame *_Atomic e[];
+} bs_ctable;
+
 typedef struct bs_cache {
     pthread_mutex_t mu;             /* insert/evict/reclaim; never taken on a hit */
-    bs_frame *_Atomic *_Atomic table; /* open addressing: pgno -> frame; NULL empty */
-    uint32_t tmask;                 /* table size - 1 */
+    bs_ctable *_Atomic table;
     uint32_t tlive, ttomb;          /* live entries, tombstones */
+    uint32_t page_size;
     bs_frame **clock;               /* capacity slots */
     uint32_t cap, hand, nframes;
     bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch */
@@ -107,7 +116,8 @@ typedef struct bs_cache {
     uint32_t nfree;
     _Atomic uint64_t epoch;         /* global epoch, starts at 1 */
     bs_slot *_Atomic slots;         /* append-only list of epoch slots */
-    void *retired_tables;           /* old tables waiting for their epoch */
+    bs_ctable *retired_tables;      /* old tables waiting for their epoch */
+    uint32_t *free_pos; uint32_t nfree_pos; /* empty clock slots */
     _Atomic uint64_t hits, misses;
 } bs_cache;
 
@@ -127,6 +137,7 @@ typedef struct bs_dirty_ent {
     uint64_t pgno;          /* 0 = empty slot */
     bs_frame *fr;           /* NULL: spilled to disk (still owned by this txn) */
     uint64_t gen;           /* generation that allocated this page */
+    uint64_t run;           /* overflow run: its length in pages (always on disk); else 0 */
     bool shadowed;          /* freed inside a savepoint while an outer level still needs it */
 } bs_dirty_ent;
 
@@ -171,6 +182,7 @@ struct bs_db {
 
     _Atomic int panic;      /* invariant 5 */
     bs_freelist fl;         /* writer-owned */
+    bs_pgvec fl_chain;      /* pages of the newest commit's freelist chain (writer-owned) */
     bs_cache cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
 };

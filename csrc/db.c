@@ -1,0 +1,862 @@
+/*
+ * db.c - the engine's public API (bs.h): opening and locking a file, transactions with
+ * snapshot isolation, the reader registry, buckets and the catalog, savepoints, commit
+ * orchestration, stat and check.
+ *
+ * Layer: calls btree.c, check.c and pager.c (and io through db->io for open/lock/close).
+ *
+ * Concurrency model
+ *  - db->mu guards db->meta (the newest commit), the reader registry and db->ntxn; it is held
+ *    only for a few instructions (never across I/O), so readers never wait for a commit's
+ *    fsync.
+ *  - One writer at a time: db->wmu/wcond hold `writer_active`; the freelist (db->fl) belongs
+ *    to the writer. A thread that already owns the write transaction gets BS_MISUSE instead
+ *    of deadlocking on itself.
+ *  - A read transaction copies the meta at begin and never changes; page pointers it gets
+ *    from the shared cache stay valid between bs_txn_enter and bs_txn_leave (epoch slots in
+ *    pager.c). bs_txn_enter fails with BS_INUSE when two threads use one transaction at once.
+ *  - fork(): pthread_atfork bumps bs_fork_generation in the child; every entry point compares
+ *    it with the generation recorded at open and answers BS_FORKED. The child never touches
+ *    the parent's lock (closing a forked handle only closes the descriptor).
+ *
+ * Catalog: a B+tree (meta.catalog) mapping bucket name (1..255 bytes) -> 32-byte bucket record
+ * (format.h). The default bucket's record lives in the meta page itself. Bucket records are
+ * written back to the catalog at commit for every bucket whose tree changed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+_Atomic uint64_t bs_fork_generation = 1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add(&bs_fork_generation, 1); }
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static inline bool forked(const bs_db *db)
+{
+    return atomic_load_explicit(&bs_fork_generation, memory_order_relaxed) != db->fork_gen;
+}
+
+static int fail_forked(void) { return bs_fail(BS_FORKED, "open the database again in the child process"); }
+
+uint32_t bs_db_page_size(const bs_db *db) { return db->page_size; }
+size_t bs_db_max_key(const bs_db *db) { return fmt_max_key(db->page_size); }
+
+/* ------------------------------------------------------------------ open / close */
+
+static void db_free(bs_db *db)
+{
+    if (!db)
+        return;
+    if (db->cache.clock)
+        cache_destroy(&db->cache);
+    pgvec_free(&db->fl.reusable);
+    for (size_t i = 0; i < db->fl.npend; i++)
+        pgvec_free(&db->fl.pend[i].pages);
+    free(db->fl.pend);
+    pgvec_free(&db->fl_chain);
+    free(db->readers);
+    free(db->path);
+    pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->wmu);
+    pthread_cond_destroy(&db->wcond);
+    free(db);
+}
+
+int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
+{
+    bs_options o = {0};
+    int rc, err, created = 0;
+    if (opt)
+        o = *opt;
+    *out = NULL;
+    bs_clear_error();
+    pthread_once(&atfork_once, register_atfork);
+    if (!o.page_size)
+        o.page_size = BS_PAGE_DEFAULT;
+    if (o.page_size < BS_PAGE_MIN || o.page_size > BS_PAGE_MAX || (o.page_size & (o.page_size - 1)))
+        return bs_fail(BS_MISUSE, "page_size must be a power of two from 1024 to 65536, not %u",
+                       o.page_size);
+    if (!o.cache_size)
+        o.cache_size = 64ull << 20;
+    if (!o.io)
+        o.io = &bs_io_posix;
+
+    bs_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return bs_fail(BS_NOMEM, "out of memory");
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->wmu, NULL);
+    pthread_cond_init(&db->wcond, NULL);
+    db->io = o.io;
+    db->readonly = o.readonly;
+    db->sync = o.sync;
+    db->fork_gen = atomic_load(&bs_fork_generation);
+    db->path = strdup(path);
+    if (!db->path) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto fail;
+    }
+    err = db->io->open(o.io_arg, path, o.readonly, o.create && !o.readonly, &db->file, &created);
+    if (err) {
+        rc = bs_fail_io(err, "opening %s", path);
+        db->file = NULL;
+        goto fail;
+    }
+    err = db->io->lock(db->file, o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
+    if (err) {
+        if (err == EWOULDBLOCK || err == EAGAIN)
+            rc = bs_fail(BS_LOCKED, "%s is locked by another process or handle%s", path,
+                         o.readonly ? " (a writer has it open)" : "");
+        else
+            rc = bs_fail_io(err, "locking %s", path);
+        goto fail;
+    }
+    uint64_t fsize = 0;
+    if ((err = db->io->size(db->file, &fsize)) != 0) {
+        rc = bs_fail_io(err, "reading the size of %s", path);
+        goto fail;
+    }
+    bs_meta m;
+    int fresh = 0;
+    if (fsize == 0) {
+        if (o.readonly) {
+            rc = bs_fail(BS_NOTDB, "%s is empty, not a btree_store database", path);
+            goto fail;
+        }
+        fresh = 1;
+    } else if ((rc = pager_read_meta(db, &m)) != BS_OK) {
+        /* A file no bigger than the two meta pages with no valid meta never held a commit:
+         * its creation was interrupted. Start it again (nothing can be lost). */
+        if (rc == BS_IOERR || rc == BS_FULL || o.readonly || fsize > 2ull * o.page_size)
+            goto fail;
+        fresh = 1;
+    }
+    if (fresh) {
+        db->page_size = o.page_size;
+        if ((rc = pager_write_initial(db)) != BS_OK)
+            goto fail;
+        if (created && db->sync && (err = db->io->sync_dir(o.io_arg, path)) != 0) {
+            rc = bs_fail_io(err, "syncing the directory of %s", path);
+            goto fail;
+        }
+        m = db->meta;
+    }
+    db->meta = m;
+    for (db->page_shift = 0; (1u << db->page_shift) < db->page_size; db->page_shift++)
+        ;
+    if ((rc = cache_init(&db->cache, db->page_size, o.cache_size)) != BS_OK)
+        goto fail;
+    db->spill_limit = db->cache.cap > 1024 ? db->cache.cap : 1024;
+    if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK)
+        goto fail;
+    *out = db;
+    return BS_OK;
+fail:
+    if (db->file)
+        db->io->close(db->file, 0);
+    db_free(db);
+    return rc;
+}
+
+int bs_db_close(bs_db *db)
+{
+    if (!db)
+        return BS_OK;
+    if (forked(db)) {
+        /* A copy inherited across fork(): close our descriptor (the lock stays with the
+         * parent's open file description) and leave the rest of the copied memory alone:
+         * its mutexes may have been held by threads that do not exist here. */
+        db->io->close(db->file, 1);
+        return BS_OK;
+    }
+    pthread_mutex_lock(&db->mu);
+    size_t n = db->ntxn;
+    pthread_mutex_unlock(&db->mu);
+    if (n)
+        return bs_fail(BS_MISUSE, "%zu transactions are still open", n);
+    int err = db->io->close(db->file, 0);
+    db_free(db);
+    if (err)
+        return bs_fail_io(err, "closing the database");
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ readers */
+
+static uint64_t oldest_reader_locked(bs_db *db, uint64_t *count)
+{
+    uint64_t m = UINT64_MAX, c = 0;
+    for (size_t i = 0; i < db->nreaders; i++)
+        if (db->readers[i].snap) {
+            c++;
+            if (db->readers[i].snap < m)
+                m = db->readers[i].snap;
+        }
+    if (count)
+        *count = c;
+    return m;
+}
+
+static int reader_add_locked(bs_db *db, uint64_t snap, size_t *idx)
+{
+    for (size_t i = 0; i < db->nreaders; i++)
+        if (!db->readers[i].snap) {
+            db->readers[i].snap = snap;
+            *idx = i;
+            return BS_OK;
+        }
+    if (db->nreaders == db->capreaders) {
+        size_t nc = db->capreaders ? db->capreaders * 2 : 16;
+        bs_reader *nr = realloc(db->readers, nc * sizeof *nr);
+        if (!nr)
+            return bs_fail(BS_NOMEM, "out of memory");
+        db->readers = nr;
+        db->capreaders = nc;
+    }
+    db->readers[db->nreaders].snap = snap;
+    *idx = db->nreaders++;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ transactions */
+
+static int bucket_handle_new(bs_txn *txn, const void *name, size_t nlen, const bs_tree *t,
+                             bs_bucket **out)
+{
+    if (txn->nbuckets == txn->capbuckets) {
+        size_t nc = txn->capbuckets ? txn->capbuckets * 2 : 8;
+        bs_bucket **nb = realloc(txn->buckets, nc * sizeof *nb);
+        if (!nb)
+            return bs_fail(BS_NOMEM, "out of memory");
+        txn->buckets = nb;
+        txn->capbuckets = nc;
+    }
+    bs_bucket *b = calloc(1, sizeof *b);
+    if (!b)
+        return bs_fail(BS_NOMEM, "out of memory");
+    b->tree = *t;
+    b->nlen = (uint8_t)nlen;
+    if (nlen)
+        memcpy(b->name, name, nlen);
+    b->idx = (unsigned)txn->nbuckets;
+    txn->buckets[txn->nbuckets++] = b;
+    *out = b;
+    return BS_OK;
+}
+
+static int wait_writer(bs_db *db, long timeout_ms)
+{
+    pthread_t self = pthread_self();
+    struct timespec deadline;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&db->wmu);
+    if (db->writer_active && pthread_equal(db->writer_thread, self)) {
+        pthread_mutex_unlock(&db->wmu);
+        return bs_fail(BS_MISUSE, "this thread already has an open write transaction "
+                                  "(commit or abort it first)");
+    }
+    while (db->writer_active) {
+        if (timeout_ms == 0) {
+            pthread_mutex_unlock(&db->wmu);
+            return bs_fail(BS_LOCKED, "another write transaction is active");
+        }
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&db->wcond, &db->wmu);
+        } else if (pthread_cond_timedwait(&db->wcond, &db->wmu, &deadline) == ETIMEDOUT &&
+                   db->writer_active) {
+            pthread_mutex_unlock(&db->wmu);
+            return bs_fail(BS_LOCKED, "timed out after %ld ms waiting for the write lock",
+                           timeout_ms);
+        }
+    }
+    db->writer_active = 1;
+    db->writer_thread = self;
+    pthread_mutex_unlock(&db->wmu);
+    return BS_OK;
+}
+
+static void release_writer(bs_db *db)
+{
+    pthread_mutex_lock(&db->wmu);
+    db->writer_active = 0;
+    pthread_cond_signal(&db->wcond);
+    pthread_mutex_unlock(&db->wmu);
+}
+
+int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
+{
+    int rc;
+    bool write = flags & BS_TXN_WRITE;
+    *out = NULL;
+    bs_clear_error();
+    if (forked(db))
+        return fail_forked();
+    if (write) {
+        if (db->readonly)
+            return bs_fail(BS_READONLY, "the database was opened read-only");
+        if (atomic_load(&db->panic))
+            return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
+        if ((rc = wait_writer(db, timeout_ms)) != BS_OK)
+            return rc;
+        if (atomic_load(&db->panic)) {
+            release_writer(db);
+            return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
+        }
+    }
+    bs_txn *txn = calloc(1, sizeof *txn);
+    if (!txn) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto fail_nolock;
+    }
+    txn->db = db;
+    txn->write = write;
+    atomic_init(&txn->busy, 0);
+    txn->slot = cache_slot_acquire(&db->cache);
+    if (!txn->slot) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto fail_nolock;
+    }
+    pthread_mutex_lock(&db->mu);
+    txn->meta = db->meta;
+    if (write) {
+        uint64_t oldest = oldest_reader_locked(db, NULL); /* snapshot + 1, or UINT64_MAX */
+        pager_release_pending(db, oldest == UINT64_MAX ? UINT64_MAX : oldest - 1);
+        txn->txid = txn->meta.txid + 1;
+    } else {
+        txn->txid = txn->meta.txid;
+        /* snapshot ids are stored +1 so that 0 can mean "free entry" */
+        if ((rc = reader_add_locked(db, txn->meta.txid + 1, &txn->reader_idx)) != BS_OK) {
+            pthread_mutex_unlock(&db->mu);
+            goto fail_nolock;
+        }
+    }
+    db->ntxn++;
+    pthread_mutex_unlock(&db->mu);
+    txn->page_count = txn->meta.page_count;
+    txn->catalog = txn->meta.catalog;
+    pager_txn_init(txn);
+    bs_bucket *b;
+    if ((rc = bucket_handle_new(txn, NULL, 0, &txn->meta.main, &b)) != BS_OK) {
+        bs_txn_abort(txn);
+        return rc;
+    }
+    *out = txn;
+    return BS_OK;
+fail_nolock:
+    if (txn) {
+        cache_slot_release(&db->cache, txn->slot);
+        free(txn);
+    }
+    if (write)
+        release_writer(db);
+    return rc;
+}
+
+static void txn_free(bs_txn *txn)
+{
+    bs_db *db = txn->db;
+    pager_abort(txn);
+    for (size_t i = 0; i < txn->nbuckets; i++)
+        free(txn->buckets[i]);
+    free(txn->buckets);
+    cache_slot_release(&db->cache, txn->slot);
+    pthread_mutex_lock(&db->mu);
+    if (!txn->write)
+        db->readers[txn->reader_idx].snap = 0;
+    db->ntxn--;
+    pthread_mutex_unlock(&db->mu);
+    if (txn->write)
+        release_writer(db);
+    free(txn);
+}
+
+void bs_txn_abort(bs_txn *txn)
+{
+    if (!txn)
+        return;
+    if (forked(txn->db))
+        return; /* the copy in a child: nothing of it may be touched */
+    txn_free(txn);
+}
+
+int bs_txn_is_write(const bs_txn *txn) { return txn->write; }
+uint64_t bs_txn_id(const bs_txn *txn) { return txn->txid; }
+void bs_txn_set_noio(bs_txn *txn, int on) { txn->noio = on != 0; }
+
+int bs_txn_enter(bs_txn *txn)
+{
+    int zero = 0;
+    if (BS_UNLIKELY(forked(txn->db)))
+        return fail_forked();
+    if (!atomic_compare_exchange_strong(&txn->busy, &zero, 1))
+        return bs_fail(BS_INUSE, "the transaction is being used by another thread");
+    pager_enter(txn);
+    return BS_OK;
+}
+
+void bs_txn_leave(bs_txn *txn)
+{
+    pager_leave(txn);
+    atomic_store_explicit(&txn->busy, 0, memory_order_release);
+}
+
+static void encode_record(const bs_tree *t, uint8_t *r)
+{
+    memset(r, 0, BREC_SIZE);
+    put64(r + BREC_ROOT, t->root);
+    put64(r + BREC_COUNT, t->count);
+    put32(r + BREC_DEPTH, t->depth);
+}
+
+static int decode_record(const bs_val *v, uint64_t page_count, bs_tree *t)
+{
+    if (v->len != BREC_SIZE || !v->data)
+        return bs_fail(BS_CORRUPT, "catalog: bucket record of %zu bytes", v->len);
+    const uint8_t *r = v->data;
+    memset(t, 0, sizeof *t);
+    t->root = get64(r + BREC_ROOT);
+    t->count = get64(r + BREC_COUNT);
+    t->depth = get32(r + BREC_DEPTH);
+    if ((t->root == 0) != (t->depth == 0) || (t->root && (t->root < 2 || t->root >= page_count)) ||
+        t->depth > BS_MAX_DEPTH || (!t->root && t->count))
+        return bs_fail(BS_CORRUPT, "catalog: bad bucket record (root %llu, depth %u)",
+                       (unsigned long long)t->root, t->depth);
+    return BS_OK;
+}
+
+static int txn_usable(bs_txn *txn)
+{
+    if (txn->failed)
+        return bs_fail(BS_BADTXN, "the transaction failed earlier and must be aborted");
+    return BS_OK;
+}
+
+static void release_all_savepoints(bs_txn *txn);
+
+int bs_txn_commit(bs_txn *txn)
+{
+    bs_db *db = txn->db;
+    int rc = BS_OK;
+    if (forked(db))
+        return fail_forked();
+    if (!txn->write || txn->mod_seq == 0) {
+        if (txn->write && txn->failed)
+            rc = bs_fail(BS_BADTXN, "the transaction failed earlier; it was rolled back");
+        txn_free(txn);
+        return rc;
+    }
+    if (txn->failed) {
+        txn_free(txn);
+        return bs_fail(BS_BADTXN, "the transaction failed earlier; it was rolled back");
+    }
+    txn->noio = false;
+    pager_enter(txn);
+    release_all_savepoints(txn);
+    /* deferred rebalancing, then bucket records into the catalog */
+    for (size_t i = 0; i < txn->nbuckets; i++) {
+        bs_bucket *b = txn->buckets[i];
+        if (!b->dropped && b->tree.needs_rebalance && (rc = btree_rebalance(txn, &b->tree)) != BS_OK)
+            goto fail;
+    }
+    for (size_t i = 1; i < txn->nbuckets; i++) {
+        bs_bucket *b = txn->buckets[i];
+        if (b->dropped || !b->tree.dirty)
+            continue;
+        uint8_t rec[BREC_SIZE];
+        encode_record(&b->tree, rec);
+        if ((rc = btree_put(txn, &txn->catalog, b->name, b->nlen, rec, BREC_SIZE, 0)) != BS_OK)
+            goto fail;
+    }
+    if (txn->catalog.needs_rebalance && (rc = btree_rebalance(txn, &txn->catalog)) != BS_OK)
+        goto fail;
+    bs_meta nm = txn->meta;
+    nm.main = txn->buckets[0]->tree;
+    nm.catalog = txn->catalog;
+    nm.main.dirty = nm.main.needs_rebalance = false;
+    nm.catalog.dirty = nm.catalog.needs_rebalance = false;
+    rc = pager_commit(txn, &nm);
+fail:
+    pager_leave(txn);
+    txn_free(txn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ savepoints */
+
+int bs_txn_savepoint(bs_txn *txn)
+{
+    if (!txn->write)
+        return bs_fail(BS_READONLY, "savepoints need a write transaction");
+    int rc = txn_usable(txn);
+    if (rc)
+        return rc;
+    if (txn->nsp == txn->capsp) {
+        size_t nc = txn->capsp ? txn->capsp * 2 : 4;
+        bs_savepoint *ns = realloc(txn->sp, nc * sizeof *ns);
+        if (!ns)
+            return bs_fail(BS_NOMEM, "out of memory");
+        txn->sp = ns;
+        txn->capsp = nc;
+    }
+    bs_savepoint *sp = &txn->sp[txn->nsp];
+    memset(sp, 0, sizeof *sp);
+    sp->buckets = malloc(txn->nbuckets * sizeof *sp->buckets);
+    if (!sp->buckets)
+        return bs_fail(BS_NOMEM, "out of memory");
+    for (size_t i = 0; i < txn->nbuckets; i++)
+        sp->buckets[i] = *txn->buckets[i];
+    sp->nbuckets = txn->nbuckets;
+    sp->catalog = txn->catalog;
+    pager_savepoint(txn, sp);
+    txn->nsp++;
+    return BS_OK;
+}
+
+int bs_txn_rollback(bs_txn *txn)
+{
+    if (!txn->write || !txn->nsp)
+        return bs_fail(BS_MISUSE, "no savepoint to roll back to");
+    bs_savepoint *sp = &txn->sp[txn->nsp - 1];
+    pager_rollback(txn, sp);
+    for (size_t i = 0; i < txn->nbuckets; i++) {
+        if (i < sp->nbuckets) {
+            *txn->buckets[i] = sp->buckets[i];
+        } else {
+            txn->buckets[i]->dropped = true; /* created after the savepoint */
+            memset(&txn->buckets[i]->tree, 0, sizeof(bs_tree));
+        }
+    }
+    txn->catalog = sp->catalog;
+    free(sp->buckets);
+    txn->nsp--;
+    txn->mod_seq++;
+    /* a failure inside the savepoint is undone with it */
+    txn->failed = false;
+    return BS_OK;
+}
+
+int bs_txn_release(bs_txn *txn)
+{
+    if (!txn->write || !txn->nsp)
+        return bs_fail(BS_MISUSE, "no savepoint to release");
+    bs_savepoint *sp = &txn->sp[txn->nsp - 1];
+    pager_release(txn, sp);
+    free(sp->buckets);
+    txn->nsp--;
+    return BS_OK;
+}
+
+static void release_all_savepoints(bs_txn *txn)
+{
+    while (txn->nsp)
+        bs_txn_release(txn);
+}
+
+/* ------------------------------------------------------------------ buckets */
+
+static int check_name(const void *name, size_t nlen)
+{
+    if (!name || nlen < 1 || nlen > BS_MAX_NAME)
+        return bs_fail(BS_MISUSE, "bucket names are 1 to 255 bytes, not %zu", name ? nlen : 0);
+    return BS_OK;
+}
+
+static bs_bucket *find_handle(bs_txn *txn, const void *name, size_t nlen)
+{
+    for (size_t i = 1; i < txn->nbuckets; i++) {
+        bs_bucket *b = txn->buckets[i];
+        if (b->nlen == nlen && memcmp(b->name, name, nlen) == 0)
+            return b;
+    }
+    return NULL;
+}
+
+int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bucket **out)
+{
+    int rc;
+    if (!name) {
+        *out = txn->buckets[0];
+        return BS_OK;
+    }
+    if ((rc = check_name(name, nlen)) != BS_OK || (rc = txn_usable(txn)) != BS_OK)
+        return rc;
+    bs_bucket *b = find_handle(txn, name, nlen);
+    if (b && !b->dropped) {
+        *out = b;
+        return BS_OK;
+    }
+    bs_tree t = {0};
+    if (!b) {
+        bs_val v;
+        rc = btree_get(txn, &txn->catalog, name, nlen, &v);
+        if (rc == BS_OK) {
+            if ((rc = decode_record(&v, txn->page_count, &t)) != BS_OK)
+                return rc;
+            return bucket_handle_new(txn, name, nlen, &t, out);
+        }
+        if (rc != BS_NOTFOUND)
+            return rc;
+    }
+    if (!create)
+        return bs_fail(BS_NOBUCKET, "bucket '%.*s' does not exist", (int)nlen, (const char *)name);
+    if (!txn->write)
+        return bs_fail(BS_READONLY, "creating a bucket needs a write transaction");
+    uint8_t rec[BREC_SIZE];
+    encode_record(&t, rec);
+    rc = btree_put(txn, &txn->catalog, name, nlen, rec, BREC_SIZE, 0);
+    if (rc) {
+        if (rc != BS_WOULDBLOCK)
+            txn->failed = true;
+        return rc;
+    }
+    if (b) { /* dropped earlier in this transaction: the name comes back, empty */
+        b->dropped = false;
+        b->tree = t;
+    } else if ((rc = bucket_handle_new(txn, name, nlen, &t, &b)) != BS_OK) {
+        txn->failed = true;
+        return rc;
+    }
+    b->created = true;
+    b->tree.dirty = true;
+    txn->mod_seq++;
+    *out = b;
+    return BS_OK;
+}
+
+int bs_bucket_drop(bs_txn *txn, const void *name, size_t nlen)
+{
+    int rc;
+    bs_bucket *b;
+    if (!txn->write)
+        return bs_fail(BS_READONLY, "dropping a bucket needs a write transaction");
+    if ((rc = bs_bucket_open(txn, name, nlen, 0, &b)) != BS_OK)
+        return rc;
+    if (txn->noio)
+        return BS_WOULDBLOCK; /* freeing walks the whole tree */
+    if ((rc = btree_free_all(txn, &b->tree)) != BS_OK ||
+        (rc = btree_del(txn, &txn->catalog, name, nlen)) != BS_OK) {
+        txn->failed = true;
+        return rc;
+    }
+    b->dropped = true;
+    memset(&b->tree, 0, sizeof b->tree);
+    txn->mod_seq++;
+    return BS_OK;
+}
+
+int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nlen), void *ctx)
+{
+    bs_cursor cur;
+    int rc;
+    memset(&cur, 0, sizeof cur);
+    cur.txn = txn;
+    cur.tree = &txn->catalog;
+    rc = btree_cursor_seek(&cur, BS_SEEK_FIRST, NULL, 0);
+    while (rc == BS_OK) {
+        bs_val k, v;
+        if ((rc = btree_cursor_current(&cur, &k, &v)) != BS_OK)
+            break;
+        if (fn(ctx, k.data, k.len))
+            break;
+        rc = btree_cursor_step(&cur, 1);
+    }
+    free(cur.kbuf);
+    return rc == BS_NOTFOUND ? BS_OK : rc;
+}
+
+static int bucket_ok(bs_txn *txn, bs_bucket *b)
+{
+    if (BS_UNLIKELY(b->dropped))
+        return bs_fail(BS_NOBUCKET, "bucket '%.*s' was dropped", (int)b->nlen, (const char *)b->name);
+    return txn_usable(txn);
+}
+
+int bs_bucket_count(bs_txn *txn, bs_bucket *b, uint64_t *out)
+{
+    int rc = bucket_ok(txn, b);
+    if (rc)
+        return rc;
+    *out = b->tree.count;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ data */
+
+int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val)
+{
+    int rc = bucket_ok(txn, b);
+    if (rc)
+        return rc;
+    if (klen > fmt_max_key(txn->db->page_size))
+        return BS_NOTFOUND;
+    return btree_get(txn, &b->tree, key, klen, val);
+}
+
+int bs_read_value(bs_txn *txn, const bs_val *val, void *dst)
+{
+    if (val->data) {
+        memcpy(dst, val->data, val->len);
+        return BS_OK;
+    }
+    return pager_ov_read(txn, val->ovpgno, val->len, dst);
+}
+
+static int write_prologue(bs_txn *txn, bs_bucket *b, size_t klen)
+{
+    int rc;
+    if (!txn->write)
+        return bs_fail(BS_READONLY, "the transaction is read-only");
+    if ((rc = bucket_ok(txn, b)) != BS_OK)
+        return rc;
+    if (klen > fmt_max_key(txn->db->page_size))
+        return bs_fail(BS_TOOBIG, "key of %zu bytes is over the limit of %u bytes", klen,
+                       fmt_max_key(txn->db->page_size));
+    if (!txn->noio && (rc = pager_spill(txn)) != BS_OK)
+        return rc;
+    if (txn->noio && txn->dirty.nmem > txn->db->spill_limit)
+        return BS_WOULDBLOCK;
+    return BS_OK;
+}
+
+static int write_epilogue(bs_txn *txn, int rc)
+{
+    if (rc != BS_OK && rc != BS_NOTFOUND && rc != BS_EXISTS && rc != BS_WOULDBLOCK &&
+        rc != BS_TOOBIG)
+        txn->failed = true; /* a change may have stopped half way */
+    return rc;
+}
+
+int bs_put(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, const void *val,
+           size_t vlen, unsigned flags)
+{
+    int rc = write_prologue(txn, b, klen);
+    if (rc)
+        return rc;
+    if ((uint64_t)vlen > UINT32_MAX)
+        return bs_fail(BS_TOOBIG, "value of %zu bytes is over the limit of 4294967295 bytes", vlen);
+    return write_epilogue(txn, btree_put(txn, &b->tree, key, klen, val, vlen, flags));
+}
+
+int bs_del(bs_txn *txn, bs_bucket *b, const void *key, size_t klen)
+{
+    int rc = write_prologue(txn, b, 0);
+    if (rc)
+        return rc;
+    if (klen > fmt_max_key(txn->db->page_size))
+        return BS_NOTFOUND;
+    return write_epilogue(txn, btree_del(txn, &b->tree, key, klen));
+}
+
+/* ------------------------------------------------------------------ cursors */
+
+int bs_cursor_open(bs_txn *txn, bs_bucket *b, bs_cursor **out)
+{
+    int rc = bucket_ok(txn, b);
+    if (rc)
+        return rc;
+    bs_cursor *cur = calloc(1, sizeof *cur);
+    if (!cur)
+        return bs_fail(BS_NOMEM, "out of memory");
+    cur->txn = txn;
+    cur->tree = &b->tree;
+    *out = cur;
+    return BS_OK;
+}
+
+void bs_cursor_close(bs_cursor *cur)
+{
+    if (!cur)
+        return;
+    free(cur->kbuf);
+    free(cur);
+}
+
+static bs_bucket *cursor_bucket(bs_cursor *cur)
+{
+    return (bs_bucket *)((char *)cur->tree - offsetof(bs_bucket, tree));
+}
+
+int bs_cursor_seek(bs_cursor *cur, int op, const void *key, size_t klen)
+{
+    int rc = bucket_ok(cur->txn, cursor_bucket(cur));
+    if (rc)
+        return rc;
+    if (op < BS_SEEK_GE || op > BS_SEEK_LAST)
+        return bs_fail(BS_MISUSE, "bad seek operation %d", op);
+    return btree_cursor_seek(cur, op, key, klen);
+}
+
+int bs_cursor_next(bs_cursor *cur)
+{
+    int rc = bucket_ok(cur->txn, cursor_bucket(cur));
+    return rc ? rc : btree_cursor_step(cur, 1);
+}
+
+int bs_cursor_prev(bs_cursor *cur)
+{
+    int rc = bucket_ok(cur->txn, cursor_bucket(cur));
+    return rc ? rc : btree_cursor_step(cur, -1);
+}
+
+int bs_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
+{
+    int rc = bucket_ok(cur->txn, cursor_bucket(cur));
+    return rc ? rc : btree_cursor_current(cur, key, val);
+}
+
+/* ------------------------------------------------------------------ stat / check */
+
+int bs_db_stat(bs_db *db, bs_stat *st)
+{
+    if (forked(db))
+        return fail_forked();
+    memset(st, 0, sizeof *st);
+    uint64_t nr;
+    pthread_mutex_lock(&db->mu);
+    bs_meta m = db->meta;
+    uint64_t oldest = oldest_reader_locked(db, &nr);
+    st->pinned_pages = nr ? pager_pinned_pages(db, oldest - 1) : 0;
+    pthread_mutex_unlock(&db->mu);
+    st->page_size = db->page_size;
+    st->page_count = m.page_count;
+    st->free_pages = m.fl_count;
+    st->depth = m.main.depth;
+    st->entries = m.main.count;
+    st->txid = m.txid;
+    st->buckets = m.catalog.count;
+    st->readers = nr;
+    st->oldest_reader = nr ? oldest - 1 : 0;
+    st->cache_pages = db->cache.nframes;
+    st->cache_hits = atomic_load(&db->cache.hits);
+    st->cache_misses = atomic_load(&db->cache.misses);
+    int err = db->io->size(db->file, &st->file_size);
+    if (err)
+        return bs_fail_io(err, "reading the file size");
+    return BS_OK;
+}
+
+int bs_db_check(bs_db *db)
+{
+    bs_txn *txn;
+    int rc = bs_txn_begin(db, 0, 0, &txn);
+    if (rc)
+        return rc;
+    pager_enter(txn);
+    rc = check_db(txn);
+    pager_leave(txn);
+    bs_txn_abort(txn);
+    return rc;
+}
