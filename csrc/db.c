@@ -373,6 +373,10 @@ static void txn_free(bs_txn *txn)
         free(txn->buckets[i]);
     free(txn->buckets);
     cache_slot_release(&db->cache, txn->slot);
+    if (txn->hits)
+        atomic_fetch_add_explicit(&db->cache.hits, txn->hits, memory_order_relaxed);
+    if (txn->misses)
+        atomic_fetch_add_explicit(&db->cache.misses, txn->misses, memory_order_relaxed);
     pthread_mutex_lock(&db->mu);
     if (!txn->write)
         db->readers[txn->reader_idx].snap = 0;

@@ -199,6 +199,7 @@ struct bs_txn {
     bs_slot *slot;          /* epoch slot */
     size_t reader_idx;      /* read txns: entry in db->readers */
     uint64_t mod_seq;       /* bumped by every change; cursors re-seek when it moved */
+    uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
 
     /* buckets opened in this transaction (default bucket is buckets[0]) */
     struct bs_bucket **buckets; size_t nbuckets, capbuckets;

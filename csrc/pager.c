@@ -480,8 +480,10 @@ void cache_evict(bs_db *db, uint64_t pgno)
 void pager_enter(bs_txn *txn)
 {
     bs_cache *c = &txn->db->cache;
-    uint64_t e = atomic_load(&c->epoch);
-    atomic_store(&txn->slot->epoch, e);
+    uint64_t e = atomic_load_explicit(&c->epoch, memory_order_acquire);
+    atomic_store_explicit(&txn->slot->epoch, e, memory_order_relaxed);
+    /* StoreLoad: the announcement is visible before we read any table entry (pairs with the
+     * fence in cache_min_epoch) */
     atomic_thread_fence(memory_order_seq_cst);
 }
 
@@ -509,8 +511,11 @@ static uint32_t page_crc(const uint8_t *pg, uint32_t psize)
     return bs_crc32c(0, pg + 4, psize - 4);
 }
 
-/* CRC, pgno, type and structure of a page image just read from disk (invariant 4). */
-static int verify_page(bs_db *db, const uint8_t *pg, uint64_t pgno, uint64_t page_count)
+/* CRC, pgno, writer txid, type and structure of a page image just read from disk
+ * (invariant 4). A page written by a transaction newer than the reader's snapshot can only be
+ * a page that was freed and reused after a meta page went bad: refuse it. */
+static int verify_page(bs_db *db, const uint8_t *pg, uint64_t pgno, uint64_t page_count,
+                       uint64_t max_txid)
 {
     uint32_t P = db->page_size;
     if (get32(pg + PH_CRC) != page_crc(pg, P)) {
@@ -523,6 +528,10 @@ static int verify_page(bs_db *db, const uint8_t *pg, uint64_t pgno, uint64_t pag
     if (pg_pgno(pg) != pgno)
         return bs_fail(BS_CORRUPT, "page %llu: header says it is page %llu (misdirected write)",
                        (unsigned long long)pgno, (unsigned long long)pg_pgno(pg));
+    if (pg_txid(pg) > max_txid)
+        return bs_fail(BS_CORRUPT, "page %llu: written by transaction %llu, newer than the "
+                       "snapshot %llu", (unsigned long long)pgno,
+                       (unsigned long long)pg_txid(pg), (unsigned long long)max_txid);
     int t = pg_type(pg);
     if (t == PT_BRANCH || t == PT_LEAF)
         return btree_verify_page(pg, P, page_count);
@@ -781,7 +790,7 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
     if (!f)
         return bs_fail(BS_NOMEM, "out of memory reloading a page");
     if ((rc = read_page(db, e->pgno, f->data)) != BS_OK ||
-        (rc = verify_page(db, f->data, e->pgno, txn->page_count)) != BS_OK) {
+        (rc = verify_page(db, f->data, e->pgno, txn->page_count, txn->txid)) != BS_OK) {
         free(f);
         return rc;
     }
@@ -799,19 +808,19 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
     if (BS_LIKELY(f != NULL)) {
         if (!atomic_load_explicit(&f->ref, memory_order_relaxed))
             atomic_store_explicit(&f->ref, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+        txn->hits++;
         *out = f->data;
         return BS_OK;
     }
     if (txn->noio)
         return BS_WOULDBLOCK;
-    atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+    txn->misses++;
     int rc;
     f = cache_frame_alloc(c);
     if (!f)
         return bs_fail(BS_NOMEM, "out of memory for the page cache");
     if ((rc = read_page(db, pgno, f->data)) != BS_OK ||
-        (rc = verify_page(db, f->data, pgno, txn->page_count)) != BS_OK) {
+        (rc = verify_page(db, f->data, pgno, txn->page_count, txn->txid)) != BS_OK) {
         free(f);
         return rc;
     }
@@ -963,7 +972,7 @@ static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint8_t *hdr, uint6
         return bs_fail(BS_CORRUPT, "page %llu: beyond the end of the file (file truncated?)",
                        (unsigned long long)pgno);
     if (pg_type(hdr) != PT_OVERFLOW || pg_pgno(hdr) != pgno || get32(hdr + PH_UPPER) != n ||
-        get32(hdr + PH_FRAG) != len)
+        get32(hdr + PH_FRAG) != len || pg_txid(hdr) > txn->txid)
         return bs_fail(BS_CORRUPT, "page %llu: bad overflow header (type %d, pgno %llu, "
                        "%u pages, %u bytes; expected %llu pages, %zu bytes)",
                        (unsigned long long)pgno, pg_type(hdr),

@@ -1,0 +1,796 @@
+/*
+ * btree.c - copy-on-write B+tree over the slotted branch/leaf pages of format.h: lookup,
+ * insert/replace with splits, delete with eager removal of empty pages, deferred rebalance at
+ * commit, dropping a whole tree, cursors, and the bounds check of node pages read from disk.
+ *
+ * Layer: calls pager.c (pager_get/write/new/free/owned, pager_ov_*) and util.c (bs_fail).
+ * Never does I/O itself; never keeps a page pointer across calls (cursors keep page numbers).
+ *
+ * Node invariants kept here and enforced by btree_verify_page on every page read from disk:
+ *  - slots [PH_SIZE, PH_SIZE + 2n) then the gap up to `upper`, cells in [upper, P);
+ *  - sum(cell sizes) + frag == P - upper exactly (frag = dead bytes of removed cells);
+ *  - keys strictly ascending; branch cell 0 has an empty key (minus infinity), nkeys >= 1;
+ *  - a leaf value is inline iff fmt_value_inline() says so, else an overflow run.
+ * Tree invariants: all leaves at depth t->depth; no empty leaf except an empty root; a
+ * separator is any key s with (last key of the left subtree) < s <= (first key of the right);
+ * leaf splits store the shortest such prefix.
+ *
+ * Writes are top-down copy-on-write: put/del first descend with pager_get only (the one place
+ * BS_WOULDBLOCK can come from), then make the path writable with pager_write, repointing the
+ * parent (or t->root) when a page moved, then change the nodes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PSIZE(txn) ((txn)->db->page_size)
+#define ULL(x) ((unsigned long long)(x))
+
+/* ------------------------------------------------------------------ node primitives */
+
+static inline uint32_t cell_size(const uint8_t *c, int leaf)
+{
+    return leaf ? lcell_size(c) : bcell_size(c);
+}
+
+/* bytes used by slots and live cells */
+static inline uint32_t node_used(const uint8_t *pg, uint32_t P)
+{
+    return 2u * pg_nkeys(pg) + (P - pg_upper(pg) - pg_frag(pg));
+}
+
+/* below this many used bytes a non-root node is underfull */
+static inline uint32_t node_thresh(uint32_t P) { return (P - PH_SIZE) / 4; }
+
+static inline uint64_t node_child(const uint8_t *pg, unsigned i)
+{
+    return bcell_child(node_cell(pg, i));
+}
+
+/* leaf: first index whose key is >= key; *exact = 1 when equal */
+static unsigned leaf_search(const uint8_t *pg, const uint8_t *key, size_t klen, int *exact)
+{
+    unsigned lo = 0, hi = pg_nkeys(pg);
+    while (lo < hi) {
+        unsigned mid = (lo + hi) >> 1;
+        const uint8_t *c = node_cell(pg, mid);
+        int r = key_cmp(c + LEAF_CELL_HDR, lcell_klen(c), key, klen);
+        if (r < 0) {
+            lo = mid + 1;
+        } else if (r > 0) {
+            hi = mid;
+        } else {
+            *exact = 1;
+            return mid;
+        }
+    }
+    *exact = 0;
+    return lo;
+}
+
+/* branch: the child whose range holds key: the last i with key_i <= key (cell 0 = -inf) */
+static unsigned branch_search(const uint8_t *pg, const uint8_t *key, size_t klen)
+{
+    unsigned lo = 1, hi = pg_nkeys(pg);
+    while (lo < hi) {
+        unsigned mid = (lo + hi) >> 1;
+        const uint8_t *c = node_cell(pg, mid);
+        int r = key_cmp(c + BRANCH_CELL_HDR, bcell_klen(c), key, klen);
+        if (r < 0)
+            lo = mid + 1;
+        else if (r > 0)
+            hi = mid;
+        else
+            return mid;
+    }
+    return lo - 1;
+}
+
+/* A cell to place in a node: leaf: p = the raw cell bytes (klen = its key length);
+ * branch: p = key bytes, child. size = cell bytes without the slot. */
+typedef struct vcell {
+    const uint8_t *p;
+    uint64_t child;
+    uint32_t klen;
+    uint32_t size;
+} vcell;
+
+static inline vcell vcell_of(const uint8_t *pg, unsigned i, int leaf)
+{
+    const uint8_t *c = node_cell(pg, i);
+    vcell v;
+    if (leaf) {
+        v.p = c;
+        v.child = 0;
+        v.klen = lcell_klen(c);
+        v.size = lcell_size(c);
+    } else {
+        v.p = bcell_key(c);
+        v.child = bcell_child(c);
+        v.klen = bcell_klen(c);
+        v.size = BRANCH_CELL_HDR + v.klen;
+    }
+    return v;
+}
+
+static inline const uint8_t *vcell_key(const vcell *v, int leaf)
+{
+    return leaf ? v->p + LEAF_CELL_HDR : v->p;
+}
+
+/* Reserve size bytes for a new cell at slot i (caller checked gap >= size + 2). */
+static uint8_t *node_alloc(uint8_t *pg, unsigned i, uint32_t size)
+{
+    unsigned n = pg_nkeys(pg);
+    uint32_t up = pg_upper(pg) - size;
+    uint8_t *s = pg + PH_SIZE + 2 * i;
+    if (i < n)
+        memmove(s + 2, s, 2 * (n - i));
+    put16(s, (uint16_t)up);
+    pg_set_upper(pg, up);
+    pg_set_nkeys(pg, (uint16_t)(n + 1));
+    return pg + up;
+}
+
+static void node_put_cell(uint8_t *pg, unsigned i, const vcell *v, int leaf)
+{
+    uint8_t *c = node_alloc(pg, i, v->size);
+    if (leaf) {
+        memcpy(c, v->p, v->size);
+    } else {
+        put64(c, v->child);
+        put16(c + 8, (uint16_t)v->klen);
+        if (v->klen)
+            memcpy(c + BRANCH_CELL_HDR, v->p, v->klen);
+    }
+}
+
+static void node_remove(uint8_t *pg, unsigned i, int leaf)
+{
+    unsigned n = pg_nkeys(pg);
+    uint32_t off = node_slot(pg, i), sz = cell_size(pg + off, leaf);
+    uint8_t *s = pg + PH_SIZE + 2 * i;
+    memmove(s, s + 2, 2 * (n - 1 - i));
+    pg_set_nkeys(pg, (uint16_t)(n - 1));
+    if (n == 1) {
+        pg_set_upper(pg, (uint32_t)(pg_upper(pg) + sz + pg_frag(pg)));
+        pg_set_frag(pg, 0);
+    } else if (off == pg_upper(pg)) {
+        pg_set_upper(pg, off + sz);
+    } else {
+        pg_set_frag(pg, pg_frag(pg) + sz);
+    }
+}
+
+/* Move the cells to the end of the page so that frag becomes part of the gap. tmp: P bytes. */
+static void node_compact(uint8_t *pg, uint32_t P, int leaf, uint8_t *tmp)
+{
+    unsigned n = pg_nkeys(pg);
+    uint32_t up = P;
+    memcpy(tmp, pg, P);
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *c = node_cell(tmp, i);
+        uint32_t sz = cell_size(c, leaf);
+        up -= sz;
+        memcpy(pg + up, c, sz);
+        put16(pg + PH_SIZE + 2 * i, (uint16_t)up);
+    }
+    pg_set_upper(pg, up);
+    pg_set_frag(pg, 0);
+}
+
+static int node_compact_alloc(uint8_t *pg, uint32_t P, int leaf)
+{
+    uint8_t *tmp = malloc(P);
+    if (!tmp)
+        return bs_fail(BS_NOMEM, "out of memory compacting a page");
+    node_compact(pg, P, leaf, tmp);
+    free(tmp);
+    return BS_OK;
+}
+
+/* Rebuild a node's cells from a list (header type/pgno/txid kept). Branch cell 0 gets an
+ * empty key. */
+static void node_build(uint8_t *pg, uint32_t P, int leaf, const vcell *v, unsigned n)
+{
+    pg_set_nkeys(pg, 0);
+    pg_set_upper(pg, P);
+    pg_set_frag(pg, 0);
+    for (unsigned i = 0; i < n; i++) {
+        if (!leaf && i == 0) {
+            vcell z = v[0];
+            z.klen = 0;
+            z.size = BRANCH_CELL_HDR;
+            node_put_cell(pg, 0, &z, 0);
+        } else {
+            node_put_cell(pg, i, &v[i], leaf);
+        }
+    }
+}
+
+static void leaf_cell_write(uint8_t *c, const uint8_t *key, size_t klen, const uint8_t *val,
+                            size_t vlen, uint64_t ovpgno)
+{
+    put16(c, (uint16_t)klen);
+    c[2] = ovpgno ? LEAF_F_OVERFLOW : 0;
+    c[3] = 0;
+    put32(c + 4, (uint32_t)vlen);
+    if (klen)
+        memcpy(c + LEAF_CELL_HDR, key, klen);
+    if (ovpgno)
+        put64(c + LEAF_CELL_HDR + klen, ovpgno);
+    else if (vlen)
+        memcpy(c + LEAF_CELL_HDR + klen, val, vlen);
+}
+
+/* Split point k in [1, n): v[0..k) and v[k..n) each fit cap bytes (slots included; a branch
+ * half's first cell loses its key). Balanced, or (append) with the left half as full as
+ * possible. def: a split known to fit, used if none is found. */
+static unsigned choose_split(const vcell *v, unsigned n, int leaf, uint32_t cap, int append,
+                             unsigned def)
+{
+    uint64_t total = 0, left = 0, best_score = UINT64_MAX;
+    unsigned best = def;
+    for (unsigned i = 0; i < n; i++)
+        total += v[i].size + 2u;
+    for (unsigned k = 1; k < n; k++) {
+        left += v[k - 1].size + 2u;
+        uint64_t l = left - (leaf ? 0 : v[0].klen);
+        uint64_t r = total - left - (leaf ? 0 : v[k].klen);
+        if (l > cap)
+            break;
+        if (r > cap)
+            continue;
+        uint64_t score = append ? cap - l : (l > r ? l : r);
+        if (score <= best_score) {
+            if (!append && score == best_score)
+                continue;
+            best_score = score;
+            best = k;
+        }
+    }
+    return best;
+}
+
+/* Length of the shortest prefix s of b with a < s <= b (a < b). */
+static size_t sep_len(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen, i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i + 1 <= blen ? i + 1 : blen;
+}
+
+/* ------------------------------------------------------------------ verification */
+
+int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
+{
+    unsigned long long pgno = pg_pgno(pg);
+    int type = pg_type(pg), leaf = type == PT_LEAF;
+    if (type != PT_BRANCH && type != PT_LEAF)
+        return bs_fail(BS_CORRUPT, "page %llu: not a branch or leaf page (type %d)", pgno, type);
+    unsigned n = pg_nkeys(pg);
+    uint32_t upper = pg_upper(pg), frag = pg_frag(pg), maxk = fmt_max_key(P);
+    if (PH_SIZE + 2u * n > upper || upper > P)
+        return bs_fail(BS_CORRUPT, "page %llu: %u slots and cell area at %u do not fit", pgno, n,
+                       upper);
+    if (frag > P - upper)
+        return bs_fail(BS_CORRUPT, "page %llu: fragment count %u out of range", pgno, frag);
+    if (!leaf && n == 0)
+        return bs_fail(BS_CORRUPT, "page %llu: branch page without children", pgno);
+    if (pg[PH_FLAGS])
+        return bs_fail(BS_CORRUPT, "page %llu: unknown page flags %#x", pgno, pg[PH_FLAGS]);
+    uint64_t sum = 0;
+    const uint8_t *pk = NULL;
+    size_t pkl = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t off = node_slot(pg, i), sz, klen;
+        const uint8_t *c = pg + off, *k;
+        if (off < upper || off >= P)
+            return bs_fail(BS_CORRUPT, "page %llu: slot %u points outside the cell area (%u)",
+                           pgno, i, off);
+        if (leaf) {
+            if (P - off < LEAF_CELL_HDR)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
+            klen = lcell_klen(c);
+            uint32_t vlen = lcell_vlen(c);
+            if (klen > maxk)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u key length %u over the limit",
+                               pgno, i, klen);
+            if ((lcell_flags(c) & ~LEAF_F_OVERFLOW) || c[3])
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u has bad flags", pgno, i);
+            int inl = fmt_value_inline(P, klen, vlen);
+            if (lcell_flags(c) & LEAF_F_OVERFLOW) {
+                if (inl)
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u: value of %u bytes should "
+                                   "be inline", pgno, i, vlen);
+                sz = LEAF_CELL_HDR + klen + 8;
+                if (sz > P - off)
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
+                uint64_t ov = get64(c + LEAF_CELL_HDR + klen);
+                uint64_t np = fmt_overflow_pages(P, vlen);
+                if (ov < BS_META_PAGES || ov >= page_count || np > page_count - ov)
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u: overflow run %llu (+%llu "
+                                   "pages) out of range", pgno, i, ULL(ov), ULL(np));
+            } else {
+                if (!inl)
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u: inline value of %u bytes "
+                                   "is too large", pgno, i, vlen);
+                sz = LEAF_CELL_HDR + klen + vlen;
+                if (sz > P - off)
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
+            }
+            k = c + LEAF_CELL_HDR;
+        } else {
+            if (P - off < BRANCH_CELL_HDR)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
+            klen = bcell_klen(c);
+            if (klen > maxk)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u key length %u over the limit",
+                               pgno, i, klen);
+            sz = BRANCH_CELL_HDR + klen;
+            if (sz > P - off)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
+            uint64_t child = bcell_child(c);
+            if (child < BS_META_PAGES || child >= page_count)
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u: child page %llu out of range",
+                               pgno, i, ULL(child));
+            if (i == 0 && klen)
+                return bs_fail(BS_CORRUPT, "page %llu: first branch cell has a key", pgno);
+            k = c + BRANCH_CELL_HDR;
+        }
+        if (pk && key_cmp(pk, pkl, k, klen) >= 0)
+            return bs_fail(BS_CORRUPT, "page %llu: keys out of order at cell %u", pgno, i);
+        if (leaf || i > 0) {
+            pk = k;
+            pkl = klen;
+        }
+        sum += sz;
+    }
+    if (sum + frag != P - upper)
+        return bs_fail(BS_CORRUPT, "page %llu: cell sizes (%llu) and fragments (%u) do not "
+                       "fill the cell area (%u)", pgno, ULL(sum), frag, P - upper);
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ descent */
+
+typedef struct bt_path {
+    unsigned rm;                       /* levels [0, rm) are on the rightmost edge */
+    uint64_t pgno[BS_MAX_DEPTH];
+    unsigned idx[BS_MAX_DEPTH];        /* child index (branch) / slot (leaf) */
+    const uint8_t *rp[BS_MAX_DEPTH];   /* read pointers from the descent */
+    uint8_t *wp[BS_MAX_DEPTH];         /* writable pointers after bt_writable */
+} bt_path;
+
+static int bad_depth(const bs_tree *t)
+{
+    return bs_fail(BS_CORRUPT, "tree at page %llu: depth %u out of range", ULL(t->root),
+                   t->depth);
+}
+
+static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t klen,
+                      bt_path *p, int *exact)
+{
+    unsigned D = t->depth, L;
+    uint64_t pgno = t->root;
+    const uint8_t *pg;
+    int rc, edge = 1;
+    if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
+        return bad_depth(t);
+    p->rm = 0;
+    for (L = 0; L + 1 < D; L++) {
+        if ((rc = pager_get(txn, pgno, PT_BRANCH, &pg)) != BS_OK)
+            return rc;
+        unsigned i = branch_search(pg, key, klen);
+        p->pgno[L] = pgno;
+        p->idx[L] = i;
+        p->rp[L] = pg;
+        if (edge && i + 1u == pg_nkeys(pg))
+            p->rm = L + 1;
+        else
+            edge = 0;
+        pgno = node_child(pg, i);
+    }
+    if ((rc = pager_get(txn, pgno, PT_LEAF, &pg)) != BS_OK)
+        return rc;
+    p->pgno[L] = pgno;
+    p->idx[L] = leaf_search(pg, key, klen, exact);
+    p->rp[L] = pg;
+    return BS_OK;
+}
+
+/* Make levels [0, top] of the path writable, repointing parents / the root. */
+static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
+{
+    int rc;
+    for (unsigned L = 0; L <= top; L++) {
+        uint64_t np;
+        if ((rc = pager_write(txn, p->pgno[L], &p->wp[L], &np)) != BS_OK)
+            return rc;
+        if (np != p->pgno[L]) {
+            if (L == 0)
+                t->root = np;
+            else
+                put64(p->wp[L - 1] + node_slot(p->wp[L - 1], p->idx[L - 1]), np);
+            p->pgno[L] = np;
+        }
+    }
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ get */
+
+int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out)
+{
+    unsigned D = t->depth;
+    uint64_t pgno = t->root;
+    const uint8_t *pg;
+    int rc, exact;
+    if (!pgno)
+        return BS_NOTFOUND;
+    if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
+        return bad_depth(t);
+    for (unsigned L = 1; L < D; L++) {
+        if ((rc = pager_get(txn, pgno, PT_BRANCH, &pg)) != BS_OK)
+            return rc;
+        pgno = node_child(pg, branch_search(pg, key, klen));
+    }
+    if ((rc = pager_get(txn, pgno, PT_LEAF, &pg)) != BS_OK)
+        return rc;
+    unsigned i = leaf_search(pg, key, klen, &exact);
+    if (!exact)
+        return BS_NOTFOUND;
+    const uint8_t *c = node_cell(pg, i);
+    out->len = lcell_vlen(c);
+    if (lcell_flags(c) & LEAF_F_OVERFLOW) {
+        out->data = NULL;
+        out->ovpgno = lcell_ovpgno(c);
+    } else {
+        out->data = lcell_val(c);
+        out->ovpgno = 0;
+    }
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ put */
+
+/* Insert nv at slot i of level L of the path (writable), splitting up the path as needed. */
+static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i, vcell nv)
+{
+    uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
+    uint8_t *buf = NULL, *sepb[2] = {NULL, NULL};
+    vcell *v = NULL;
+    int rc = BS_OK, sw = 0;
+    for (;;) {
+        uint8_t *pg = p->wp[L];
+        int leaf = L + 1 == t->depth;
+        unsigned n = pg_nkeys(pg);
+        uint32_t need = nv.size + 2;
+        if (node_gap(pg) >= need) {
+            node_put_cell(pg, i, &nv, leaf);
+            break;
+        }
+        if (!buf) {
+            buf = malloc(P);
+            sepb[0] = malloc(fmt_max_key(P));
+            sepb[1] = malloc(fmt_max_key(P));
+            v = malloc((cap / (2 + LEAF_CELL_HDR) + 2) * sizeof *v);
+            if (!buf || !sepb[0] || !sepb[1] || !v) {
+                rc = bs_fail(BS_NOMEM, "out of memory splitting a page");
+                break;
+            }
+        }
+        if (node_gap(pg) + pg_frag(pg) >= need) {
+            node_compact(pg, P, leaf, buf);
+            node_put_cell(pg, i, &nv, leaf);
+            break;
+        }
+        /* split: the cells of pg with nv inserted at i */
+        memcpy(buf, pg, P);
+        unsigned m = 0;
+        for (unsigned j = 0; j < n; j++) {
+            if (j == i)
+                v[m++] = nv;
+            v[m++] = vcell_of(buf, j, leaf);
+        }
+        if (i == n)
+            v[m++] = nv;
+        int append = p->rm >= L && i == n;
+        unsigned k = choose_split(v, m, leaf, cap, append, m / 2);
+        uint8_t *rpg;
+        uint64_t rno;
+        if ((rc = pager_new(txn, leaf ? PT_LEAF : PT_BRANCH, &rpg, &rno)) != BS_OK)
+            break;
+        node_build(pg, P, leaf, v, k);
+        node_build(rpg, P, leaf, v + k, m - k);
+        const uint8_t *sp = vcell_key(&v[k], leaf);
+        size_t sl = v[k].klen;
+        if (leaf)
+            sl = sep_len(vcell_key(&v[k - 1], 1), v[k - 1].klen, sp, sl);
+        if (sl)
+            memcpy(sepb[sw], sp, sl);
+        nv = (vcell){sepb[sw], rno, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+        sw ^= 1;
+        if (L == 0) {
+            /* the root split: a new root above it */
+            uint8_t *root;
+            uint64_t rootno;
+            if (t->depth >= BS_MAX_DEPTH) {
+                rc = bs_fail(BS_FULL, "tree depth limit (%d) reached", BS_MAX_DEPTH);
+                break;
+            }
+            if ((rc = pager_new(txn, PT_BRANCH, &root, &rootno)) != BS_OK)
+                break;
+            vcell c0 = {NULL, p->pgno[0], 0, BRANCH_CELL_HDR};
+            node_put_cell(root, 0, &c0, 0);
+            node_put_cell(root, 1, &nv, 0);
+            t->root = rootno;
+            t->depth++;
+            break;
+        }
+        L--;
+        i = p->idx[L] + 1;
+    }
+    free(buf);
+    free(sepb[0]);
+    free(sepb[1]);
+    free(v);
+    return rc;
+}
+
+int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
+              const uint8_t *val, size_t vlen, unsigned flags)
+{
+    uint32_t P = PSIZE(txn);
+    bt_path p;
+    int exact = 0, rc;
+    unsigned D = 0;
+    uint64_t ovpgno = 0;
+    if (klen > fmt_max_key(P))
+        return bs_fail(BS_TOOBIG, "key of %zu bytes is over the limit of %u", klen,
+                       fmt_max_key(P));
+    if ((uint64_t)vlen > UINT32_MAX)
+        return bs_fail(BS_TOOBIG, "value of %zu bytes is over the limit of 4294967295", vlen);
+    if (t->root) {
+        if ((rc = bt_descend(txn, t, key, klen, &p, &exact)) != BS_OK)
+            return rc;
+        D = t->depth;
+        if (exact) {
+            if (flags & BS_NOOVERWRITE)
+                return BS_EXISTS;
+            const uint8_t *c = node_cell(p.rp[D - 1], p.idx[D - 1]);
+            if (!(lcell_flags(c) & LEAF_F_OVERFLOW) && lcell_vlen(c) == vlen &&
+                (!vlen || !memcmp(lcell_val(c), val, vlen)))
+                return BS_OK; /* same value: nothing to write */
+        }
+    }
+    int ov = !fmt_value_inline(P, klen, vlen);
+    if (ov) {
+        if (txn->noio)
+            return BS_WOULDBLOCK;
+        if ((rc = pager_ov_write(txn, val, vlen, &ovpgno)) != BS_OK)
+            return rc;
+    }
+    if (!t->root) {
+        uint64_t pgno;
+        if ((rc = pager_new(txn, PT_LEAF, &p.wp[0], &pgno)) != BS_OK)
+            goto fail_ov;
+        t->root = pgno;
+        t->depth = D = 1;
+        t->count = 0;
+        p.pgno[0] = pgno;
+        p.idx[0] = 0;
+        p.rm = 0;
+    } else if ((rc = bt_writable(txn, t, &p, D - 1)) != BS_OK) {
+        goto fail_ov;
+    }
+    uint8_t *lf = p.wp[D - 1];
+    unsigned i = p.idx[D - 1];
+    uint32_t csize = LEAF_CELL_HDR + (uint32_t)klen + (ov ? 8u : (uint32_t)vlen);
+    t->dirty = true;
+    txn->mod_seq++;
+    if (exact) {
+        uint8_t *c = lf + node_slot(lf, i);
+        if ((lcell_flags(c) & LEAF_F_OVERFLOW) &&
+            (rc = pager_ov_free(txn, lcell_ovpgno(c), lcell_vlen(c))) != BS_OK)
+            return rc;
+        if (lcell_size(c) == csize) {
+            leaf_cell_write(c, key, klen, val, vlen, ovpgno);
+            return BS_OK;
+        }
+        node_remove(lf, i, 1);
+    } else {
+        t->count++;
+    }
+    uint32_t need = csize + 2;
+    if (BS_LIKELY(node_gap(lf) >= need)) {
+        leaf_cell_write(node_alloc(lf, i, csize), key, klen, val, vlen, ovpgno);
+        return BS_OK;
+    }
+    /* compaction or a split: go through a built cell */
+    uint8_t *cbuf = malloc(csize);
+    if (!cbuf)
+        return bs_fail(BS_NOMEM, "out of memory inserting a key");
+    leaf_cell_write(cbuf, key, klen, val, vlen, ovpgno);
+    vcell nv = {cbuf, 0, (uint32_t)klen, csize};
+    rc = bt_insert(txn, t, &p, D - 1, i, nv);
+    free(cbuf);
+    return rc;
+fail_ov:
+    if (ovpgno)
+        pager_ov_free(txn, ovpgno, vlen);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ delete */
+
+int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
+{
+    uint32_t P = PSIZE(txn);
+    bt_path p;
+    int exact = 0, rc;
+    if (!t->root || klen > fmt_max_key(P))
+        return BS_NOTFOUND;
+    if ((rc = bt_descend(txn, t, key, klen, &p, &exact)) != BS_OK)
+        return rc;
+    if (!exact)
+        return BS_NOTFOUND;
+    unsigned D = t->depth, top = D - 1;
+    const uint8_t *c = node_cell(p.rp[D - 1], p.idx[D - 1]);
+    uint64_t ovpgno = (lcell_flags(c) & LEAF_F_OVERFLOW) ? lcell_ovpgno(c) : 0;
+    uint32_t vlen = lcell_vlen(c);
+    /* levels that become empty disappear: top = the level that loses a cell and survives */
+    while (top > 0 && pg_nkeys(p.rp[top]) == 1)
+        top--;
+    unsigned nroot = pg_nkeys(p.rp[0]);
+    if (D > 1 && top == 0 && nroot <= 2) {
+        /* the root branch keeps one child (collapse) or none (the tree empties) */
+        uint8_t *pg;
+        uint64_t pgno, newroot = 0;
+        unsigned newdepth = D - 1;
+        if (nroot == 1) {
+            if ((rc = pager_new(txn, PT_LEAF, &pg, &pgno)) != BS_OK)
+                return rc;
+            newroot = pgno;
+            newdepth = 1;
+        } else {
+            newroot = node_child(p.rp[0], 1 - p.idx[0]);
+        }
+        if (ovpgno && (rc = pager_ov_free(txn, ovpgno, vlen)) != BS_OK)
+            return rc;
+        for (unsigned L = 0; L < D; L++)
+            if ((rc = pager_free(txn, p.pgno[L])) != BS_OK)
+                return rc;
+        t->root = newroot;
+        t->depth = newdepth;
+        t->needs_rebalance = true;
+    } else {
+        if ((rc = bt_writable(txn, t, &p, top)) != BS_OK)
+            return rc;
+        if (ovpgno && (rc = pager_ov_free(txn, ovpgno, vlen)) != BS_OK)
+            return rc;
+        for (unsigned L = top + 1; L < D; L++)
+            if ((rc = pager_free(txn, p.pgno[L])) != BS_OK)
+                return rc;
+        uint8_t *pg = p.wp[top];
+        int leaf = top == D - 1;
+        node_remove(pg, p.idx[top], leaf);
+        if (!leaf && p.idx[top] == 0) {
+            /* the new first cell stands for minus infinity: drop its key */
+            uint8_t *c0 = pg + node_slot(pg, 0);
+            uint32_t k = bcell_klen(c0);
+            if (k) {
+                put16(c0 + 8, 0);
+                pg_set_frag(pg, pg_frag(pg) + k);
+            }
+        }
+        if (top > 0 && node_used(pg, P) < node_thresh(P))
+            t->needs_rebalance = true;
+    }
+    t->count--;
+    t->dirty = true;
+    txn->mod_seq++;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ rebalance */
+
+/* Merge child a+1 of par into child a (the caller checked that it fits). */
+static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
+{
+    uint32_t P = PSIZE(txn);
+    uint64_t lno = node_child(par, a), rno = node_child(par, a + 1), np;
+    const uint8_t *rp;
+    uint8_t *lw;
+    int rc;
+    if ((rc = pager_get(txn, rno, leaf ? PT_LEAF : PT_BRANCH, &rp)) != BS_OK ||
+        (rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
+        return rc;
+    if (np != lno)
+        put64(par + node_slot(par, a), np);
+    const uint8_t *sc = node_cell(par, a + 1);
+    uint32_t need = node_used(rp, P) + (leaf ? 0 : bcell_klen(sc));
+    if (node_gap(lw) < need && (rc = node_compact_alloc(lw, P, leaf)) != BS_OK)
+        return rc;
+    unsigned n = pg_nkeys(lw), rn = pg_nkeys(rp);
+    for (unsigned j = 0; j < rn; j++) {
+        vcell v = vcell_of(rp, j, leaf);
+        if (!leaf && j == 0) {
+            v.p = bcell_key(sc);
+            v.klen = bcell_klen(sc);
+            v.size = BRANCH_CELL_HDR + v.klen;
+        }
+        node_put_cell(lw, n + j, &v, leaf);
+    }
+    if ((rc = pager_free(txn, rno)) != BS_OK)
+        return rc;
+    node_remove(par, a + 1, 0);
+    return BS_OK;
+}
+
+/* Move cells between children a and a+1 of par so that both are about equally full. Leaves
+ * them alone when the new separator would not fit par. */
+static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
+{
+    uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
+    uint64_t lno = node_child(par, a), rno = node_child(par, a + 1), np;
+    const uint8_t *lp, *rp;
+    uint8_t *lw, *rw, *lb = malloc(P), *rb = malloc(P), *sb = malloc(fmt_max_key(P));
+    vcell *v = malloc((2 * (cap / (2 + LEAF_CELL_HDR)) + 2) * sizeof *v);
+    int rc = BS_OK, type = leaf ? PT_LEAF : PT_BRANCH;
+    if (!lb || !rb || !sb || !v) {
+        rc = bs_fail(BS_NOMEM, "out of memory rebalancing");
+        goto out;
+    }
+    if ((rc = pager_get(txn, lno, type, &lp)) != BS_OK ||
+        (rc = pager_get(txn, rno, type, &rp)) != BS_OK)
+        goto out;
+    memcpy(lb, lp, P);
+    memcpy(rb, rp, P);
+    const uint8_t *sc = node_cell(par, a + 1);
+    uint32_t oldk = bcell_klen(sc);
+    if (oldk)
+        memcpy(sb, bcell_key(sc), oldk);
+    unsigned nl = pg_nkeys(lb), nr = pg_nkeys(rb), m = 0;
+    for (unsigned j = 0; j < nl; j++)
+        v[m++] = vcell_of(lb, j, leaf);
+    for (unsigned j = 0; j < nr; j++) {
+        v[m] = vcell_of(rb, j, leaf);
+        if (!leaf && j == 0) {
+            v[m].p = sb;
+            v[m].klen = oldk;
+            v[m].size = BRANCH_CELL_HDR + oldk;
+        }
+        m++;
+    }
+    unsigned k = choose_split(v, m, leaf, cap, 0, nl);
+    if (k == nl)
+        goto out;
+    const uint8_t *sp = vcell_key(&v[k], leaf);
+    size_t sl = v[k].klen;
+    if (leaf)
+        sl = sep_len(vcell_key(&v[k - 1], 1), v[k - 1].klen, sp, sl);
+    if (sl > oldk && node_gap(par) + pg_frag(par) + oldk < sl)
+        goto out; /* the parent has no room for a longer separator */
+    if ((rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
+        goto out;
+    if (np != lno)
+        put64(par + node_slot(par, a), np);
+    if ((rc = pager_write(txn, rno, &rw, &np)) != BS_OK)
+        goto out;
+    node_build(lw, P, leaf, v, k);
+    node_build(rw, P, leaf, v + k, m - k);
+    node_remove(par, a + 1, 0);
+    if (node_gap(par) < BRANCH_CELL_HDR + sl + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
+        goto out;
+    vcell nc = {sp, np, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+    node_put_cell(par, a + 1, &nc, 0);
+out:
+    free(lb);
+    free(rb);
+    free(sb);
+    free(v);
+    return rc;
+}

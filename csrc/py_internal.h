@@ -1,0 +1,193 @@
+/*
+ * py_internal.h - declarations shared by the CPython binding files (py_*.c) of btree_store._core.
+ *
+ * Layer: the binding. It calls the engine only through bs.h (and io.h for the test-only fault
+ * controller); it never touches pages. Objects:
+ *   DBObject    (py_db.c)      one bs_db; keeps the list of its live Txn objects
+ *   TxnObject   (py_txn.c)     one bs_txn (a "root" Txn), or a "bound" view of another Txn's
+ *                              bs_txn on another bucket (txn._bind), which cannot end it
+ *   IterObject  (py_iter.c)    one bs_cursor; yields memoryviews over BufObjects it reuses
+ *   BufObject   (py_iter.c)    a byte buffer exporting the buffer protocol with an export count
+ *   FaultIOObject (py_testing.c) a bs_fault controller (tests only)
+ *
+ * Threads and the GIL (issue 4):
+ *  - A data call on a transaction runs between py_txn_enter() and py_txn_leave(). Enter marks
+ *    the root Txn busy (a second thread gets Error at once) and counts the call in the DB's
+ *    `active` counter; DB.close() waits for that counter to fall to zero before it aborts the
+ *    live transactions and closes the engine handle.
+ *  - Engine data calls go through PY_CALL: first tried in no-I/O mode with the GIL held, then,
+ *    on BS_WOULDBLOCK, repeated with no-I/O off and the GIL released.
+ *  - Every Python object that a call returns is built before py_txn_leave() (page pointers
+ *    die at leave).
+ */
+#ifndef BS_PY_INTERNAL_H
+#define BS_PY_INTERNAL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "bs.h"
+
+#if PY_VERSION_HEX < 0x03090000
+#error "btree_store._core needs Python 3.9 or newer"
+#endif
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+
+/* ---- module state (py_module.c) ---- */
+typedef struct py_state {
+    PyTypeObject *DB_type;
+    PyTypeObject *Txn_type;
+    PyTypeObject *Iter_type;
+    PyTypeObject *Buf_type;
+    PyTypeObject *FaultIO_type;
+    PyObject *Error;
+    PyObject *CorruptionError;
+    PyObject *ReadonlyError;
+    PyObject *ClosedError;
+    PyObject *LockedError;
+    PyObject *PanicError;
+    PyObject *DiskError;
+    PyObject *DiskFullError;
+    PyObject *BucketNotFoundError;
+} py_state;
+
+extern PyModuleDef py_module_def;
+
+/* Module state for a type defined by this module, or for a Python subclass of one (walks the
+ * MRO). Never fails for our own types. */
+py_state *py_state_from_type(PyTypeObject *tp);
+
+/* Incremented in the child by a pthread_atfork handler: objects remember the value they were
+ * created under and refuse to run (Error) when it changed. */
+extern volatile uint64_t py_fork_gen;
+
+/* ---- errors (py_module.c) ---- */
+/* The one mapping of engine codes to exceptions; message bs_strerror(rc) [+ ": " bs_errmsg()].
+ * Always returns NULL. */
+PyObject *py_raise(py_state *st, int rc);
+/* Raise exc with a printf-style message; returns NULL. */
+PyObject *py_raise_msg(PyObject *exc, const char *fmt, ...);
+PyObject *py_raise_forked(py_state *st);
+PyObject *py_raise_nobucket(py_state *st, const char *name, Py_ssize_t nlen);
+
+/* ---- argument parsing for METH_FASTCALL | METH_KEYWORDS (py_module.c) ----
+ * names: NULL-terminated parameter names; the first `npos` may be passed by position, the
+ * rest are keyword-only; the first `nreq` are required. out[i] receives a borrowed reference
+ * or NULL when the argument was not given. */
+typedef struct py_argspec {
+    const char *fname;
+    const char *const *names;
+    int npos;
+    int nreq;
+} py_argspec;
+int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames, PyObject **out);
+/* Truth value of an optional argument (NULL -> dflt); -1 on error. */
+int py_arg_bool(PyObject *o, int dflt);
+
+/* A bucket name: NULL p = the default bucket. Points into a str's cached UTF-8. */
+typedef struct py_name {
+    const char *p;
+    Py_ssize_t n;
+} py_name;
+/* Validate a bucket name (str, 1..255 UTF-8 bytes): TypeError / ValueError. */
+int py_bucket_name(PyObject *o, py_name *out);
+
+/* Get a read-only contiguous buffer of a bytes-like argument (str -> TypeError). what names
+ * the argument in messages. */
+int py_get_bytes(PyObject *o, Py_buffer *view, const char *what);
+
+/* ---- DB (py_db.c) ---- */
+struct TxnObject;
+
+typedef struct DBObject {
+    PyObject_HEAD
+    py_state *st;
+    bs_db *db;                 /* NULL when closed (or never opened) */
+    PyObject *path;            /* os.fspath(path) as given */
+    PyObject *io;              /* FaultIO object or NULL */
+    int closed;                /* set first by close(): new calls raise ClosedError */
+    int readonly;
+    size_t max_key;
+    uint32_t page_size;
+    Py_ssize_t active;         /* calls inside the engine (enter..leave, or GIL-released) */
+    struct TxnObject *txns;    /* live root transactions (doubly linked, not owning) */
+    uint64_t fork_gen;
+    PyObject *weakreflist;
+} DBObject;
+
+int py_db_init_type(PyObject *m, py_state *st);
+/* ClosedError / forked Error when the DB cannot be used; 0 when fine. */
+int py_db_check_usable(DBObject *db);
+/* Link/unlink a live root transaction. */
+void py_db_link_txn(DBObject *db, struct TxnObject *txn);
+void py_db_unlink_txn(DBObject *db, struct TxnObject *txn);
+
+/* ---- Txn (py_txn.c) ---- */
+typedef struct TxnObject {
+    PyObject_HEAD
+    py_state *st;
+    DBObject *db;              /* strong */
+    struct TxnObject *root;    /* strong; NULL for a root transaction (owns txn) */
+    bs_txn *txn;               /* root only: engine handle; NULL once finished */
+    PyObject *bucket;          /* str bound bucket name, or NULL for the default bucket */
+    int write;
+    int busy;                  /* root only: a call is inside the engine */
+    unsigned long busy_thread; /* root only: thread ident of that call */
+    uint64_t id;
+    struct TxnObject *prev, *next; /* DB's live list (root only) */
+    PyObject *weakreflist;
+} TxnObject;
+
+#define PY_TXN_ROOT(t) ((t)->root ? (t)->root : (t))
+
+int py_txn_init_type(PyObject *m, py_state *st);
+/* A new root Txn over an engine transaction (takes ownership of txn; links it into db). */
+TxnObject *py_txn_new(DBObject *db, bs_txn *txn, int write, PyObject *bucket);
+/* Abort the engine transaction of a root Txn (if live) and unlink it. GIL held. */
+void py_txn_finish(TxnObject *root);
+/* Start a data call: checks (closed, finished, forked, write, busy), bs_txn_enter, marks
+ * busy and counts the call. Returns the engine txn, or NULL with an exception set. */
+bs_txn *py_txn_enter(TxnObject *self, int need_write);
+void py_txn_leave(TxnObject *self);
+/* Name of the bucket a call uses: arg (str or None) or the txn's bound bucket. */
+int py_txn_bucket(TxnObject *self, PyObject *arg, py_name *out);
+/* Open a bucket inside enter/leave (PY_CALL); returns a bs_rc. */
+int py_txn_open_bucket(bs_txn *t, const py_name *nm, int create, bs_bucket **out);
+
+/* Try an engine call in no-I/O mode with the GIL held; on BS_WOULDBLOCK repeat it with the
+ * GIL released. EXPR is evaluated once or twice: it must be a plain engine call. */
+#define PY_CALL(rc, t, EXPR)                                                                  \
+    do {                                                                                      \
+        bs_txn_set_noio((t), 1);                                                              \
+        (rc) = (EXPR);                                                                        \
+        if ((rc) == BS_WOULDBLOCK) {                                                          \
+            bs_txn_set_noio((t), 0);                                                          \
+            Py_BEGIN_ALLOW_THREADS                                                            \
+            (rc) = (EXPR);                                                                    \
+            Py_END_ALLOW_THREADS                                                              \
+        }                                                                                     \
+    } while (0)
+
+/* ---- Iterator (py_iter.c) ---- */
+int py_iter_init_type(PyObject *m, py_state *st);
+/* txn.iter(...) and iter(txn). */
+PyObject *py_iter_new(TxnObject *txn, const py_name *bucket, PyObject *start, PyObject *stop,
+                      PyObject *prefix, int reverse, int keys, int values);
+
+/* ---- testing (py_testing.c) ---- */
+int py_testing_init(PyObject *m, py_state *st);
+/* The bs_fault controller of a FaultIO object (TypeError if o is not one); marks it in use by
+ * a DB (Error if it already is). */
+struct bs_fault *py_faultio_acquire(py_state *st, PyObject *o);
+void py_faultio_release(PyObject *o);
+
+#endif
