@@ -1373,7 +1373,8 @@ int pager_load_freelist(bs_db *db, const bs_meta *m)
         pgvec_free(&v);
         return rc;
     }
-    qsort(v.v, v.n, sizeof *v.v, cmp_desc);
+    if (v.n)
+        qsort(v.v, v.n, sizeof *v.v, cmp_desc);
     for (size_t i = 1; i < v.n; i++)
         if (v.v[i] == v.v[i - 1]) {
             pgvec_free(&v);
@@ -1460,6 +1461,15 @@ void pager_abort(bs_txn *txn)
     }
 }
 
+/* append n pages to a vector reserved large enough */
+static void append_pages(bs_pgvec *dst, const uint64_t *src, size_t n)
+{
+    if (n) {
+        memcpy(dst->v + dst->n, src, n * sizeof *src);
+        dst->n += n;
+    }
+}
+
 /* Serialize the freelist for this commit into new chain pages (step a). */
 static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain)
 {
@@ -1490,17 +1500,14 @@ static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain)
         total += db->fl.pend[i].pages.n;
     if ((rc = pgvec_reserve(&all, total ? total : 1)) != BS_OK)
         goto out;
-    memcpy(all.v, db->fl.reusable.v, db->fl.reusable.n * 8);
-    all.n = db->fl.reusable.n;
-    memcpy(all.v + all.n, txn->freed.v, txn->freed.n * 8);
-    all.n += txn->freed.n;
-    memcpy(all.v + all.n, txn->local_free.v, txn->local_free.n * 8);
-    all.n += txn->local_free.n;
-    for (size_t i = 0; i < db->fl.npend; i++) {
-        memcpy(all.v + all.n, db->fl.pend[i].pages.v, db->fl.pend[i].pages.n * 8);
-        all.n += db->fl.pend[i].pages.n;
-    }
-    qsort(all.v, all.n, 8, cmp_asc);
+    all.n = 0;
+    append_pages(&all, db->fl.reusable.v, db->fl.reusable.n);
+    append_pages(&all, txn->freed.v, txn->freed.n);
+    append_pages(&all, txn->local_free.v, txn->local_free.n);
+    for (size_t i = 0; i < db->fl.npend; i++)
+        append_pages(&all, db->fl.pend[i].pages.v, db->fl.pend[i].pages.n);
+    if (all.n)
+        qsort(all.v, all.n, 8, cmp_asc);
     for (size_t i = 1; i < all.n; i++)
         if (all.v[i] == all.v[i - 1]) {
             rc = bs_fail(BS_CORRUPT, "internal: page %llu freed twice",
