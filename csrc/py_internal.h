@@ -101,6 +101,17 @@ typedef struct py_name {
 /* Validate a bucket name (str, 1..255 UTF-8 bytes): TypeError / ValueError. */
 int py_bucket_name(PyObject *o, py_name *out);
 
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define PY_TPFLAGS_NONEW Py_TPFLAGS_DISALLOW_INSTANTIATION
+#else
+#define PY_TPFLAGS_NONEW 0
+#endif
+
+/* Add a type to the module under name (no reference stolen). */
+int py_add_type(PyObject *m, const char *name, PyTypeObject *tp);
+/* Make a heap type impossible to instantiate from Python. */
+void py_no_new(PyTypeObject *tp);
+
 /* Get a read-only contiguous buffer of a bytes-like argument (str -> TypeError). what names
  * the argument in messages. */
 int py_get_bytes(PyObject *o, Py_buffer *view, const char *what);
@@ -142,6 +153,7 @@ typedef struct TxnObject {
     int write;
     int busy;                  /* root only: a call is inside the engine */
     unsigned long busy_thread; /* root only: thread ident of that call */
+    int ended_by_close;        /* root only: aborted by DB.close(), not by the user */
     uint64_t id;
     struct TxnObject *prev, *next; /* DB's live list (root only) */
     PyObject *weakreflist;

@@ -324,6 +324,26 @@ int py_get_bytes(PyObject *o, Py_buffer *view, const char *what)
     return 0;
 }
 
+int py_add_type(PyObject *m, const char *name, PyTypeObject *tp)
+{
+    Py_INCREF(tp);
+    if (PyModule_AddObject(m, name, (PyObject *)tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    return 0;
+}
+
+void py_no_new(PyTypeObject *tp)
+{
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+    (void)tp; /* the spec carries the flag */
+#else
+    tp->tp_new = NULL;
+    PyType_Modified(tp);
+#endif
+}
+
 /* ---- module ---- */
 
 static int py_module_exec(PyObject *m)

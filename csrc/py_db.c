@@ -1,0 +1,617 @@
+/*
+ * py_db.c - the DB type of btree_store._core: open/close, begin, check, stat, buckets.
+ *
+ * Layer: CPython binding; calls the engine only through bs.h. bs_db_open, bs_txn_begin,
+ * bs_db_check, bs_db_stat and bs_db_close run with the GIL released.
+ *
+ * Closing (issue 4): close() first sets `closed` (every new call raises ClosedError), then
+ * aborts every live transaction that no thread is inside, waits (GIL released, short sleeps)
+ * until the calls in flight on other threads have left the engine, aborts the rest, and only
+ * then calls bs_db_close. A DB is closed by its finalizer when the last reference goes.
+ */
+#include "py_internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "io.h"
+#include "structmember.h"
+
+/* ---- helpers ---- */
+
+int py_db_check_usable(DBObject *db)
+{
+    if (db->closed || !db->db) {
+        PyErr_SetString(db->st->ClosedError, "database is closed");
+        return -1;
+    }
+    if (db->fork_gen != py_fork_gen) {
+        py_raise_forked(db->st);
+        return -1;
+    }
+    return 0;
+}
+
+void py_db_link_txn(DBObject *db, TxnObject *txn)
+{
+    txn->prev = NULL;
+    txn->next = db->txns;
+    if (db->txns)
+        db->txns->prev = txn;
+    db->txns = txn;
+}
+
+void py_db_unlink_txn(DBObject *db, TxnObject *txn)
+{
+    if (txn->prev)
+        txn->prev->next = txn->next;
+    else if (db->txns == txn)
+        db->txns = txn->next;
+    if (txn->next)
+        txn->next->prev = txn->prev;
+    txn->prev = txn->next = NULL;
+}
+
+static void db_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    Py_BEGIN_ALLOW_THREADS
+    nanosleep(&ts, NULL);
+    Py_END_ALLOW_THREADS
+}
+
+static double db_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void db_release_io(DBObject *self)
+{
+    if (self->io) {
+        py_faultio_release(self->io);
+        Py_CLEAR(self->io);
+    }
+}
+
+/* Close the engine handle (see the header comment). 0, or -1 with an exception set. */
+static int db_close_impl(DBObject *self)
+{
+    self->closed = 1;
+    if (!self->db)
+        return 0;
+    if (self->fork_gen != py_fork_gen) {
+        /* Inherited across fork(): never touch the parent's transactions; bs_db_close only
+         * releases the child's memory and descriptor. */
+        while (self->txns) {
+            TxnObject *t = self->txns;
+            t->txn = NULL;
+            t->ended_by_close = 1;
+            py_db_unlink_txn(self, t);
+        }
+        bs_db *d = self->db;
+        self->db = NULL;
+        bs_db_close(d);
+        db_release_io(self);
+        return 0;
+    }
+    unsigned long me = PyThread_get_thread_ident();
+    for (;;) {
+        TxnObject *t, *next;
+        for (t = self->txns; t; t = next) {
+            next = t->next;
+            if (!t->busy) {
+                t->ended_by_close = 1;
+                py_txn_finish(t);
+            } else if (t->busy_thread == me) {
+                /* Reached from a finalizer run inside one of our own calls on this thread:
+                 * waiting would deadlock. The DB stays marked closed; dealloc closes it. */
+                PyErr_SetString(self->st->Error,
+                                "cannot close the database from inside a call that is using it");
+                return -1;
+            }
+        }
+        if (!self->txns && self->active == 0)
+            break;
+        db_sleep_ms(1);
+    }
+    bs_db *d = self->db;
+    self->db = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_close(d);
+    Py_END_ALLOW_THREADS
+    db_release_io(self);
+    if (rc != BS_OK) {
+        py_raise(self->st, rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- type slots ---- */
+
+static PyObject *db_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    py_state *st = py_state_from_type(tp);
+    if (!st) {
+        PyErr_SetString(PyExc_TypeError, "btree_store DB type without its module");
+        return NULL;
+    }
+    DBObject *self = (DBObject *)tp->tp_alloc(tp, 0);
+    if (!self)
+        return NULL;
+    self->st = st;
+    self->closed = 1;
+    self->fork_gen = py_fork_gen;
+    return (PyObject *)self;
+}
+
+static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "readonly", "create", "sync", "cache_size", "page_size",
+                             "_io", NULL};
+    PyObject *path = NULL, *cache_obj = NULL, *psize_obj = NULL, *io = Py_None;
+    int readonly = 0, create = 1, sync = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$pppOOO:DB", kwlist, &path, &readonly,
+                                     &create, &sync, &cache_obj, &psize_obj, &io))
+        return -1;
+    if (self->db) {
+        PyErr_SetString(self->st->Error, "DB.__init__ called on an open database");
+        return -1;
+    }
+    bs_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.readonly = readonly;
+    opt.create = create;
+    opt.sync = sync;
+    opt.cache_size = 64u << 20;
+    opt.page_size = 4096;
+    if (cache_obj && cache_obj != Py_None) {
+        if (!PyLong_Check(cache_obj)) {
+            PyErr_Format(PyExc_TypeError, "cache_size must be int, not %.100s",
+                         Py_TYPE(cache_obj)->tp_name);
+            return -1;
+        }
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(cache_obj, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow < 0 || (overflow == 0 && v < 0)) {
+            PyErr_SetString(PyExc_ValueError, "cache_size must be >= 0");
+            return -1;
+        }
+        opt.cache_size = overflow > 0 ? UINT64_MAX / 2 : (uint64_t)v;
+    }
+    if (psize_obj && psize_obj != Py_None) {
+        if (!PyLong_Check(psize_obj)) {
+            PyErr_Format(PyExc_TypeError, "page_size must be int, not %.100s",
+                         Py_TYPE(psize_obj)->tp_name);
+            return -1;
+        }
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(psize_obj, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow || v < 1024 || v > 65536 || (v & (v - 1))) {
+            PyErr_SetString(PyExc_ValueError,
+                            "page_size must be a power of two from 1024 to 65536");
+            return -1;
+        }
+        opt.page_size = (uint32_t)v;
+    }
+
+    PyObject *fspath = PyOS_FSPath(path);
+    if (!fspath)
+        return -1;
+    PyObject *pbytes = NULL;
+    if (!PyUnicode_FSConverter(fspath, &pbytes)) {
+        Py_DECREF(fspath);
+        return -1;
+    }
+    if (io != Py_None) {
+        struct bs_fault *fc = py_faultio_acquire(self->st, io);
+        if (!fc) {
+            Py_DECREF(fspath);
+            Py_DECREF(pbytes);
+            return -1;
+        }
+        opt.io = &bs_io_fault;
+        opt.io_arg = fc;
+        Py_XSETREF(self->io, Py_NewRef(io));
+    }
+
+    bs_db *d = NULL;
+    int rc;
+    const char *cpath = PyBytes_AS_STRING(pbytes);
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_open(cpath, &opt, &d);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(pbytes);
+    if (rc != BS_OK) {
+        Py_DECREF(fspath);
+        db_release_io(self);
+        py_raise(self->st, rc);
+        return -1;
+    }
+    Py_XSETREF(self->path, fspath);
+    self->db = d;
+    self->closed = 0;
+    self->readonly = readonly;
+    self->max_key = bs_db_max_key(d);
+    self->page_size = bs_db_page_size(d);
+    self->fork_gen = py_fork_gen;
+    return 0;
+}
+
+static void db_finalize(DBObject *self)
+{
+    if (!self->db)
+        return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (db_close_impl(self) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+}
+
+static int db_traverse(DBObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->io);
+    Py_VISIT(self->path);
+    return 0;
+}
+
+static int db_clear(DBObject *self)
+{
+    /* The FaultIO object must outlive the engine handle: clear it only once closed. */
+    if (!self->db)
+        Py_CLEAR(self->io);
+    return 0;
+}
+
+static void db_dealloc(DBObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return; /* resurrected */
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->db) {
+        /* Only when the finalizer could not close (see db_close_impl): never free a handle
+         * that a call might be using; leak it instead. */
+        self->db = NULL;
+    }
+    db_release_io(self);
+    Py_CLEAR(self->path);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ---- methods ---- */
+
+static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"write", "bucket", "timeout", NULL};
+    static const py_argspec spec = {"begin", names, 1, 0};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int write = py_arg_bool(a[0], 0);
+    if (write < 0)
+        return NULL;
+    py_name nm = {NULL, 0};
+    PyObject *bucket = NULL;
+    if (a[1] && a[1] != Py_None) {
+        if (py_bucket_name(a[1], &nm) < 0)
+            return NULL;
+        bucket = a[1];
+    }
+    double timeout = -1.0;
+    if (a[2] && a[2] != Py_None) {
+        timeout = PyFloat_AsDouble(a[2]);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (!(timeout >= 0.0) || isinf(timeout)) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be a finite number >= 0 or None");
+            return NULL;
+        }
+    }
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+
+    bs_txn *t = NULL;
+    int rc;
+    if (!write) {
+        self->active++;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bs_txn_begin(self->db, 0, 0, &t);
+        Py_END_ALLOW_THREADS
+        self->active--;
+    } else {
+        /* Wait in slices so that Ctrl-C and close() are noticed while waiting. */
+        double deadline = timeout >= 0 ? db_now() + timeout : 0;
+        for (;;) {
+            long slice = 100;
+            if (timeout >= 0) {
+                double left = deadline - db_now();
+                long ms = left <= 0 ? 0 : (long)ceil(left * 1000.0);
+                if (ms < slice)
+                    slice = ms;
+            }
+            bs_db *d = self->db;
+            self->active++;
+            Py_BEGIN_ALLOW_THREADS
+            rc = bs_txn_begin(d, BS_TXN_WRITE, slice, &t);
+            Py_END_ALLOW_THREADS
+            self->active--;
+            if (rc != BS_LOCKED)
+                break;
+            if (timeout >= 0 && db_now() >= deadline)
+                break;
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+            if (py_db_check_usable(self) < 0)
+                return NULL;
+        }
+    }
+    if (rc != BS_OK) {
+        if (rc == BS_MISUSE && write)
+            return py_raise_msg(self->st->Error,
+                                "this thread already has an open write transaction on this "
+                                "database (commit or abort it first)");
+        return py_raise(self->st, rc);
+    }
+    if (self->closed) {
+        /* close() ran while we waited: it is waiting for us to leave. */
+        bs_txn_abort(t);
+        PyErr_SetString(self->st->ClosedError, "database is closed");
+        return NULL;
+    }
+    TxnObject *txn = py_txn_new(self, t, write, bucket);
+    if (!txn) {
+        bs_txn_abort(t);
+        return NULL;
+    }
+    if (bucket) {
+        bs_txn *et = py_txn_enter(txn, 0);
+        if (!et) {
+            py_txn_finish(txn);
+            Py_DECREF(txn);
+            return NULL;
+        }
+        bs_bucket *b;
+        rc = py_txn_open_bucket(et, &nm, 0, &b);
+        py_txn_leave(txn);
+        if (rc != BS_OK) {
+            if (rc == BS_NOBUCKET)
+                py_raise_nobucket(self->st, nm.p, nm.n);
+            else
+                py_raise(self->st, rc);
+            py_txn_finish(txn);
+            Py_DECREF(txn);
+            return NULL;
+        }
+    }
+    return (PyObject *)txn;
+}
+
+static PyObject *db_close(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (db_close_impl(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *db_check(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    int rc;
+    bs_db *d = self->db;
+    self->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_check(d);
+    Py_END_ALLOW_THREADS
+    self->active--;
+    if (rc != BS_OK)
+        return py_raise(self->st, rc);
+    Py_RETURN_NONE;
+}
+
+static int db_dict_set(PyObject *d, const char *key, unsigned long long v)
+{
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    if (!o)
+        return -1;
+    int r = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    bs_stat s;
+    memset(&s, 0, sizeof s);
+    int rc;
+    bs_db *d = self->db;
+    self->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_stat(d, &s);
+    Py_END_ALLOW_THREADS
+    self->active--;
+    if (rc != BS_OK)
+        return py_raise(self->st, rc);
+    PyObject *dict = PyDict_New();
+    if (!dict)
+        return NULL;
+    if (db_dict_set(dict, "page_size", s.page_size) < 0 ||
+        db_dict_set(dict, "page_count", s.page_count) < 0 ||
+        db_dict_set(dict, "free_pages", s.free_pages) < 0 ||
+        db_dict_set(dict, "depth", s.depth) < 0 ||
+        db_dict_set(dict, "entries", s.entries) < 0 ||
+        db_dict_set(dict, "txid", s.txid) < 0 ||
+        db_dict_set(dict, "file_size", s.file_size) < 0 ||
+        db_dict_set(dict, "buckets", s.buckets) < 0 ||
+        db_dict_set(dict, "readers", s.readers) < 0 ||
+        db_dict_set(dict, "oldest_reader", s.oldest_reader) < 0 ||
+        db_dict_set(dict, "pinned_pages", s.pinned_pages) < 0 ||
+        db_dict_set(dict, "cache_pages", s.cache_pages) < 0 ||
+        db_dict_set(dict, "cache_hits", s.cache_hits) < 0 ||
+        db_dict_set(dict, "cache_misses", s.cache_misses) < 0) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    return dict;
+}
+
+PyObject *py_txn_buckets(TxnObject *self); /* py_txn.c */
+
+static PyObject *db_buckets(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *txn = db_begin(self, NULL, 0, NULL);
+    if (!txn)
+        return NULL;
+    PyObject *res = py_txn_buckets((TxnObject *)txn);
+    py_txn_finish((TxnObject *)txn);
+    Py_DECREF(txn);
+    return res;
+}
+
+static PyObject *db_enter(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    return Py_NewRef((PyObject *)self);
+}
+
+static PyObject *db_exit(DBObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    if (db_close_impl(self) < 0)
+        return NULL;
+    Py_RETURN_FALSE;
+}
+
+static PyObject *db_repr(DBObject *self)
+{
+    return PyUnicode_FromFormat("<%s path=%R %s>", Py_TYPE(self)->tp_name,
+                                self->path ? self->path : Py_None,
+                                self->db && !self->closed ? "open" : "closed");
+}
+
+/* ---- properties ---- */
+
+static PyObject *db_get_path(DBObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->path ? self->path : Py_None);
+}
+
+static PyObject *db_get_closed(DBObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->closed || !self->db);
+}
+
+static PyObject *db_get_readonly(DBObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->readonly);
+}
+
+static PyObject *db_get_max_key(DBObject *self, void *c)
+{
+    (void)c;
+    if (!self->path) { /* never opened */
+        PyErr_SetString(self->st->ClosedError, "database is not open");
+        return NULL;
+    }
+    return PyLong_FromSize_t(self->max_key);
+}
+
+static PyObject *db_get_page_size(DBObject *self, void *c)
+{
+    (void)c;
+    if (!self->path) {
+        PyErr_SetString(self->st->ClosedError, "database is not open");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(self->page_size);
+}
+
+static PyMethodDef db_methods[] = {
+    {"begin", (PyCFunction)(void (*)(void))db_begin, METH_FASTCALL | METH_KEYWORDS,
+     "begin(write=False, *, bucket=None, timeout=None) -> Txn\n\n"
+     "Start a transaction: a read-only snapshot, or the one write transaction (waits for the\n"
+     "writer lock, at most `timeout` seconds: LockedError on expiry). `bucket` binds the\n"
+     "transaction's calls to a named bucket (BucketNotFoundError if it does not exist)."},
+    {"close", (PyCFunction)db_close, METH_NOARGS,
+     "close()\n\nAbort live transactions (waiting for calls in flight on other threads) and\n"
+     "close the file. Idempotent."},
+    {"check", (PyCFunction)db_check, METH_NOARGS,
+     "check()\n\nVerify the whole file; raise CorruptionError describing the first problem."},
+    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat() -> dict\n\nStatistics of the database."},
+    {"buckets", (PyCFunction)db_buckets, METH_NOARGS,
+     "buckets() -> list[str]\n\nSorted names of the named buckets."},
+    {"__enter__", (PyCFunction)db_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))db_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef db_getset[] = {
+    {"path", (getter)db_get_path, NULL, "The path given to DB().", NULL},
+    {"closed", (getter)db_get_closed, NULL, "True once closed.", NULL},
+    {"readonly", (getter)db_get_readonly, NULL, "True when opened read-only.", NULL},
+    {"max_key_size", (getter)db_get_max_key, NULL, "Longest key in bytes.", NULL},
+    {"page_size", (getter)db_get_page_size, NULL, "Page size of the file in bytes.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef db_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(DBObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot db_slots[] = {
+    {Py_tp_doc,
+     "DB(path, *, readonly=False, create=True, sync=True, cache_size=64*2**20, "
+     "page_size=4096)\n\nA btree_store database file. Use as a context manager or close()."},
+    {Py_tp_new, db_new},
+    {Py_tp_init, db_init},
+    {Py_tp_finalize, db_finalize},
+    {Py_tp_dealloc, db_dealloc},
+    {Py_tp_traverse, db_traverse},
+    {Py_tp_clear, db_clear},
+    {Py_tp_repr, db_repr},
+    {Py_tp_methods, db_methods},
+    {Py_tp_getset, db_getset},
+    {Py_tp_members, db_members},
+    {0, NULL},
+};
+
+static PyType_Spec db_spec = {
+    .name = "btree_store._core.DB",
+    .basicsize = sizeof(DBObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = db_slots,
+};
+
+int py_db_init_type(PyObject *m, py_state *st)
+{
+    st->DB_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &db_spec, NULL);
+    if (!st->DB_type)
+        return -1;
+    return py_add_type(m, "DB", st->DB_type);
+}

@@ -1,0 +1,340 @@
+/*
+ * py_testing.c - test-only pieces of btree_store._core, re-exported by btree_store._testing:
+ * the FaultIO type (a bs_fault controller wrapping the POSIX I/O layer: fail the n-th call,
+ * tear a write, simulate power loss) and the CRC32C functions.
+ *
+ * Layer: CPython binding; calls io.h (fault controller) and crc32c.h only.
+ */
+#include "py_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "crc32c.h"
+#include "io.h"
+
+typedef struct FaultIOObject {
+    PyObject_HEAD
+    bs_fault *fc;
+    int in_use; /* an open DB uses it */
+} FaultIOObject;
+
+struct bs_fault *py_faultio_acquire(py_state *st, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, st->FaultIO_type)) {
+        PyErr_Format(PyExc_TypeError, "_io must be a btree_store._testing.FaultIO, not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    FaultIOObject *f = (FaultIOObject *)o;
+    if (f->in_use) {
+        PyErr_SetString(st->Error, "this FaultIO is already used by an open DB");
+        return NULL;
+    }
+    f->in_use = 1;
+    return f->fc;
+}
+
+void py_faultio_release(PyObject *o) { ((FaultIOObject *)o)->in_use = 0; }
+
+/* "read" | "write" | "sync" | "truncate" | "any", or several joined by '|'. */
+static int fio_kind(PyObject *o, unsigned *mask)
+{
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "kind must be str, not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (!s)
+        return -1;
+    static const struct { const char *name; unsigned bit; } kinds[] = {
+        {"read", BS_FAULT_READ},         {"write", BS_FAULT_WRITE}, {"sync", BS_FAULT_SYNC},
+        {"truncate", BS_FAULT_TRUNCATE}, {"any", BS_FAULT_ANY},
+    };
+    unsigned m = 0;
+    const char *p = s, *end = s + n;
+    while (p <= end) {
+        const char *bar = memchr(p, '|', (size_t)(end - p));
+        const char *e = bar ? bar : end;
+        size_t len = (size_t)(e - p);
+        while (len && p[0] == ' ') {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        size_t i;
+        for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (strlen(kinds[i].name) == len && memcmp(kinds[i].name, p, len) == 0)
+                break;
+        if (i == sizeof kinds / sizeof kinds[0]) {
+            PyErr_Format(PyExc_ValueError,
+                         "bad kind %R: use read, write, sync, truncate or any, joined by '|'", o);
+            return -1;
+        }
+        m |= kinds[i].bit;
+        p = e + 1;
+    }
+    *mask = m;
+    return 0;
+}
+
+static int fio_u64(PyObject *o, const char *what, uint64_t *out)
+{
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be int, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s must be in 0..2**64-1", what);
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static PyObject *fio_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":FaultIO", kwlist))
+        return NULL;
+    FaultIOObject *self = (FaultIOObject *)tp->tp_alloc(tp, 0);
+    if (!self)
+        return NULL;
+    self->fc = bs_fault_new(&bs_io_posix);
+    if (!self->fc) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void fio_dealloc(FaultIOObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->fc)
+        bs_fault_free(self->fc); /* no DB uses it: a DB holds a reference while open */
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *fio_fail_nth(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"kind", "n", "errno", "sticky", NULL};
+    static const py_argspec spec = {"fail_nth", names, 4, 2};
+    PyObject *a[4];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    unsigned mask;
+    uint64_t n;
+    int err = EIO;
+    if (fio_kind(a[0], &mask) < 0 || fio_u64(a[1], "n", &n) < 0)
+        return NULL;
+    if (a[2]) {
+        err = (int)PyLong_AsLong(a[2]);
+        if (err == -1 && PyErr_Occurred())
+            return NULL;
+        if (err <= 0) {
+            PyErr_SetString(PyExc_ValueError, "errno must be a positive errno value");
+            return NULL;
+        }
+    }
+    int sticky = py_arg_bool(a[3], 0);
+    if (sticky < 0)
+        return NULL;
+    bs_fault_fail_nth(self->fc, mask, n, err, sticky);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_tear_nth(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"n", "keep", NULL};
+    static const py_argspec spec = {"tear_nth", names, 2, 2};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    uint64_t n, keep;
+    if (fio_u64(a[0], "n", &n) < 0 || fio_u64(a[1], "keep", &keep) < 0)
+        return NULL;
+    if (keep % 512 != 0 || keep > SIZE_MAX) {
+        PyErr_SetString(PyExc_ValueError, "keep must be a multiple of 512");
+        return NULL;
+    }
+    bs_fault_tear_nth(self->fc, n, (size_t)keep);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_powerloss(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"seed", "on", NULL};
+    static const py_argspec spec = {"powerloss", names, 2, 0};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    uint64_t seed = 0;
+    if (a[0] && fio_u64(a[0], "seed", &seed) < 0)
+        return NULL;
+    int on = py_arg_bool(a[1], 1);
+    if (on < 0)
+        return NULL;
+    bs_fault_powerloss(self->fc, on, seed);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_crash(FaultIOObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    bs_fault *fc = self->fc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_fault_crash(fc);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_count(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const char *const names[] = {"kind", NULL};
+    static const py_argspec spec = {"count", names, 1, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    unsigned mask = BS_FAULT_ANY;
+    if (a[0] && fio_kind(a[0], &mask) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(bs_fault_count(self->fc, mask));
+}
+
+static PyObject *fio_get_fired(FaultIOObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(bs_fault_fired(self->fc));
+}
+
+static PyObject *fio_get_in_use(FaultIOObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->in_use);
+}
+
+static PyObject *fio_repr(FaultIOObject *self)
+{
+    return PyUnicode_FromFormat("<btree_store._testing.FaultIO calls=%llu fired=%s%s>",
+                                (unsigned long long)bs_fault_count(self->fc, BS_FAULT_ANY),
+                                bs_fault_fired(self->fc) ? "True" : "False",
+                                self->in_use ? " in use" : "");
+}
+
+#define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+static PyMethodDef fio_methods[] = {
+    {"fail_nth", FASTKW(fio_fail_nth),
+     "fail_nth(kind, n, errno=errno.EIO, sticky=False)\n\nThe n-th call (1-based, counted "
+     "from now over kind) fails with errno; sticky: every later one too. n=0: off."},
+    {"tear_nth", FASTKW(fio_tear_nth),
+     "tear_nth(n, keep)\n\nThe n-th write keeps only its first `keep` bytes (a multiple of "
+     "512), then fails with EIO."},
+    {"powerloss", FASTKW(fio_powerloss),
+     "powerloss(seed, on=True)\n\nFrom now, remember unsynced writes for crash()."},
+    {"crash", (PyCFunction)fio_crash, METH_NOARGS,
+     "crash()\n\nWrite back a random subset of the unsynced writes (whole, torn or lost); "
+     "then every call fails with EIO."},
+    {"count", FASTKW(fio_count), "count(kind='any') -> int\n\nCalls of that kind seen so far."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef fio_getset[] = {
+    {"fired", (getter)fio_get_fired, NULL, "True once an injected fault fired.", NULL},
+    {"in_use", (getter)fio_get_in_use, NULL, "True while an open DB uses it.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot fio_slots[] = {
+    {Py_tp_doc, "FaultIO()\n\nFault-injecting wrapper of the POSIX I/O layer (tests only): "
+                "pass as DB(path, _io=fio)."},
+    {Py_tp_new, fio_new},
+    {Py_tp_dealloc, fio_dealloc},
+    {Py_tp_repr, fio_repr},
+    {Py_tp_methods, fio_methods},
+    {Py_tp_getset, fio_getset},
+    {0, NULL},
+};
+
+static PyType_Spec fio_spec = {
+    .name = "btree_store._testing.FaultIO",
+    .basicsize = sizeof(FaultIOObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = fio_slots,
+};
+
+/* ---- CRC32C ---- */
+
+static PyObject *py_crc32c(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    (void)m;
+    static const char *const names[] = {"data", "crc", NULL};
+    static const py_argspec spec = {"crc32c", names, 2, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    uint32_t crc = 0;
+    if (a[1]) {
+        if (!PyLong_Check(a[1])) {
+            PyErr_Format(PyExc_TypeError, "crc must be int, not %.100s", Py_TYPE(a[1])->tp_name);
+            return NULL;
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLongMask(a[1]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        crc = (uint32_t)v;
+    }
+    Py_buffer b;
+    if (py_get_bytes(a[0], &b, "data") < 0)
+        return NULL;
+    if (b.len > 65536) {
+        Py_BEGIN_ALLOW_THREADS
+        crc = bs_crc32c(crc, b.buf, (size_t)b.len);
+        Py_END_ALLOW_THREADS
+    } else {
+        crc = bs_crc32c(crc, b.buf, (size_t)b.len);
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(crc);
+}
+
+static PyObject *py_crc32c_impl(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    return PyUnicode_FromString(bs_crc32c_impl());
+}
+
+static PyMethodDef testing_functions[] = {
+    {"_crc32c", FASTKW(py_crc32c),
+     "crc32c(data, crc=0) -> int\n\nCRC32C of data, continuing crc."},
+    {"_crc32c_impl", (PyCFunction)py_crc32c_impl, METH_NOARGS,
+     "crc32c_impl() -> str\n\nThe implementation in use: 'sse4.2', 'armv8' or 'table'."},
+    {NULL, NULL, 0, NULL},
+};
+
+int py_testing_init(PyObject *m, py_state *st)
+{
+    st->FaultIO_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &fio_spec, NULL);
+    if (!st->FaultIO_type)
+        return -1;
+    if (py_add_type(m, "_FaultIO", st->FaultIO_type) < 0)
+        return -1;
+    return PyModule_AddFunctions(m, testing_functions);
+}

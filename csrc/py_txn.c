@@ -1,0 +1,1016 @@
+/*
+ * py_txn.c - the Txn type of btree_store._core: get/put/delete/pop/replace, the mapping
+ * protocol, buckets, iterators, commit/abort, savepoints and bucket-bound views (_bind).
+ *
+ * Layer: CPython binding; calls the engine only through bs.h.
+ *
+ * A "root" Txn owns one engine transaction (bs_txn) and is linked into its DB's list of live
+ * transactions. A "bound" Txn (txn._bind(bucket), used by DB.exec/exec_multi) shares its
+ * root's engine transaction, defaults its calls to another bucket, and cannot commit or
+ * abort it. Every data call is: argument checks (types, sizes) -> py_txn_enter -> engine
+ * calls through PY_CALL -> build the Python result -> py_txn_leave.
+ */
+#include "py_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "structmember.h"
+
+#define PY_MAX_VALUE 0xFFFFFFFFu
+
+/* ---- enter / leave ---- */
+
+bs_txn *py_txn_enter(TxnObject *self, int need_write)
+{
+    TxnObject *r = PY_TXN_ROOT(self);
+    DBObject *db = self->db;
+    if (!r->txn) {
+        PyErr_SetString(self->st->ClosedError, "transaction is finished");
+        return NULL;
+    }
+    if (db->closed) {
+        PyErr_SetString(self->st->ClosedError, "database is closed");
+        return NULL;
+    }
+    if (db->fork_gen != py_fork_gen) {
+        py_raise_forked(self->st);
+        return NULL;
+    }
+    if (need_write && !r->write) {
+        PyErr_SetString(self->st->ReadonlyError, "transaction is read-only");
+        return NULL;
+    }
+    if (r->busy) {
+        PyErr_SetString(self->st->Error, "transaction is being used by another thread");
+        return NULL;
+    }
+    int rc = bs_txn_enter(r->txn);
+    if (rc != BS_OK) {
+        py_raise(self->st, rc);
+        return NULL;
+    }
+    r->busy = 1;
+    r->busy_thread = PyThread_get_thread_ident();
+    db->active++;
+    return r->txn;
+}
+
+void py_txn_leave(TxnObject *self)
+{
+    TxnObject *r = PY_TXN_ROOT(self);
+    bs_txn_leave(r->txn);
+    r->busy = 0;
+    self->db->active--;
+}
+
+void py_txn_finish(TxnObject *root)
+{
+    if (root->txn) {
+        bs_txn *t = root->txn;
+        root->txn = NULL;
+        if (root->db->fork_gen == py_fork_gen)
+            bs_txn_abort(t);
+        /* else: inherited across fork(); the parent owns it */
+    }
+    py_db_unlink_txn(root->db, root);
+}
+
+int py_txn_bucket(TxnObject *self, PyObject *arg, py_name *out)
+{
+    if (arg && arg != Py_None)
+        return py_bucket_name(arg, out);
+    if (self->bucket)
+        return py_bucket_name(self->bucket, out);
+    out->p = NULL;
+    out->n = 0;
+    return 0;
+}
+
+int py_txn_open_bucket(bs_txn *t, const py_name *nm, int create, bs_bucket **out)
+{
+    int rc;
+    PY_CALL(rc, t, bs_bucket_open(t, nm->p, (size_t)nm->n, create, out));
+    return rc;
+}
+
+static PyObject *txn_raise(TxnObject *self, const py_name *nm, int rc)
+{
+    if (rc == BS_NOBUCKET)
+        return py_raise_nobucket(self->st, nm->p, nm->n);
+    return py_raise(self->st, rc);
+}
+
+TxnObject *py_txn_new(DBObject *db, bs_txn *txn, int write, PyObject *bucket)
+{
+    TxnObject *self = PyObject_GC_New(TxnObject, db->st->Txn_type);
+    if (!self)
+        return NULL;
+    self->st = db->st;
+    self->db = (DBObject *)Py_NewRef((PyObject *)db);
+    self->root = NULL;
+    self->txn = txn;
+    self->bucket = bucket ? Py_NewRef(bucket) : NULL;
+    self->write = write;
+    self->busy = 0;
+    self->busy_thread = 0;
+    self->ended_by_close = 0;
+    self->id = bs_txn_id(txn);
+    self->prev = self->next = NULL;
+    self->weakreflist = NULL;
+    py_db_link_txn(db, self);
+    PyObject_GC_Track(self);
+    return self;
+}
+
+/* ---- argument helpers ---- */
+
+static int txn_key(TxnObject *self, PyObject *o, Py_buffer *v)
+{
+    if (py_get_bytes(o, v, "key") < 0)
+        return -1;
+    if ((size_t)v->len > self->db->max_key) {
+        PyErr_Format(PyExc_ValueError, "key is %zd bytes; the limit is %zu bytes", v->len,
+                     self->db->max_key);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static int txn_value(PyObject *o, Py_buffer *v)
+{
+    if (py_get_bytes(o, v, "value") < 0)
+        return -1;
+    if ((unsigned long long)v->len > PY_MAX_VALUE) {
+        PyErr_Format(PyExc_ValueError, "value is %zd bytes; the limit is %llu bytes (2**32-1)",
+                     v->len, (unsigned long long)PY_MAX_VALUE);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+/* The value as bytes (inside enter/leave). Overflow values are read with the GIL released
+ * straight into the new bytes object. */
+static PyObject *txn_value_bytes(TxnObject *self, bs_txn *t, const bs_val *v)
+{
+    if (v->data)
+        return PyBytes_FromStringAndSize(v->data, (Py_ssize_t)v->len);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v->len);
+    if (!b)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(b);
+    int rc;
+    bs_txn_set_noio(t, 0);
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_read_value(t, v, dst);
+    Py_END_ALLOW_THREADS
+    if (rc != BS_OK) {
+        Py_DECREF(b);
+        return py_raise(self->st, rc);
+    }
+    return b;
+}
+
+/* Look a key up. Returns the value (want_value) or Py_True; NULL without an exception when
+ * the key is missing; NULL with one on error. */
+static PyObject *txn_lookup(TxnObject *self, const py_name *nm, const Py_buffer *k,
+                            int want_value)
+{
+    bs_txn *t = py_txn_enter(self, 0);
+    if (!t)
+        return NULL;
+    PyObject *res = NULL;
+    bs_bucket *b;
+    bs_val v;
+    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_get(t, b, k->buf, (size_t)k->len, &v));
+    if (rc == BS_OK)
+        res = want_value ? txn_value_bytes(self, t, &v) : Py_NewRef(Py_True);
+    else if (rc != BS_NOTFOUND)
+        txn_raise(self, nm, rc);
+    py_txn_leave(self);
+    return res;
+}
+
+/* put: 1 stored, 0 key existed (no overwrite), -1 error. */
+static int txn_store(TxnObject *self, const py_name *nm, const Py_buffer *k, const Py_buffer *v,
+                     unsigned flags)
+{
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return -1;
+    int ret = -1;
+    bs_bucket *b;
+    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_put(t, b, k->buf, (size_t)k->len, v->buf, (size_t)v->len, flags));
+    if (rc == BS_OK)
+        ret = 1;
+    else if (rc == BS_EXISTS && (flags & BS_NOOVERWRITE))
+        ret = 0;
+    else
+        txn_raise(self, nm, rc);
+    py_txn_leave(self);
+    return ret;
+}
+
+/* delete: 1 deleted, 0 missing, -1 error. */
+static int txn_remove(TxnObject *self, const py_name *nm, const Py_buffer *k)
+{
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return -1;
+    int ret = -1;
+    bs_bucket *b;
+    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_del(t, b, k->buf, (size_t)k->len));
+    if (rc == BS_OK)
+        ret = 1;
+    else if (rc == BS_NOTFOUND)
+        ret = 0;
+    else
+        txn_raise(self, nm, rc);
+    py_txn_leave(self);
+    return ret;
+}
+
+/* ---- data methods ---- */
+
+static PyObject *txn_get(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "default", "bucket", NULL};
+    static const py_argspec spec = {"get", names, 2, 1};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    Py_buffer k;
+    if (py_txn_bucket(self, a[2], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+        return NULL;
+    PyObject *res = txn_lookup(self, &nm, &k, 1);
+    PyBuffer_Release(&k);
+    if (!res && !PyErr_Occurred())
+        res = Py_NewRef(a[1] ? a[1] : Py_None);
+    return res;
+}
+
+static PyObject *txn_put(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "value", "overwrite", "bucket", NULL};
+    static const py_argspec spec = {"put", names, 2, 2};
+    PyObject *a[4];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int overwrite = py_arg_bool(a[2], 1);
+    if (overwrite < 0)
+        return NULL;
+    py_name nm;
+    Py_buffer k, v;
+    if (py_txn_bucket(self, a[3], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+        return NULL;
+    if (txn_value(a[1], &v) < 0) {
+        PyBuffer_Release(&k);
+        return NULL;
+    }
+    int r = txn_store(self, &nm, &k, &v, overwrite ? 0 : BS_NOOVERWRITE);
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&k);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *txn_delete(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "bucket", NULL};
+    static const py_argspec spec = {"delete", names, 1, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    Py_buffer k;
+    if (py_txn_bucket(self, a[1], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+        return NULL;
+    int r = txn_remove(self, &nm, &k);
+    PyBuffer_Release(&k);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* pop (replace == NULL) or replace (value given): read the old value, then delete / put it,
+ * in one enter..leave. Returns the old value, or NULL without an exception when missing. */
+static PyObject *txn_swap(TxnObject *self, const py_name *nm, const Py_buffer *k,
+                          const Py_buffer *v)
+{
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return NULL;
+    PyObject *old = NULL;
+    bs_bucket *b;
+    bs_val val;
+    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_get(t, b, k->buf, (size_t)k->len, &val));
+    if (rc == BS_OK) {
+        if (!(old = txn_value_bytes(self, t, &val)))
+            goto done;
+    } else if (rc != BS_NOTFOUND) {
+        txn_raise(self, nm, rc);
+        goto done;
+    }
+    if (v)
+        PY_CALL(rc, t, bs_put(t, b, k->buf, (size_t)k->len, v->buf, (size_t)v->len, 0));
+    else if (old)
+        PY_CALL(rc, t, bs_del(t, b, k->buf, (size_t)k->len));
+    else
+        rc = BS_OK;
+    if (rc != BS_OK) {
+        Py_CLEAR(old);
+        txn_raise(self, nm, rc);
+    }
+done:
+    py_txn_leave(self);
+    return old;
+}
+
+static PyObject *txn_pop(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "default", "bucket", NULL};
+    static const py_argspec spec = {"pop", names, 2, 1};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    Py_buffer k;
+    if (py_txn_bucket(self, a[2], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+        return NULL;
+    PyObject *res = txn_swap(self, &nm, &k, NULL);
+    PyBuffer_Release(&k);
+    if (!res && !PyErr_Occurred()) {
+        if (a[1])
+            return Py_NewRef(a[1]);
+        PyErr_SetObject(PyExc_KeyError, a[0]);
+    }
+    return res;
+}
+
+static PyObject *txn_replace(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "value", "bucket", NULL};
+    static const py_argspec spec = {"replace", names, 2, 2};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    Py_buffer k, v;
+    if (py_txn_bucket(self, a[2], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+        return NULL;
+    if (txn_value(a[1], &v) < 0) {
+        PyBuffer_Release(&k);
+        return NULL;
+    }
+    PyObject *res = txn_swap(self, &nm, &k, &v);
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&k);
+    if (!res && !PyErr_Occurred())
+        res = Py_NewRef(Py_None);
+    return res;
+}
+
+/* Entries in a bucket; -1 on error. */
+static long long txn_count_impl(TxnObject *self, const py_name *nm)
+{
+    bs_txn *t = py_txn_enter(self, 0);
+    if (!t)
+        return -1;
+    bs_bucket *b;
+    uint64_t n = 0;
+    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_bucket_count(t, b, &n));
+    if (rc != BS_OK)
+        txn_raise(self, nm, rc);
+    py_txn_leave(self);
+    return rc == BS_OK ? (long long)n : -1;
+}
+
+static PyObject *txn_count(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const char *const names[] = {"bucket", NULL};
+    static const py_argspec spec = {"count", names, 1, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    if (py_txn_bucket(self, a[0], &nm) < 0)
+        return NULL;
+    long long n = txn_count_impl(self, &nm);
+    if (n < 0)
+        return NULL;
+    return PyLong_FromLongLong(n);
+}
+
+/* ---- mapping protocol ---- */
+
+static Py_ssize_t txn_length(TxnObject *self)
+{
+    py_name nm;
+    if (py_txn_bucket(self, NULL, &nm) < 0)
+        return -1;
+    long long n = txn_count_impl(self, &nm);
+    if (n > PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many entries for len(); use count()");
+        return -1;
+    }
+    return (Py_ssize_t)n;
+}
+
+static PyObject *txn_subscript(TxnObject *self, PyObject *key)
+{
+    py_name nm;
+    Py_buffer k;
+    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key(self, key, &k) < 0)
+        return NULL;
+    PyObject *res = txn_lookup(self, &nm, &k, 1);
+    PyBuffer_Release(&k);
+    if (!res && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_KeyError, key);
+    return res;
+}
+
+static int txn_ass_subscript(TxnObject *self, PyObject *key, PyObject *value)
+{
+    py_name nm;
+    Py_buffer k, v;
+    int r;
+    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key(self, key, &k) < 0)
+        return -1;
+    if (value) {
+        if (txn_value(value, &v) < 0) {
+            PyBuffer_Release(&k);
+            return -1;
+        }
+        r = txn_store(self, &nm, &k, &v, 0);
+        PyBuffer_Release(&v);
+    } else {
+        r = txn_remove(self, &nm, &k);
+        if (r == 0)
+            PyErr_SetObject(PyExc_KeyError, key);
+    }
+    PyBuffer_Release(&k);
+    return r > 0 ? 0 : -1;
+}
+
+static int txn_contains(TxnObject *self, PyObject *key)
+{
+    py_name nm;
+    Py_buffer k;
+    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key(self, key, &k) < 0)
+        return -1;
+    PyObject *res = txn_lookup(self, &nm, &k, 0);
+    PyBuffer_Release(&k);
+    if (res) {
+        Py_DECREF(res);
+        return 1;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *txn_iter_slot(TxnObject *self)
+{
+    py_name nm;
+    if (py_txn_bucket(self, NULL, &nm) < 0)
+        return NULL;
+    return py_iter_new(self, &nm, NULL, NULL, NULL, 0, 1, 0);
+}
+
+static PyObject *txn_iter(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"start", "stop", "reverse", "bucket", "keys",
+                                        "values", "prefix", NULL};
+    static const py_argspec spec = {"iter", names, 2, 0};
+    PyObject *a[7];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int reverse = py_arg_bool(a[2], 0), keys = py_arg_bool(a[4], 1), values = py_arg_bool(a[5], 1);
+    if (reverse < 0 || keys < 0 || values < 0)
+        return NULL;
+    py_name nm;
+    if (py_txn_bucket(self, a[3], &nm) < 0)
+        return NULL;
+    return py_iter_new(self, &nm, a[0] == Py_None ? NULL : a[0], a[1] == Py_None ? NULL : a[1],
+                       a[6] == Py_None ? NULL : a[6], reverse, keys, values);
+}
+
+/* ---- buckets ---- */
+
+static PyObject *txn_create_bucket(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"name", "exist_ok", NULL};
+    static const py_argspec spec = {"create_bucket", names, 2, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int exist_ok = py_arg_bool(a[1], 1);
+    if (exist_ok < 0)
+        return NULL;
+    py_name nm;
+    if (py_bucket_name(a[0], &nm) < 0)
+        return NULL;
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return NULL;
+    bs_bucket *b;
+    int rc = BS_NOBUCKET;
+    if (!exist_ok) {
+        rc = py_txn_open_bucket(t, &nm, 0, &b);
+        if (rc == BS_OK) {
+            py_raise_msg(self->st->Error, "bucket %R already exists", a[0]);
+            py_txn_leave(self);
+            return NULL;
+        }
+    }
+    if (rc == BS_NOBUCKET)
+        rc = py_txn_open_bucket(t, &nm, 1, &b);
+    if (rc != BS_OK)
+        txn_raise(self, &nm, rc);
+    py_txn_leave(self);
+    if (rc != BS_OK)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *txn_drop_bucket(TxnObject *self, PyObject *name)
+{
+    py_name nm;
+    if (py_bucket_name(name, &nm) < 0)
+        return NULL;
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return NULL;
+    int rc;
+    PY_CALL(rc, t, bs_bucket_drop(t, nm.p, (size_t)nm.n));
+    if (rc != BS_OK && rc != BS_NOBUCKET)
+        py_raise(self->st, rc);
+    py_txn_leave(self);
+    if (rc == BS_OK)
+        Py_RETURN_TRUE;
+    if (rc == BS_NOBUCKET)
+        Py_RETURN_FALSE;
+    return NULL;
+}
+
+/* Names collected by bs_bucket_list, in plain C memory (the retry runs without the GIL). */
+typedef struct txn_names {
+    char *buf;
+    size_t len, cap;
+    size_t *end; /* end offset of name i */
+    size_t n, capn;
+    int nomem;
+} txn_names;
+
+static int txn_collect(void *ctx, const void *name, size_t nlen)
+{
+    txn_names *nl = ctx;
+    if (nl->len + nlen > nl->cap) {
+        size_t cap = nl->cap ? nl->cap * 2 : 1024;
+        while (cap < nl->len + nlen)
+            cap *= 2;
+        char *p = realloc(nl->buf, cap);
+        if (!p)
+            goto nomem;
+        nl->buf = p;
+        nl->cap = cap;
+    }
+    if (nl->n == nl->capn) {
+        size_t capn = nl->capn ? nl->capn * 2 : 32;
+        size_t *p = realloc(nl->end, capn * sizeof *p);
+        if (!p)
+            goto nomem;
+        nl->end = p;
+        nl->capn = capn;
+    }
+    memcpy(nl->buf + nl->len, name, nlen);
+    nl->len += nlen;
+    nl->end[nl->n++] = nl->len;
+    return 0;
+nomem:
+    nl->nomem = 1;
+    return 1;
+}
+
+static int txn_list_names(bs_txn *t, txn_names *nl)
+{
+    nl->len = nl->n = 0;
+    nl->nomem = 0;
+    return bs_bucket_list(t, txn_collect, nl);
+}
+
+PyObject *py_txn_buckets(TxnObject *self)
+{
+    bs_txn *t = py_txn_enter(self, 0);
+    if (!t)
+        return NULL;
+    txn_names nl;
+    memset(&nl, 0, sizeof nl);
+    int rc;
+    PY_CALL(rc, t, txn_list_names(t, &nl));
+    if (rc != BS_OK)
+        py_raise(self->st, rc);
+    py_txn_leave(self);
+    PyObject *list = NULL;
+    if (rc != BS_OK)
+        goto done;
+    if (nl.nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!(list = PyList_New((Py_ssize_t)nl.n)))
+        goto done;
+    for (size_t i = 0, start = 0; i < nl.n; start = nl.end[i], i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(nl.buf + start, (Py_ssize_t)(nl.end[i] - start),
+                                           "surrogateescape");
+        if (!s) {
+            Py_CLEAR(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    if (PyList_Sort(list) < 0)
+        Py_CLEAR(list);
+done:
+    free(nl.buf);
+    free(nl.end);
+    return list;
+}
+
+static PyObject *txn_buckets(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return py_txn_buckets(self);
+}
+
+/* ---- end of a transaction ---- */
+
+static PyObject *txn_commit(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->root)
+        return py_raise_msg(self->st->Error,
+                            "a bound transaction cannot be committed: its owner commits it");
+    if (!self->txn) {
+        PyErr_SetString(self->st->ClosedError, self->ended_by_close
+                                                   ? "database was closed before the commit"
+                                                   : "transaction is finished");
+        return NULL;
+    }
+    if (self->db->closed) {
+        PyErr_SetString(self->st->ClosedError, "database is closed");
+        return NULL;
+    }
+    if (self->db->fork_gen != py_fork_gen)
+        return py_raise_forked(self->st);
+    if (self->busy) {
+        PyErr_SetString(self->st->Error, "transaction is being used by another thread");
+        return NULL;
+    }
+    if (!self->write) {
+        py_txn_finish(self);
+        Py_RETURN_NONE;
+    }
+    bs_txn *t = self->txn;
+    DBObject *db = self->db;
+    int rc;
+    self->busy = 1;
+    self->busy_thread = PyThread_get_thread_ident();
+    db->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_txn_commit(t);
+    Py_END_ALLOW_THREADS
+    db->active--;
+    self->busy = 0;
+    self->txn = NULL; /* freed by bs_txn_commit, also on failure */
+    py_db_unlink_txn(db, self);
+    if (rc != BS_OK)
+        return py_raise(self->st, rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *txn_abort(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->root)
+        return py_raise_msg(self->st->Error,
+                            "a bound transaction cannot be aborted: its owner ends it");
+    if (!self->txn)
+        Py_RETURN_NONE;
+    if (self->busy) {
+        PyErr_SetString(self->st->Error, "transaction is being used by another thread");
+        return NULL;
+    }
+    py_txn_finish(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *txn_enter_cm(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    TxnObject *r = PY_TXN_ROOT(self);
+    if (!r->txn || self->db->closed) {
+        PyErr_SetString(self->st->ClosedError, "transaction is finished");
+        return NULL;
+    }
+    return Py_NewRef((PyObject *)self);
+}
+
+static PyObject *txn_exit_cm(TxnObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (self->root) /* a bound view: its owner ends the transaction */
+        Py_RETURN_FALSE;
+    PyObject *et = nargs > 0 ? args[0] : Py_None;
+    if (!self->txn) {
+        if (et == Py_None && self->ended_by_close) {
+            PyErr_SetString(self->st->ClosedError, "database was closed before the commit");
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = et == Py_None ? txn_commit(self, NULL) : txn_abort(self, NULL);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+/* ---- savepoints and bound views ---- */
+
+static PyObject *txn_sp_call(TxnObject *self, int (*fn)(bs_txn *))
+{
+    bs_txn *t = py_txn_enter(self, 1);
+    if (!t)
+        return NULL;
+    int rc;
+    PY_CALL(rc, t, fn(t));
+    if (rc != BS_OK)
+        py_raise(self->st, rc);
+    py_txn_leave(self);
+    if (rc != BS_OK)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *txn_savepoint(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return txn_sp_call(self, bs_txn_savepoint);
+}
+
+static PyObject *txn_rollback(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return txn_sp_call(self, bs_txn_rollback);
+}
+
+static PyObject *txn_release(TxnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return txn_sp_call(self, bs_txn_release);
+}
+
+static PyObject *txn_bind(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"bucket", "create", NULL};
+    static const py_argspec spec = {"_bind", names, 2, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int create = py_arg_bool(a[1], 0);
+    if (create < 0)
+        return NULL;
+    py_name nm;
+    if (py_bucket_name(a[0], &nm) < 0)
+        return NULL;
+    bs_txn *t = py_txn_enter(self, create);
+    if (!t)
+        return NULL;
+    bs_bucket *b;
+    int rc = py_txn_open_bucket(t, &nm, create, &b);
+    if (rc != BS_OK)
+        txn_raise(self, &nm, rc);
+    py_txn_leave(self);
+    if (rc != BS_OK)
+        return NULL;
+    TxnObject *r = PY_TXN_ROOT(self);
+    TxnObject *v = PyObject_GC_New(TxnObject, self->st->Txn_type);
+    if (!v)
+        return NULL;
+    v->st = self->st;
+    v->db = (DBObject *)Py_NewRef((PyObject *)self->db);
+    v->root = (TxnObject *)Py_NewRef((PyObject *)r);
+    v->txn = NULL;
+    v->bucket = Py_NewRef(a[0]);
+    v->write = r->write;
+    v->busy = 0;
+    v->busy_thread = 0;
+    v->ended_by_close = 0;
+    v->id = r->id;
+    v->prev = v->next = NULL;
+    v->weakreflist = NULL;
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
+}
+
+/* ---- properties, repr, GC ---- */
+
+static PyObject *txn_get_write(TxnObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->write);
+}
+
+static PyObject *txn_get_closed(TxnObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(!PY_TXN_ROOT(self)->txn || self->db->closed);
+}
+
+static PyObject *txn_get_id(TxnObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->id);
+}
+
+static PyObject *txn_get_bucket(TxnObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->bucket ? self->bucket : Py_None);
+}
+
+static PyObject *txn_get_db(TxnObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef((PyObject *)self->db);
+}
+
+static PyObject *txn_repr(TxnObject *self)
+{
+    int live = PY_TXN_ROOT(self)->txn && !self->db->closed;
+    if (self->bucket)
+        return PyUnicode_FromFormat("<btree_store.Txn %s id=%llu bucket=%R%s %s>",
+                                    self->write ? "write" : "read",
+                                    (unsigned long long)self->id, self->bucket,
+                                    self->root ? " bound" : "", live ? "active" : "finished");
+    return PyUnicode_FromFormat("<btree_store.Txn %s id=%llu%s %s>",
+                                self->write ? "write" : "read", (unsigned long long)self->id,
+                                self->root ? " bound" : "", live ? "active" : "finished");
+}
+
+static void txn_finalize(TxnObject *self)
+{
+    /* A transaction dropped without commit/abort is aborted (releases the writer lock). */
+    if (!self->root && self->txn && !self->busy)
+        py_txn_finish(self);
+}
+
+static int txn_traverse(TxnObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->db);
+    Py_VISIT(self->root);
+    Py_VISIT(self->bucket);
+    return 0;
+}
+
+static int txn_clear(TxnObject *self)
+{
+    /* db and root stay until dealloc: a live transaction needs them. */
+    (void)self;
+    return 0;
+}
+
+static void txn_dealloc(TxnObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return;
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (!self->root) {
+        if (self->txn && !self->busy)
+            py_txn_finish(self);
+        else
+            py_db_unlink_txn(self->db, self);
+    }
+    Py_CLEAR(self->root);
+    Py_CLEAR(self->bucket);
+    Py_CLEAR(self->db);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+#define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+static PyMethodDef txn_methods[] = {
+    {"get", FASTKW(txn_get),
+     "get(key, default=None, *, bucket=None) -> bytes\n\nThe value of key, or default."},
+    {"put", FASTKW(txn_put),
+     "put(key, value, *, overwrite=True, bucket=None) -> bool\n\n"
+     "Store value under key. With overwrite=False an existing key is kept and False returned."},
+    {"delete", FASTKW(txn_delete),
+     "delete(key, *, bucket=None) -> bool\n\nRemove key; True if it existed."},
+    {"pop", FASTKW(txn_pop),
+     "pop(key[, default], *, bucket=None) -> bytes\n\n"
+     "Remove key and return its value; default (or KeyError) when missing."},
+    {"replace", FASTKW(txn_replace),
+     "replace(key, value, *, bucket=None) -> bytes | None\n\n"
+     "Store value under key and return the previous value (None if there was none)."},
+    {"count", FASTKW(txn_count), "count(bucket=None) -> int\n\nNumber of entries (O(1))."},
+    {"iter", FASTKW(txn_iter),
+     "iter(start=None, stop=None, *, reverse=False, bucket=None, keys=True, values=True, "
+     "prefix=None) -> Iterator\n\n"
+     "Iterate keys in [start, stop) in byte order (reverse: downwards from below stop), only\n"
+     "those starting with prefix if given. Yields (key, value) memoryviews, or only keys or\n"
+     "values. A view stays valid until the next step: bytes(view) keeps it."},
+    {"create_bucket", FASTKW(txn_create_bucket),
+     "create_bucket(name, exist_ok=True)\n\nCreate a named bucket (Error if it exists and "
+     "not exist_ok)."},
+    {"drop_bucket", (PyCFunction)txn_drop_bucket, METH_O,
+     "drop_bucket(name) -> bool\n\nDrop a named bucket and all its data; False if missing."},
+    {"buckets", (PyCFunction)txn_buckets, METH_NOARGS,
+     "buckets() -> list[str]\n\nSorted names of the named buckets in this snapshot."},
+    {"commit", (PyCFunction)txn_commit, METH_NOARGS,
+     "commit()\n\nMake the changes durable and end the transaction (ClosedError if it already "
+     "ended)."},
+    {"abort", (PyCFunction)txn_abort, METH_NOARGS,
+     "abort()\n\nDiscard the changes and end the transaction (no-op if it already ended)."},
+    {"__enter__", (PyCFunction)txn_enter_cm, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))txn_exit_cm, METH_FASTCALL, NULL},
+    {"_savepoint", (PyCFunction)txn_savepoint, METH_NOARGS, "Push a savepoint."},
+    {"_rollback", (PyCFunction)txn_rollback, METH_NOARGS,
+     "Undo everything since the newest savepoint and pop it."},
+    {"_release", (PyCFunction)txn_release, METH_NOARGS,
+     "Keep the changes since the newest savepoint and pop it."},
+    {"_bind", FASTKW(txn_bind),
+     "_bind(bucket, create=False) -> Txn\n\nA view of this transaction whose calls default to\n"
+     "bucket; it shares the engine transaction and cannot commit or abort it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef txn_getset[] = {
+    {"write", (getter)txn_get_write, NULL, "True for a write transaction.", NULL},
+    {"closed", (getter)txn_get_closed, NULL, "True once the transaction ended.", NULL},
+    {"id", (getter)txn_get_id, NULL,
+     "Transaction id: the snapshot's txid (read) or the txid being built (write).", NULL},
+    {"bucket", (getter)txn_get_bucket, NULL, "The bucket calls default to (None: default).",
+     NULL},
+    {"db", (getter)txn_get_db, NULL, "The DB this transaction belongs to.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef txn_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(TxnObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot txn_slots[] = {
+    {Py_tp_doc, "A transaction: a read-only snapshot, or the write transaction.\n\n"
+                "Use as a context manager: commits on normal exit, aborts on exception."},
+    {Py_tp_finalize, txn_finalize},
+    {Py_tp_dealloc, txn_dealloc},
+    {Py_tp_traverse, txn_traverse},
+    {Py_tp_clear, txn_clear},
+    {Py_tp_repr, txn_repr},
+    {Py_tp_iter, txn_iter_slot},
+    {Py_tp_methods, txn_methods},
+    {Py_tp_getset, txn_getset},
+    {Py_tp_members, txn_members},
+    {Py_mp_length, txn_length},
+    {Py_mp_subscript, txn_subscript},
+    {Py_mp_ass_subscript, txn_ass_subscript},
+    {Py_sq_contains, txn_contains},
+    {0, NULL},
+};
+
+static PyType_Spec txn_spec = {
+    .name = "btree_store.Txn",
+    .basicsize = sizeof(TxnObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | PY_TPFLAGS_NONEW,
+    .slots = txn_slots,
+};
+
+int py_txn_init_type(PyObject *m, py_state *st)
+{
+    st->Txn_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &txn_spec, NULL);
+    if (!st->Txn_type)
+        return -1;
+    py_no_new(st->Txn_type);
+    return py_add_type(m, "Txn", st->Txn_type);
+}
