@@ -53,7 +53,13 @@
  *    72     8   number of free page numbers stored in the freelist chain
  *    80    32   default bucket record (below)
  *   112    32   catalog record: the tree of named buckets (name -> bucket record)
- *   144     -   zero up to P
+ *   144     4   n = number of entries in the commit list (0: a two-sync commit)
+ *   148     4   0
+ *   152  12*n   commit list: u64 pgno | u32 CRC32C of every page this commit wrote. A commit
+ *               made with one fsync (data and meta together) is valid only if every listed
+ *               page has that CRC and carries this meta's txid; otherwise opening falls back
+ *               to the other meta page. n <= fmt_commit_list_cap(P).
+ *     -     -   zero up to P
  *
  * BUCKET RECORD (32 bytes; in the meta page, and as the value of each catalog entry)
  *     0     8   root pgno (0 = empty tree that has no page yet)
@@ -103,7 +109,9 @@ enum { PT_META = 1, PT_BRANCH = 2, PT_LEAF = 3, PT_OVERFLOW = 4, PT_FREELIST = 5
 #define META_FL_COUNT 72
 #define META_DEFAULT 80
 #define META_CATALOG 112
-#define META_END 144
+#define META_LIST_N 144
+#define META_LIST 152
+#define META_LIST_ENT 12u
 
 #define BREC_ROOT 0
 #define BREC_COUNT 8
@@ -174,6 +182,13 @@ static inline uint64_t fmt_overflow_pages(uint32_t psize, uint64_t vlen)
 }
 /* entries on one freelist page */
 static inline uint32_t fmt_freelist_cap(uint32_t psize) { return (psize - FL_ENTRIES) / 8u; }
+
+/* entries of a meta page's commit list */
+static inline uint32_t fmt_commit_list_cap(uint32_t psize)
+{
+    uint32_t n = (psize - META_LIST) / META_LIST_ENT;
+    return n < 64 ? n : 64;
+}
 
 /* key order: memcmp, then length */
 static inline int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)

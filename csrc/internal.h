@@ -69,6 +69,8 @@ struct bs_bucket {
 /* Parsed meta page (format.h META_*). */
 typedef struct bs_meta {
     uint64_t txid;
+    uint32_t nlist;   /* commit list (single-sync commits), see format.h */
+    struct { uint64_t pgno; uint32_t crc; } list[64];
     uint64_t page_count;
     uint64_t fl_head, fl_count;
     bs_tree main;     /* default bucket */
@@ -200,6 +202,7 @@ struct bs_txn {
     size_t reader_idx;      /* read txns: entry in db->readers */
     uint64_t mod_seq;       /* bumped by every change; cursors re-seek when it moved */
     uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
+    bool wrote_early;       /* pages reached the file before commit (spill, overflow runs) */
 
     /* buckets opened in this transaction (default bucket is buckets[0]) */
     struct bs_bucket **buckets; size_t nbuckets, capbuckets;

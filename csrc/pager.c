@@ -947,6 +947,7 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
                         (unsigned long long)(first + n - 1));
         goto fail;
     }
+    txn->wrote_early = true;
     if ((rc = dirty_add(txn, first, NULL, n, NULL)) != BS_OK)
         goto fail;
     *pgno = first;
@@ -1134,6 +1135,7 @@ int pager_spill(bs_txn *txn)
         int rc = collect(txn, pass == 0, &v, &n);
         if (rc)
             return rc;
+        txn->wrote_early = true;
         rc = write_entries(txn, v, n);
         if (rc == BS_OK) {
             for (size_t i = 0; i < n; i++) {
@@ -1171,6 +1173,11 @@ static void meta_encode(const bs_meta *m, uint32_t P, uint8_t *pg)
         put64(r + BREC_ROOT, t[i]->root);
         put64(r + BREC_COUNT, t[i]->count);
         put32(r + BREC_DEPTH, t[i]->depth);
+    }
+    put32(pg + META_LIST_N, m->nlist);
+    for (uint32_t i = 0; i < m->nlist; i++) {
+        put64(pg + META_LIST + META_LIST_ENT * i, m->list[i].pgno);
+        put32(pg + META_LIST + META_LIST_ENT * i + 8, m->list[i].crc);
     }
     put32(pg + PH_CRC, page_crc(pg, P));
 }
@@ -1215,7 +1222,32 @@ static int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m,
     if (tree_decode(pg + META_DEFAULT, m->page_count, &m->main) ||
         tree_decode(pg + META_CATALOG, m->page_count, &m->catalog))
         return *why = "tree record", -1;
+    m->nlist = get32(pg + META_LIST_N);
+    if (m->nlist > fmt_commit_list_cap(P))
+        return *why = "commit list", -1;
+    for (uint32_t i = 0; i < m->nlist; i++) {
+        m->list[i].pgno = get64(pg + META_LIST + META_LIST_ENT * i);
+        m->list[i].crc = get32(pg + META_LIST + META_LIST_ENT * i + 8);
+        if (m->list[i].pgno < BS_META_PAGES || m->list[i].pgno >= m->page_count)
+            return *why = "commit list entry", -1;
+    }
     return 0;
+}
+
+/* A single-sync commit is real only if every page it wrote reached the file: each listed page
+ * must carry the listed CRC and this commit's txid. buf holds P bytes. */
+static int meta_commit_complete(bs_db *db, const bs_meta *m, uint32_t P, uint8_t *buf)
+{
+    for (uint32_t i = 0; i < m->nlist; i++) {
+        size_t got = 0;
+        int err = db->io->read_at(db->file, buf, P, m->list[i].pgno * (uint64_t)P, &got);
+        if (err)
+            return bs_fail_io(err, "reading page %llu", (unsigned long long)m->list[i].pgno);
+        if (got < P || get32(buf + PH_CRC) != m->list[i].crc || page_crc(buf, P) != m->list[i].crc ||
+            pg_txid(buf) != m->txid || pg_pgno(buf) != m->list[i].pgno)
+            return BS_NOTFOUND;
+    }
+    return BS_OK;
 }
 
 int pager_read_meta(bs_db *db, bs_meta *out)
@@ -1243,8 +1275,10 @@ int pager_read_meta(bs_db *db, bs_meta *out)
     for (uint32_t p = BS_PAGE_MIN; p <= BS_PAGE_MAX; p *= 2)
         if (!nc || p != cands[0])
             cands[nc++] = p;
-    for (int ci = 0; ci < nc; ci++) {
+    for (int ci = 0; ci < nc && !found; ci++) {
         uint32_t P = cands[ci];
+        bs_meta cand[2];
+        int ncand = 0;
         for (uint64_t slot = 0; slot < 2; slot++) {
             if ((err = db->io->read_at(db->file, buf, P, slot * P, &got)) != 0) {
                 rc = bs_fail_io(err, "reading meta page %llu", (unsigned long long)slot);
@@ -1252,23 +1286,32 @@ int pager_read_meta(bs_db *db, bs_meta *out)
             }
             if (got < P)
                 continue;
-            bs_meta m;
             const char *why = "";
-            if (memcmp(buf + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0)
+            if (memcmp(buf + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0) {
                 magic = 1;
-            if (meta_decode(buf, P, slot, &m, &why) == 0) {
-                if (!found || m.txid > best.txid) {
-                    best = m;
-                    best_p = P;
-                }
+                if (get32(buf + META_VERSION) > BS_FORMAT_VERSION)
+                    newer = (int)get32(buf + META_VERSION);
+            }
+            if (meta_decode(buf, P, slot, &cand[ncand], &why) == 0)
+                ncand++;
+        }
+        /* newest first; a single-sync commit whose pages did not all arrive is skipped */
+        if (ncand == 2 && cand[1].txid > cand[0].txid) {
+            bs_meta tmp = cand[0];
+            cand[0] = cand[1];
+            cand[1] = tmp;
+        }
+        for (int i = 0; i < ncand && !found; i++) {
+            rc = meta_commit_complete(db, &cand[i], P, buf);
+            if (rc == BS_OK) {
+                best = cand[i];
+                best_p = P;
                 found = 1;
-            } else if (memcmp(buf + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0 &&
-                       get32(buf + META_VERSION) > BS_FORMAT_VERSION) {
-                newer = (int)get32(buf + META_VERSION);
+            } else if (rc != BS_NOTFOUND) {
+                goto out;
             }
         }
-        if (found)
-            break;
+        rc = BS_OK;
     }
     if (!found) {
         if (newer)
@@ -1553,7 +1596,18 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
             atomic_store(&db->panic, 1);
         goto fail;
     }
-    if (db->sync && (err = db->io->sync(db->file)) != 0) {
+    /* Small commits whose pages are all written here use one fsync: the meta lists every page
+     * with its CRC, and opening ignores this meta unless all of them arrived (format.h). */
+    bool single = db->sync && !txn->wrote_early && n <= fmt_commit_list_cap(db->page_size);
+    nm->nlist = 0;
+    if (single) {
+        for (size_t i = 0; i < n; i++) {
+            nm->list[i].pgno = v[i]->pgno;
+            nm->list[i].crc = get32(v[i]->fr->data + PH_CRC);
+        }
+        nm->nlist = (uint32_t)n;
+    }
+    if (db->sync && !single && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing the data pages of commit %llu", (unsigned long long)txn->txid);
         atomic_store(&db->panic, 1);
         goto fail;
