@@ -794,3 +794,409 @@ out:
     free(v);
     return rc;
 }
+
+/* Child i of par is underfull: merge it with a neighbour when they fit one page, else even
+ * it out with the fuller neighbour. *next: the child index to look at next. */
+static int bt_fix(bs_txn *txn, uint8_t *par, unsigned i, int leaf, unsigned *next)
+{
+    uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
+    unsigned n = pg_nkeys(par);
+    int type = leaf ? PT_LEAF : PT_BRANCH, rc;
+    const uint8_t *pg;
+    uint64_t uc, ul = 0, ur = 0;
+    if ((rc = pager_get(txn, node_child(par, i), type, &pg)) != BS_OK)
+        return rc;
+    uc = node_used(pg, P);
+    if (i > 0) {
+        if ((rc = pager_get(txn, node_child(par, i - 1), type, &pg)) != BS_OK)
+            return rc;
+        ul = node_used(pg, P);
+        if (ul + uc + (leaf ? 0 : bcell_klen(node_cell(par, i))) <= cap) {
+            *next = i - 1;
+            return bt_merge(txn, par, i - 1, leaf);
+        }
+    }
+    if (i + 1 < n) {
+        if ((rc = pager_get(txn, node_child(par, i + 1), type, &pg)) != BS_OK)
+            return rc;
+        ur = node_used(pg, P);
+        if (uc + ur + (leaf ? 0 : bcell_klen(node_cell(par, i + 1))) <= cap) {
+            *next = i;
+            return bt_merge(txn, par, i, leaf);
+        }
+    }
+    *next = i + 1;
+    return bt_redistribute(txn, par, (i + 1 < n && (i == 0 || ur >= ul)) ? i : i - 1, leaf);
+}
+
+/* Post-order over the pages this txn owns below the writable branch pg at level L. */
+static int bt_rebal(bs_txn *txn, bs_tree *t, uint8_t *pg, unsigned L)
+{
+    uint32_t P = PSIZE(txn);
+    int cleaf = L + 2 == t->depth, rc;
+    if (!cleaf) {
+        for (unsigned i = 0; i < pg_nkeys(pg); i++) {
+            uint8_t *cell = pg + node_slot(pg, i), *cp;
+            uint64_t child = bcell_child(cell), np;
+            if (!pager_owned(txn, child))
+                continue;
+            if ((rc = pager_write(txn, child, &cp, &np)) != BS_OK)
+                return rc;
+            if (np != child)
+                put64(cell, np);
+            if ((rc = bt_rebal(txn, t, cp, L + 1)) != BS_OK)
+                return rc;
+        }
+    }
+    for (unsigned i = 0; i < pg_nkeys(pg) && pg_nkeys(pg) > 1;) {
+        uint64_t child = node_child(pg, i);
+        const uint8_t *cp;
+        if (!pager_owned(txn, child)) {
+            i++;
+            continue;
+        }
+        if ((rc = pager_get(txn, child, cleaf ? PT_LEAF : PT_BRANCH, &cp)) != BS_OK)
+            return rc;
+        if (node_used(cp, P) >= node_thresh(P)) {
+            i++;
+            continue;
+        }
+        if ((rc = bt_fix(txn, pg, i, cleaf, &i)) != BS_OK)
+            return rc;
+    }
+    return BS_OK;
+}
+
+int btree_rebalance(bs_txn *txn, bs_tree *t)
+{
+    int rc;
+    if (!t->needs_rebalance)
+        return BS_OK;
+    if (t->root && t->depth > 1) {
+        const uint8_t *pg;
+        if (t->depth > BS_MAX_DEPTH)
+            return bad_depth(t);
+        if (pager_owned(txn, t->root)) {
+            uint8_t *wp;
+            uint64_t np;
+            if ((rc = pager_write(txn, t->root, &wp, &np)) != BS_OK)
+                return rc;
+            t->root = np;
+            if ((rc = bt_rebal(txn, t, wp, 0)) != BS_OK)
+                return rc;
+        }
+        while (t->depth > 1) {
+            if ((rc = pager_get(txn, t->root, PT_BRANCH, &pg)) != BS_OK)
+                return rc;
+            if (pg_nkeys(pg) != 1)
+                break;
+            uint64_t child = node_child(pg, 0);
+            if ((rc = pager_free(txn, t->root)) != BS_OK)
+                return rc;
+            t->root = child;
+            t->depth--;
+        }
+    }
+    t->needs_rebalance = false;
+    t->dirty = true;
+    txn->mod_seq++;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ drop */
+
+static int bt_free_rec(bs_txn *txn, uint64_t pgno, unsigned L, unsigned D)
+{
+    const uint8_t *pg;
+    int leaf = L + 1 == D, rc;
+    if ((rc = pager_get(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, &pg)) != BS_OK)
+        return rc;
+    unsigned n = pg_nkeys(pg);
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *c = node_cell(pg, i);
+        if (leaf) {
+            if ((lcell_flags(c) & LEAF_F_OVERFLOW) &&
+                (rc = pager_ov_free(txn, lcell_ovpgno(c), lcell_vlen(c))) != BS_OK)
+                return rc;
+        } else if ((rc = bt_free_rec(txn, bcell_child(c), L + 1, D)) != BS_OK) {
+            return rc;
+        }
+    }
+    return pager_free(txn, pgno);
+}
+
+int btree_free_all(bs_txn *txn, bs_tree *t)
+{
+    int rc;
+    if (t->root) {
+        if (t->depth == 0 || t->depth > BS_MAX_DEPTH)
+            return bad_depth(t);
+        if ((rc = bt_free_rec(txn, t->root, 0, t->depth)) != BS_OK)
+            return rc;
+    }
+    t->root = 0;
+    t->depth = 0;
+    t->count = 0;
+    t->dirty = true;
+    t->needs_rebalance = false;
+    txn->mod_seq++;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ cursors
+ * The stack holds (pgno, idx) per level; every call re-fetches the pages it needs. Work is
+ * done on a copy of the cursor and stored back only on success, so an error (BS_WOULDBLOCK)
+ * leaves the cursor where it was. */
+
+static inline int cur_fetch(bs_cursor *c, int L, const uint8_t **pg)
+{
+    return pager_get(c->txn, c->stack[L].pgno, L + 1 == c->depth ? PT_LEAF : PT_BRANCH, pg);
+}
+
+static int cur_badidx(bs_cursor *c, int L)
+{
+    return bs_fail(BS_CORRUPT, "page %llu: cursor position %d out of range",
+                   ULL(c->stack[L].pgno), c->stack[L].idx);
+}
+
+/* From branch level L (page pg, stack[L].idx set), descend to the first (last = 0) or last
+ * item of that child's subtree; *pg ends as the leaf. */
+static int cur_down(bs_cursor *c, int L, const uint8_t **pg, int last)
+{
+    int rc;
+    for (; L + 1 < c->depth; L++) {
+        int idx = c->stack[L].idx;
+        if (idx < 0 || idx >= pg_nkeys(*pg))
+            return cur_badidx(c, L);
+        c->stack[L + 1].pgno = node_child(*pg, (unsigned)idx);
+        if ((rc = cur_fetch(c, L + 1, pg)) != BS_OK)
+            return rc;
+        c->stack[L + 1].idx = last ? pg_nkeys(*pg) - 1 : 0;
+    }
+    return BS_OK;
+}
+
+/* Make the leaf position valid moving forward (idx past the end -> next leaves). */
+static int cur_fwd(bs_cursor *c, const uint8_t **out)
+{
+    const uint8_t *pg;
+    int D = c->depth, rc;
+    if ((rc = cur_fetch(c, D - 1, &pg)) != BS_OK)
+        return rc;
+    while (c->stack[D - 1].idx >= pg_nkeys(pg)) {
+        int L = D - 2;
+        for (; L >= 0; L--) {
+            if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
+                return rc;
+            if (c->stack[L].idx + 1 < pg_nkeys(pg))
+                break;
+        }
+        if (L < 0)
+            return BS_NOTFOUND;
+        c->stack[L].idx++;
+        if ((rc = cur_down(c, L, &pg, 0)) != BS_OK)
+            return rc;
+    }
+    if (c->stack[D - 1].idx < 0)
+        return cur_badidx(c, D - 1);
+    *out = pg;
+    return BS_OK;
+}
+
+/* Same moving backward (idx -1 -> previous leaves). */
+static int cur_bwd(bs_cursor *c, const uint8_t **out)
+{
+    const uint8_t *pg;
+    int D = c->depth, rc;
+    if ((rc = cur_fetch(c, D - 1, &pg)) != BS_OK)
+        return rc;
+    if (c->stack[D - 1].idx >= pg_nkeys(pg))
+        return cur_badidx(c, D - 1);
+    while (c->stack[D - 1].idx < 0) {
+        int L = D - 2;
+        for (; L >= 0; L--) {
+            if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
+                return rc;
+            if (c->stack[L].idx > 0)
+                break;
+        }
+        if (L < 0)
+            return BS_NOTFOUND;
+        c->stack[L].idx--;
+        if ((rc = cur_down(c, L, &pg, 1)) != BS_OK)
+            return rc;
+    }
+    *out = pg;
+    return BS_OK;
+}
+
+/* Position c by op; *pg = the leaf. *exact: GE/LE landed on key itself. */
+static int cur_seek(bs_cursor *c, int op, const uint8_t *key, size_t klen, const uint8_t **out,
+                    int *exact)
+{
+    const bs_tree *t = c->tree;
+    const uint8_t *pg;
+    uint64_t pgno = t->root;
+    int rc, D = (int)t->depth;
+    *exact = 0;
+    if (!pgno)
+        return BS_NOTFOUND;
+    if (D == 0 || D > BS_MAX_DEPTH)
+        return bad_depth(t);
+    c->depth = D;
+    for (int L = 0; L < D; L++) {
+        c->stack[L].pgno = pgno;
+        if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
+            return rc;
+        int n = pg_nkeys(pg), i;
+        if (L + 1 < D) {
+            i = op == BS_SEEK_FIRST ? 0 : op == BS_SEEK_LAST ? n - 1 : (int)branch_search(pg, key, klen);
+            pgno = node_child(pg, (unsigned)i);
+        } else if (op == BS_SEEK_FIRST) {
+            i = 0;
+        } else if (op == BS_SEEK_LAST) {
+            i = n - 1;
+        } else {
+            i = (int)leaf_search(pg, key, klen, exact);
+            if (op == BS_SEEK_LE && !*exact)
+                i--;
+        }
+        c->stack[L].idx = i;
+    }
+    if (op == BS_SEEK_FIRST || op == BS_SEEK_GE)
+        return cur_fwd(c, out);
+    return cur_bwd(c, out);
+}
+
+static int cur_savekey(bs_cursor *cur, const uint8_t *k, size_t klen)
+{
+    if (klen > cur->kcap) {
+        size_t cap = klen < 64 ? 64 : klen;
+        uint8_t *nb = realloc(cur->kbuf, cap);
+        if (!nb)
+            return bs_fail(BS_NOMEM, "out of memory for a cursor key");
+        cur->kbuf = nb;
+        cur->kcap = cap;
+    }
+    if (klen)
+        memcpy(cur->kbuf, k, klen);
+    cur->klen = klen;
+    return BS_OK;
+}
+
+/* Store the work copy c (positioned on leaf pg) into cur. */
+static int cur_store(bs_cursor *cur, const bs_cursor *c, const uint8_t *pg)
+{
+    int rc;
+    if (cur->txn->write) {
+        const uint8_t *cell = node_cell(pg, (unsigned)c->stack[c->depth - 1].idx);
+        if ((rc = cur_savekey(cur, lcell_key(cell), lcell_klen(cell))) != BS_OK)
+            return rc;
+    }
+    cur->depth = c->depth;
+    memcpy(cur->stack, c->stack, sizeof cur->stack[0] * (size_t)c->depth);
+    cur->valid = true;
+    cur->mod_seq = cur->txn->mod_seq;
+    return BS_OK;
+}
+
+int btree_cursor_seek(bs_cursor *cur, int op, const uint8_t *key, size_t klen)
+{
+    bs_cursor c;
+    const uint8_t *pg;
+    int exact, rc;
+    if (op < BS_SEEK_GE || op > BS_SEEK_LAST)
+        return bs_fail(BS_MISUSE, "bad cursor seek op %d", op);
+    c.txn = cur->txn;
+    c.tree = cur->tree;
+    rc = cur_seek(&c, op, key, klen, &pg, &exact);
+    if (rc == BS_NOTFOUND)
+        cur->valid = false;
+    if (rc != BS_OK)
+        return rc;
+    return cur_store(cur, &c, pg);
+}
+
+/* The tree changed since cur was positioned: re-seek relative to the saved key.
+ * dir > 0: first key > saved; dir < 0: last key < saved; dir == 0: first key >= saved. */
+static int cur_reseek(bs_cursor *cur, int dir)
+{
+    bs_cursor c;
+    const uint8_t *pg;
+    int exact, rc;
+    c.txn = cur->txn;
+    c.tree = cur->tree;
+    rc = cur_seek(&c, dir >= 0 ? BS_SEEK_GE : BS_SEEK_LE, cur->kbuf, cur->klen, &pg, &exact);
+    if (rc == BS_OK && exact && dir) {
+        c.stack[c.depth - 1].idx += dir;
+        rc = dir > 0 ? cur_fwd(&c, &pg) : cur_bwd(&c, &pg);
+    }
+    if (rc == BS_NOTFOUND)
+        cur->valid = false;
+    if (rc != BS_OK)
+        return rc;
+    return cur_store(cur, &c, pg);
+}
+
+int btree_cursor_step(bs_cursor *cur, int dir)
+{
+    const uint8_t *pg;
+    int rc;
+    if (!cur->valid)
+        return BS_NOTFOUND;
+    if (cur->txn->write && cur->mod_seq != cur->txn->mod_seq)
+        return cur_reseek(cur, dir > 0 ? 1 : -1);
+    int L = cur->depth - 1, idx = cur->stack[L].idx + (dir > 0 ? 1 : -1);
+    if ((rc = pager_get(cur->txn, cur->stack[L].pgno, PT_LEAF, &pg)) != BS_OK)
+        return rc;
+    if (BS_LIKELY(idx >= 0 && idx < pg_nkeys(pg))) {
+        if (cur->txn->write) {
+            const uint8_t *cell = node_cell(pg, (unsigned)idx);
+            if ((rc = cur_savekey(cur, lcell_key(cell), lcell_klen(cell))) != BS_OK)
+                return rc;
+        }
+        cur->stack[L].idx = idx;
+        return BS_OK;
+    }
+    bs_cursor c;
+    c.txn = cur->txn;
+    c.tree = cur->tree;
+    c.depth = cur->depth;
+    memcpy(c.stack, cur->stack, sizeof c.stack[0] * (size_t)c.depth);
+    c.stack[L].idx = idx;
+    rc = dir > 0 ? cur_fwd(&c, &pg) : cur_bwd(&c, &pg);
+    if (rc == BS_NOTFOUND)
+        cur->valid = false;
+    if (rc != BS_OK)
+        return rc;
+    return cur_store(cur, &c, pg);
+}
+
+int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
+{
+    const uint8_t *pg;
+    int rc;
+    if (!cur->valid)
+        return BS_NOTFOUND;
+    if (cur->txn->write && cur->mod_seq != cur->txn->mod_seq &&
+        (rc = cur_reseek(cur, 0)) != BS_OK)
+        return rc;
+    int L = cur->depth - 1, idx = cur->stack[L].idx;
+    if ((rc = pager_get(cur->txn, cur->stack[L].pgno, PT_LEAF, &pg)) != BS_OK)
+        return rc;
+    if (idx < 0 || idx >= pg_nkeys(pg))
+        return cur_badidx(cur, L);
+    const uint8_t *c = node_cell(pg, (unsigned)idx);
+    key->data = lcell_key(c);
+    key->len = lcell_klen(c);
+    key->ovpgno = 0;
+    val->len = lcell_vlen(c);
+    if (lcell_flags(c) & LEAF_F_OVERFLOW) {
+        val->data = NULL;
+        val->ovpgno = lcell_ovpgno(c);
+    } else {
+        val->data = lcell_val(c);
+        val->ovpgno = 0;
+    }
+    return BS_OK;
+}
