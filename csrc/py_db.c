@@ -506,7 +506,7 @@ static PyObject *db_exit(DBObject *self, PyObject *const *args, Py_ssize_t nargs
 
 static PyObject *db_repr(DBObject *self)
 {
-    return PyUnicode_FromFormat("<%s path=%R %s>", Py_TYPE(self)->tp_name,
+    return PyUnicode_FromFormat("<btree_store.DB path=%R %s>",
                                 self->path ? self->path : Py_None,
                                 self->db && !self->closed ? "open" : "closed");
 }

@@ -22,7 +22,8 @@
  *
  * States: INIT (nothing loaded), PENDING (seek() loaded an item that next() yields without
  * stepping), YIELDED (the loaded item was yielded; next() steps), DONE (exhausted; seek()
- * may revive). it.key / it.value are bytes copies of the loaded item (None in INIT/DONE).
+ * may revive). it.key / it.value are bytes copies of the loaded item (None in INIT/DONE);
+ * like every other use, they raise ClosedError once the transaction ended.
  */
 #include "py_internal.h"
 
@@ -396,9 +397,20 @@ static PyObject *iter_seek(IterObject *it, PyObject *arg)
     return PyBool_FromLong(r);
 }
 
+static int iter_alive(IterObject *it)
+{
+    if (!PY_TXN_ROOT(it->txn)->txn || it->txn->db->closed) {
+        PyErr_SetString(it->st->ClosedError, "the iterator's transaction is finished");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *iter_get_key(IterObject *it, void *c)
 {
     (void)c;
+    if (iter_alive(it) < 0)
+        return NULL;
     if ((it->state != IT_PENDING && it->state != IT_YIELDED) || it->klen < 0)
         Py_RETURN_NONE;
     return PyBytes_FromStringAndSize(it->kbuf->data, it->klen);
@@ -407,6 +419,8 @@ static PyObject *iter_get_key(IterObject *it, void *c)
 static PyObject *iter_get_value(IterObject *it, void *c)
 {
     (void)c;
+    if (iter_alive(it) < 0)
+        return NULL;
     if ((it->state != IT_PENDING && it->state != IT_YIELDED) || it->vlen < 0)
         Py_RETURN_NONE;
     return PyBytes_FromStringAndSize(it->vbuf->data, it->vlen);
@@ -441,9 +455,13 @@ static PyObject *iter_prefix_end(PyObject *p)
         n--;
     if (n == 0)
         return NULL;
-    PyObject *r = PyBytes_FromStringAndSize((const char *)s, n);
-    if (r)
-        ((unsigned char *)PyBytes_AS_STRING(r))[n - 1]++;
+    /* A fresh object (never the shared one-byte singletons) that we may write into. */
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    if (r) {
+        unsigned char *d = (unsigned char *)PyBytes_AS_STRING(r);
+        memcpy(d, s, (size_t)n);
+        d[n - 1]++;
+    }
     return r;
 }
 

@@ -196,11 +196,13 @@ static PyObject *fio_crash(FaultIOObject *self, PyObject *Py_UNUSED(ignored))
     Py_BEGIN_ALLOW_THREADS
     rc = bs_fault_crash(fc);
     Py_END_ALLOW_THREADS
+    if (rc == EINVAL) /* no file open under this controller: nothing unsynced to lose */
+        Py_RETURN_FALSE;
     if (rc != 0) {
         errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *fio_count(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -249,8 +251,8 @@ static PyMethodDef fio_methods[] = {
     {"powerloss", FASTKW(fio_powerloss),
      "powerloss(seed, on=True)\n\nFrom now, remember unsynced writes for crash()."},
     {"crash", (PyCFunction)fio_crash, METH_NOARGS,
-     "crash()\n\nWrite back a random subset of the unsynced writes (whole, torn or lost); "
-     "then every call fails with EIO."},
+     "crash() -> bool\n\nWrite back a random subset of the unsynced writes (whole, torn or "
+     "lost); then every call fails with EIO. False when no file is open (nothing to do)."},
     {"count", FASTKW(fio_count), "count(kind='any') -> int\n\nCalls of that kind seen so far."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,0 +1,130 @@
+"""btree_store: a persistent embedded key-value store.
+
+One database file holds a durable copy-on-write B+tree with named buckets, ACID
+transactions (MVCC: readers never block the writer) and range iterators.
+
+    import btree_store
+    with btree_store.DB("data.db") as db:
+        with db.begin(write=True) as txn:      # commits on normal exit, aborts on exception
+            txn.put(b"key", b"value")
+        with db.begin() as txn:                # read-only snapshot
+            print(txn.get(b"key"))
+
+Keys and values are bytes-like objects (bytes, bytearray, memoryview; str is a TypeError).
+Iterators yield memoryviews over buffers they reuse: a view is valid until the next step;
+``bytes(view)`` keeps it.
+"""
+from . import _core
+from ._core import (
+    BucketNotFoundError,
+    ClosedError,
+    CorruptionError,
+    DiskError,
+    DiskFullError,
+    Error,
+    Iterator,
+    LockedError,
+    PanicError,
+    ReadonlyError,
+    Txn,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DB",
+    "Txn",
+    "Iterator",
+    "Error",
+    "CorruptionError",
+    "ReadonlyError",
+    "ClosedError",
+    "LockedError",
+    "PanicError",
+    "DiskError",
+    "DiskFullError",
+    "BucketNotFoundError",
+    "__version__",
+]
+
+
+class _Multi:
+    """The object exec_multi() passes to its function: runs closures against buckets of the
+    one shared write transaction, each inside a savepoint."""
+
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn):
+        self._txn = txn
+
+    @property
+    def txn(self):
+        """The shared write transaction (bound to the default bucket)."""
+        return self._txn
+
+    def execute(self, bucket, fn):
+        """Run fn(txn_bound_to_bucket) inside a savepoint of the shared transaction; the
+        bucket is created if missing. If fn raises, everything it did (and the bucket's
+        creation) is rolled back and the exception propagates; the rest of the transaction
+        is untouched. Returns fn's result."""
+        txn = self._txn
+        # Open an existing bucket before the savepoint, so that a rollback restores its
+        # state; a bucket created inside the savepoint is dropped again by a rollback.
+        try:
+            bound = txn._bind(bucket)
+        except BucketNotFoundError:
+            bound = None
+        txn._savepoint()
+        try:
+            if bound is None:
+                bound = txn._bind(bucket, create=True)
+            result = fn(bound)
+        except BaseException:
+            txn._rollback()
+            raise
+        txn._release()
+        return result
+
+
+class DB(_core.DB):
+    """DB(path, *, readonly=False, create=True, sync=True, cache_size=64*2**20, page_size=4096)
+
+    A btree_store database file. Use it as a context manager, or call close().
+    ``begin(write=False, *, bucket=None, timeout=None)`` starts a transaction.
+    """
+
+    def exec(self, bucket, fn):
+        """Run fn(txn) in a write transaction bound to `bucket` (created if missing).
+        Commits if fn returns, aborts if it raises; returns fn's result."""
+        txn = self.begin(write=True)
+        try:
+            txn.create_bucket(bucket)
+            result = fn(txn._bind(bucket))
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+        return result
+
+    def view(self, bucket, fn):
+        """Run fn(txn) in a read-only transaction bound to `bucket` (BucketNotFoundError if
+        it does not exist); returns fn's result."""
+        txn = self.begin(bucket=bucket)
+        try:
+            return fn(txn)
+        finally:
+            txn.abort()
+
+    def exec_multi(self, fn):
+        """Run fn(multi) in one write transaction; multi.execute(bucket, fn2) runs
+        fn2(txn) against `bucket` (created if missing) inside a savepoint, so an exception
+        from fn2 that fn catches undoes only fn2's changes. Commits if fn returns, aborts if
+        it raises; returns fn's result."""
+        txn = self.begin(write=True)
+        try:
+            result = fn(_Multi(txn))
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+        return result
