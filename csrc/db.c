@@ -67,6 +67,48 @@ static void db_free(bs_db *db)
     free(db);
 }
 
+/* True when the file is what a crash during creation leaves: no more than the two meta pages,
+ * and either all zeros or our magic with transaction id 0 in every meta slot that has it.
+ * Anything else without a valid meta (a foreign file, a damaged database) is refused. */
+static bool interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize)
+{
+    uint8_t hdr[64];
+    size_t got = 0;
+    if (db->io->read_at(db->file, hdr, sizeof hdr, 0, &got) != 0)
+        return false;
+    if (got >= META_MAGIC + BS_MAGIC_LEN && memcmp(hdr + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0) {
+        uint32_t p = get32(hdr + META_PAGESIZE);
+        if (p >= BS_PAGE_MIN && p <= BS_PAGE_MAX && !(p & (p - 1)))
+            psize = p;
+        if (pg_txid(hdr) != 0)
+            return false;
+    }
+    if (fsize > 2ull * psize)
+        return false;
+    uint8_t *buf = malloc(fsize ? fsize : 1);
+    if (!buf)
+        return false;
+    bool ok = db->io->read_at(db->file, buf, fsize, 0, &got) == 0 && got == fsize;
+    for (uint64_t slot = 0; ok && slot < 2; slot++) {
+        uint64_t off = slot * psize;
+        if (off >= fsize)
+            break;
+        size_t n = fsize - off < psize ? (size_t)(fsize - off) : psize;
+        bool zero = true;
+        for (size_t i = 0; i < n && zero; i++)
+            zero = buf[off + i] == 0;
+        if (zero)
+            continue;
+        /* a torn creation write leaves a prefix of our image: magic (if it got that far) and
+         * a zero txid */
+        ok = n >= META_MAGIC + BS_MAGIC_LEN &&
+             memcmp(buf + off + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0 &&
+             pg_txid(buf + off) == 0 && buf[off + PH_TYPE] == PT_META;
+    }
+    free(buf);
+    return ok;
+}
+
 int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
 {
     bs_options o = {0};
@@ -130,9 +172,9 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         }
         fresh = 1;
     } else if ((rc = pager_read_meta(db, &m)) != BS_OK) {
-        /* A file no bigger than the two meta pages with no valid meta never held a commit:
-         * its creation was interrupted. Start it again (nothing can be lost). */
-        if (rc == BS_IOERR || rc == BS_FULL || o.readonly || fsize > 2ull * o.page_size)
+        /* An interrupted creation never held a commit: starting it again loses nothing. */
+        if (rc == BS_IOERR || rc == BS_FULL || rc == BS_VERSION || o.readonly ||
+            !interrupted_creation(db, fsize, o.page_size))
             goto fail;
         fresh = 1;
     }

@@ -168,8 +168,8 @@ int cache_init(bs_cache *c, uint32_t page_size, uint64_t bytes)
 {
     memset(c, 0, sizeof *c);
     uint64_t cap = bytes / page_size;
-    if (cap < 32)
-        cap = 32;
+    if (cap < 16)
+        cap = 16;
     if (cap > (1u << 26))
         cap = 1u << 26;
     c->cap = (uint32_t)cap;
@@ -940,8 +940,16 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
     uint32_t crc = bs_crc32c(0, hdr + 4, PH_SIZE - 4);
     crc = bs_crc32c(crc, data, len);
     put32(hdr + PH_CRC, crc);
-    struct iovec iov[2] = {{hdr, PH_SIZE}, {(void *)data, len}};
-    int err = db->io->writev_at(db->file, iov, len ? 2 : 1, first * (uint64_t)P);
+    /* pad the last page so that the file stays a whole number of pages */
+    static const uint8_t zeros[BS_PAGE_MAX];
+    size_t pad = (size_t)(n * P - PH_SIZE - len);
+    struct iovec iov[3] = {{hdr, PH_SIZE}, {(void *)data, len}, {(void *)zeros, pad}};
+    int k = 1;
+    if (len)
+        iov[k++] = (struct iovec){(void *)data, len};
+    if (pad)
+        iov[k++] = (struct iovec){(void *)zeros, pad};
+    int err = db->io->writev_at(db->file, iov, k, first * (uint64_t)P);
     if (err) {
         rc = bs_fail_io(err, "writing overflow pages %llu..%llu", (unsigned long long)first,
                         (unsigned long long)(first + n - 1));
@@ -1284,12 +1292,17 @@ int pager_read_meta(bs_db *db, bs_meta *out)
                 rc = bs_fail_io(err, "reading meta page %llu", (unsigned long long)slot);
                 goto out;
             }
+            const char *why = "";
+            if (got >= META_MAGIC + BS_MAGIC_LEN &&
+                memcmp(buf + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0)
+                magic = 1;
             if (got < P)
                 continue;
-            const char *why = "";
             if (memcmp(buf + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0) {
                 magic = 1;
-                if (get32(buf + META_VERSION) > BS_FORMAT_VERSION)
+                /* a checksummed meta of a newer format: the file belongs to a newer library */
+                if (get32(buf + META_VERSION) > BS_FORMAT_VERSION &&
+                    get32(buf + META_PAGESIZE) == P && get32(buf + PH_CRC) == page_crc(buf, P))
                     newer = (int)get32(buf + META_VERSION);
             }
             if (meta_decode(buf, P, slot, &cand[ncand], &why) == 0)
@@ -1301,6 +1314,8 @@ int pager_read_meta(bs_db *db, bs_meta *out)
             cand[0] = cand[1];
             cand[1] = tmp;
         }
+        if (newer)
+            break;
         for (int i = 0; i < ncand && !found; i++) {
             rc = meta_commit_complete(db, &cand[i], P, buf);
             if (rc == BS_OK) {
@@ -1313,14 +1328,15 @@ int pager_read_meta(bs_db *db, bs_meta *out)
         }
         rc = BS_OK;
     }
-    if (!found) {
+    if (!found || newer) {
         if (newer)
             rc = bs_fail(BS_VERSION, "file format version %d is newer than supported version %u",
                          newer, BS_FORMAT_VERSION);
         else if (!magic)
             rc = bs_fail(BS_NOTDB, "%s is not a btree_store database (no magic)", db->path);
         else
-            rc = bs_fail(BS_CORRUPT, "%s: both meta pages (0 and 1) are corrupt", db->path);
+            rc = bs_fail(BS_CORRUPT, "%s: no valid meta page (both meta pages 0 and 1 are "
+                         "corrupt or the file is truncated)", db->path);
         goto out;
     }
     db->page_size = best_p;
