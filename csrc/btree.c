@@ -410,6 +410,7 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
         if ((rc = pager_write(txn, p->pgno[L], &p->wp[L], &np)) != BS_OK)
             return rc;
         if (np != p->pgno[L]) {
+            txn->mod_seq++; /* pages moved: cursors must not reuse their stacks */
             if (L == 0)
                 t->root = np;
             else

@@ -19,7 +19,11 @@
 
 #include "mock_pager.h"
 
-enum { MS_FREE = 0, MS_META, MS_COMMITTED, MS_DIRTY, MS_PENDING };
+/* MS_OUTER: allocated by this txn before a (simulated) savepoint: readable, but not owned:
+ * pager_write copies it and pager_free only retires it at commit, like the real pager does
+ * for pages of an outer savepoint generation. */
+enum { MS_FREE = 0, MS_META, MS_COMMITTED, MS_DIRTY, MS_PENDING, MS_OUTER, MS_RETIRED };
+#define LIVE(st) ((st) == MS_COMMITTED || (st) == MS_DIRTY || (st) == MS_OUTER)
 
 typedef struct mpage {
     uint8_t *data;
@@ -146,9 +150,9 @@ void mock_commit(bs_txn *txn)
     uint64_t nfree = 0;
     for (uint64_t i = 2; i < M.n; i++) {
         mpage *m = &M.pg[i];
-        if (m->st == MS_DIRTY) {
+        if (m->st == MS_DIRTY || m->st == MS_OUTER) {
             m->st = MS_COMMITTED;
-        } else if (m->st == MS_PENDING) {
+        } else if (m->st == MS_PENDING || m->st == MS_RETIRED) {
             m->st = MS_FREE;
             memset(m->data, 0xA5, M.P);
         }
@@ -169,11 +173,11 @@ void mock_abort(bs_txn *txn)
 {
     for (uint64_t i = 2; i < M.n; i++) {
         mpage *m = &M.pg[i];
-        if (m->st == MS_DIRTY) {
+        if (m->st == MS_DIRTY || m->st == MS_OUTER || m->st == MS_RETIRED) {
             m->st = MS_FREE;
             memset(m->data, 0xA5, M.P);
         } else if (m->st == MS_PENDING) {
-            m->st = MS_COMMITTED;
+            m->st = MS_COMMITTED; /* may also have been an outer page: it is simply lost */
         }
         m->cached = false;
     }
@@ -193,12 +197,20 @@ void mock_evict(unsigned pct, uint64_t *rng)
     }
 }
 
+void mock_savepoint(void)
+{
+    for (uint64_t i = 2; i < M.n; i++)
+        if (M.pg[i].st == MS_DIRTY)
+            M.pg[i].st = MS_OUTER;
+    M.mutations++;
+}
+
 uint64_t mock_fingerprint(void) { return M.mutations * 1000003u + M.n; }
 uint8_t *mock_page(uint64_t pgno) { return pgno < M.n ? M.pg[pgno].data : NULL; }
 uint64_t mock_page_count(void) { return M.n; }
 bool mock_page_live(uint64_t pgno)
 {
-    return pgno < M.n && (M.pg[pgno].st == MS_COMMITTED || M.pg[pgno].st == MS_DIRTY);
+    return pgno < M.n && LIVE(M.pg[pgno].st);
 }
 
 uint64_t mock_dirty_pages(void)
@@ -230,7 +242,7 @@ static uint64_t alloc_page(bs_txn *txn)
 static int load(bs_txn *txn, uint64_t pgno)
 {
     mpage *m = &M.pg[pgno];
-    if (m->st == MS_DIRTY || m->cached)
+    if (m->st == MS_DIRTY || m->st == MS_OUTER || m->cached)
         return BS_OK;
     if (txn->noio)
         return BS_WOULDBLOCK;
@@ -255,7 +267,7 @@ int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out)
     if (pgno < 2 || pgno >= txn->page_count || pgno >= M.n)
         return bs_fail(BS_CORRUPT, "page %llu: out of range", (unsigned long long)pgno);
     mpage *m = &M.pg[pgno];
-    if (m->st != MS_DIRTY && m->st != MS_COMMITTED)
+    if (!LIVE(m->st))
         return bs_fail(BS_CORRUPT, "page %llu: mock: read of a %s page", (unsigned long long)pgno,
                        m->st == MS_PENDING ? "freed" : "free");
     if ((rc = load(txn, pgno)) != BS_OK)
@@ -279,7 +291,7 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
         *newpgno = pgno;
         return BS_OK;
     }
-    if (m->st != MS_COMMITTED)
+    if (m->st != MS_COMMITTED && m->st != MS_OUTER)
         die("pager_write of page %llu which is free or freed", pgno);
     if ((rc = load(txn, pgno)) != BS_OK)
         return rc;
@@ -288,7 +300,7 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
     memcpy(M.pg[np].data, m->data, M.P);
     put64(M.pg[np].data + PH_PGNO, np);
     put64(M.pg[np].data + PH_TXID, M.txid);
-    m->st = MS_PENDING;
+    m->st = m->st == MS_OUTER ? MS_RETIRED : MS_PENDING;
     *out = M.pg[np].data;
     *newpgno = np;
     return BS_OK;
@@ -321,6 +333,8 @@ int pager_free(bs_txn *txn, uint64_t pgno)
         set_free(pgno);
     else if (m->st == MS_COMMITTED)
         m->st = MS_PENDING;
+    else if (m->st == MS_OUTER)
+        m->st = MS_RETIRED;
     else
         die("double free of page %llu", pgno);
     return BS_OK;
@@ -371,7 +385,7 @@ static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint64_t *np)
         return bs_fail(BS_CORRUPT, "overflow run at %llu out of range", (unsigned long long)pgno);
     const uint8_t *d = M.pg[pgno].data;
     for (uint64_t i = 0; i < n; i++)
-        if (M.pg[pgno + i].st != MS_DIRTY && M.pg[pgno + i].st != MS_COMMITTED)
+        if (!LIVE(M.pg[pgno + i].st))
             return bs_fail(BS_CORRUPT, "overflow run at %llu: page %llu is free",
                            (unsigned long long)pgno, (unsigned long long)(pgno + i));
     if (pg_type(d) != PT_OVERFLOW || pg_pgno(d) != pgno || get32(d + PH_UPPER) != n ||
@@ -408,10 +422,11 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
     if (ov_header(txn, pgno, len, &n) != BS_OK)
         die("pager_ov_free of a bad run at %llu", pgno);
     for (uint64_t i = 0; i < n; i++) {
-        if (M.pg[pgno + i].st == MS_DIRTY)
+        uint8_t st = M.pg[pgno + i].st;
+        if (st == MS_DIRTY)
             set_free(pgno + i);
         else
-            M.pg[pgno + i].st = MS_PENDING;
+            M.pg[pgno + i].st = st == MS_OUTER ? MS_RETIRED : MS_PENDING;
     }
     return BS_OK;
 }

@@ -20,6 +20,9 @@ void mock_abort(bs_txn *txn);
 /* Forget that committed pages are "cached" (each with probability pct/100), so the next
  * pager_get of them needs "I/O": BS_WOULDBLOCK when txn->noio. */
 void mock_evict(unsigned pct, uint64_t *rng);
+/* Simulate a savepoint: pages dirtied so far stay readable but are no longer owned
+ * (pager_write copies them, pager_free retires them at commit). */
+void mock_savepoint(void);
 /* A fingerprint of the page states (changes when anything is allocated/freed/copied). */
 uint64_t mock_fingerprint(void);
 /* Raw bytes of a page (corruption tests). */

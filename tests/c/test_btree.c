@@ -626,6 +626,8 @@ static void run(uint32_t psize, unsigned long long nops)
             op_get(ti);
         else
             op_cursor(ti);
+        if (rn(700) == 0)
+            mock_savepoint();
         if (shrinking && rn(200) == 0) { /* bursts of deletes empty trees quickly */
             model *m = &models[ti];
             while (m->n && rn(50)) {
