@@ -52,10 +52,15 @@ def parse_meta(page):
     def brec(o):
         return dict(root=u64(page, o), count=u64(page, o + 8), depth=u32(page, o + 16))
 
+    nlist = u32(page, 144)
+    if 152 + 12 * nlist > len(page):
+        return None
     return dict(
         txid=u64(page, 16), pgno=u64(page, 8), version=u32(page, 48), page_size=u32(page, 52),
         page_count=u64(page, 56), fl_head=u64(page, 64), fl_count=u64(page, 72),
         default=brec(80), catalog=brec(112),
+        # single-fsync commits list (pgno, crc) of every page they wrote; empty for two-sync
+        commit_list=[(u64(page, 152 + 12 * i), u32(page, 160 + 12 * i)) for i in range(nlist)],
     )
 
 
@@ -89,6 +94,7 @@ class Layout:
         self.problems = []
         self.contents = {}
         self.overflow_runs = []  # (first pgno, npages, bucket)
+        self.overflow_len = {}   # first pgno -> value length
         self._walk()
 
     # -- helpers --
@@ -167,6 +173,7 @@ class Layout:
         P = self.page_size
         n = (PH_SIZE + vlen + P - 1) // P
         self.overflow_runs.append((first, n, bucket))
+        self.overflow_len[first] = vlen
         ok = self._claim(first, "overflow", bucket)
         for p in range(first + 1, first + n):
             ok = self._claim(p, "overflow-cont", bucket) and ok
@@ -176,7 +183,8 @@ class Layout:
             return None
         if run[4] != PT_OVERFLOW or u32(run, 24) != n or u32(run, 28) != vlen:
             self.problems.append("overflow run %d bad header" % first)
-        if self.verify_crc and _crc32c(run[4:]) != u32(run, 0):
+        # the run's checksum covers [4, 32 + vlen): the padding after the value is not covered
+        if self.verify_crc and _crc32c(run[4:PH_SIZE + vlen]) != u32(run, 0):
             self.problems.append("overflow run %d bad checksum" % first)
         return run[PH_SIZE:PH_SIZE + vlen]
 

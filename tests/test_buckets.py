@@ -242,6 +242,11 @@ def test_drop_create_cycles_vs_fresh_load(tmp_path):
     data = {n: {rnd.randbytes(10): rnd.randbytes(rnd.choice([20, 200, 5000])) for _ in range(400)}
             for n in ("a", "b", "c")}
     with btree_store.DB(path) as db:
+        for name in sorted(data):
+            with db.begin(write=True) as txn:
+                txn.create_bucket(name)
+                for k, v in data[name].items():
+                    txn.put(k, v, bucket=name)
         for cycle in range(12):
             with db.begin(write=True) as txn:
                 name = rnd.choice(sorted(data))
@@ -256,11 +261,6 @@ def test_drop_create_cycles_vs_fresh_load(tmp_path):
                     txn.put(b"%d" % i, b"t" * 300, bucket="tmp")
             with db.begin(write=True) as txn:
                 txn.drop_bucket("tmp")
-        for n in data:
-            with db.begin(write=True) as txn:
-                txn.create_bucket(n)
-                for k, v in data[n].items():
-                    txn.put(k, v, bucket=n)
         db.check()
         final = dump(db)
         cycled = db.stat()["page_count"]

@@ -53,7 +53,7 @@ def _assert_open_refused(path, words, **kw):
     b"SQLite format 3\x00" + b"\x00" * 8176,
     bytes(range(256)) * 32,
     b"hello world\n" * 1000,
-])
+], ids=["sqlite", "bytes", "text"])
 def test_foreign_file_refused(tmp_path, content):
     path = str(tmp_path / "foreign.bs")
     with open(path, "wb") as f:
@@ -113,7 +113,13 @@ def test_newer_version_in_newest_meta_only(db_path):
 
 @pytest.mark.parametrize("length", [1, 31, 100, 512, 4095, 4096, 4097, 8191])
 def test_truncated_header_refused(db_path, length):
+    # After two commits both meta pages describe commits (txid 1 and 2): a file cut inside the
+    # meta pages lost committed data and must not be taken for an interrupted creation.
     _make_db(db_path, n=50)
+    with btree_store.DB(db_path) as db:
+        with db.begin(write=True) as txn:
+            txn.put(b"second", b"commit")
+        assert db.stat()["txid"] >= 2
     with open(db_path, "r+b") as f:
         f.truncate(length)
     with pytest.raises(CorruptionError) as ei:
@@ -211,7 +217,9 @@ def test_freed_pages_survive_close(tmp_path):
         lay = layout_of(path)
         assert lay.problems == [], lay.problems
         counts.append(lay.page_count)
-    assert counts[-1] <= counts[3], "pages freed before close are lost: %s" % counts
+    # lost pages would make the file grow by a full copy of the data every cycle; reuse keeps
+    # the high-water mark flat once the working set is reached
+    assert max(counts[15:]) <= max(counts[:15]), "pages freed before close are lost: %s" % counts
     with btree_store.DB(path) as db:
         db.check()
         st = db.stat()

@@ -307,8 +307,8 @@ class BucketMachine(RuleBasedStateMachine):
             self._done(txn)
 
     @rule(b=st.sampled_from(BUCKETS), start=bounds, stop=bounds, reverse=st.booleans(),
-          target=bkeys, take=st.integers(0, 3))
-    def seek(self, b, start, stop, reverse, target, take):
+          to=bkeys, take=st.integers(0, 3))
+    def seek(self, b, start, stop, reverse, to, take):
         model = self._cur()
         if b not in model:
             return
@@ -318,10 +318,10 @@ class BucketMachine(RuleBasedStateMachine):
             rng = model_range(model[b], start, stop, reverse, None)
             got = [(bytes(k), bytes(v)) for k, v in (next(it) for _ in range(min(take, len(rng))))]
             assert got == rng[:len(got)]
-            if (start is not None and target < start) or (stop is not None and target >= stop):
+            if (start is not None and to < start) or (stop is not None and to >= stop):
                 return  # seeking outside the range: not specified
-            it.seek(target)
-            want = [kv for kv in rng if (kv[0] <= target if reverse else kv[0] >= target)]
+            it.seek(to)
+            want = [kv for kv in rng if (kv[0] <= to if reverse else kv[0] >= to)]
             got = [(bytes(k), bytes(v)) for k, v in it]
             assert got == want
         finally:
