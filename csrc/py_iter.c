@@ -11,9 +11,9 @@
  *    NEW _Buffer (the old one lives on as long as its views): a view kept past its step shows
  *    old or overwritten bytes, never freed memory.
  *  - Steady state allocates nothing: the result tuple is reused when only the iterator holds
- *    it (like dict iterators), and a memoryview is reused when only the iterator (or its
- *    tuple) holds it, it is not released, it still views the current buffer and its length
- *    equals the new length (its cached hash is reset).
+ *    it (like dict iterators), and a memoryview is yielded again (showing the new item) when
+ *    it is not released, still views the current buffer and has the new length (its cached
+ *    hash is reset); a view held from an earlier step therefore shows the current item.
  *
  * Range: [lo, hi) where lo = max(start, prefix) and hi = min(stop, successor(prefix)).
  * Forward iteration seeks >= lo and stops at hi; reverse seeks <= hi, skips hi itself, and
@@ -156,9 +156,12 @@ static int iter_cmp_obj(const void *a, size_t alen, PyObject *bytes)
     return iter_cmp(a, alen, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
 }
 
+/* A memoryview we made may be handed out again, showing the new item, when it is not
+ * released, still views the current buffer, and has the new length. Whoever still holds it
+ * from an earlier step sees the new bytes: "a view is valid until the next step". */
 static int mv_reusable(PyObject *mv, BufObject *b, Py_ssize_t n)
 {
-    if (!mv || Py_REFCNT(mv) != 1)
+    if (!mv)
         return 0;
     PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
     if (m->flags & _Py_MEMORYVIEW_RELEASED)
@@ -166,7 +169,7 @@ static int mv_reusable(PyObject *mv, BufObject *b, Py_ssize_t n)
     Py_buffer *v = PyMemoryView_GET_BUFFER(mv);
     if (v->obj != (PyObject *)b || v->buf != (void *)b->data || v->len != n)
         return 0;
-    m->hash = -1;
+    m->hash = -1; /* a read-only memoryview caches its hash */
     return 1;
 }
 
@@ -204,22 +207,17 @@ static int iter_prepare(py_state *st, BufObject **bufp, PyObject **slot, Py_ssiz
  * Returns BS_OK, an engine rc (exception not set), or -1 (exception set). */
 static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v)
 {
-    PyObject **kslot = NULL, **vslot = NULL;
+    PyObject **kslot = it->keys ? &it->kmv : NULL;
+    PyObject **vslot = it->values ? &it->vmv : NULL;
     if (it->keys && it->values) {
+        /* Empty our tuple when only we hold it (it is refilled below without allocating),
+         * so that its old views do not pin the buffers; else let the holder keep it. */
         if (it->result && Py_REFCNT(it->result) == 1) {
-            if (!PyObject_GC_IsTracked(it->result))
-                PyObject_GC_Track(it->result);
+            Py_CLEAR(((PyTupleObject *)it->result)->ob_item[0]);
+            Py_CLEAR(((PyTupleObject *)it->result)->ob_item[1]);
         } else {
-            Py_XSETREF(it->result, PyTuple_New(2));
-            if (!it->result)
-                return -1;
+            Py_CLEAR(it->result);
         }
-        kslot = &((PyTupleObject *)it->result)->ob_item[0];
-        vslot = &((PyTupleObject *)it->result)->ob_item[1];
-    } else if (it->keys) {
-        kslot = &it->kmv;
-    } else {
-        vslot = &it->vmv;
     }
     char *dst;
     int need_view;
@@ -251,6 +249,17 @@ static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v
     it->vlen = (Py_ssize_t)v->len;
     if (need_view && !(*vslot = PyMemoryView_FromObject((PyObject *)it->vbuf)))
         return -1;
+    if (it->keys && it->values) {
+        if (it->result) {
+            PyTupleObject *tup = (PyTupleObject *)it->result;
+            tup->ob_item[0] = Py_NewRef(it->kmv);
+            tup->ob_item[1] = Py_NewRef(it->vmv);
+            if (!PyObject_GC_IsTracked(it->result)) /* the GC may have untracked it */
+                PyObject_GC_Track(it->result);
+        } else if (!(it->result = PyTuple_Pack(2, it->kmv, it->vmv))) {
+            return -1;
+        }
+    }
     return BS_OK;
 }
 
