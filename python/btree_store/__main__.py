@@ -22,9 +22,19 @@ def _say(out, msg):
 
 
 def demo(out=None, keep=None):
-    """Run the demo, printing what it does. Returns an exit code."""
+    """Run the demo, printing what it does. Returns an exit code. The database goes to a new
+    temporary folder that is removed at the end, or to the folder `keep`, where it stays."""
     out = out or sys.stdout
-    folder = keep or tempfile.mkdtemp(prefix="btree_store_demo_")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        return _demo(out, keep)
+    with tempfile.TemporaryDirectory(prefix="btree_store_demo_") as folder:
+        rc = _demo(out, folder)
+    _say(out, "removed the temporary folder %s" % folder)
+    return rc
+
+
+def _demo(out, folder):
     path = os.path.join(folder, "demo.bs")
     users = {b"user:%03d" % i: b"name %d" % i for i in range(1, 101)}
     orders = {b"order:%05d" % i: b"user:%03d bought %d items" % (i % 100 + 1, i % 7 + 1)
@@ -92,7 +102,7 @@ def demo(out=None, keep=None):
         _say(out, "   clean: %d pages of %d bytes (%d free), file %d bytes, tree depth %d"
              % (st["page_count"], st["page_size"], st["free_pages"], st["file_size"],
                 st["depth"]))
-    _say(out, "done: the database is in %s" % folder)
+    _say(out, "done: %s" % ("all steps succeeded" if not bad else "WRONG VALUES FOUND"))
     return 1 if bad else 0
 
 
