@@ -60,6 +60,7 @@ static void db_free(bs_db *db)
     free(db->fl.pend);
     pgvec_free(&db->fl_chain);
     free(db->readers);
+    free(db->fl_broken);
     free(db->path);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->wmu);
@@ -194,8 +195,14 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     if ((rc = cache_init(&db->cache, db->page_size, o.cache_size)) != BS_OK)
         goto fail;
     db->spill_limit = db->cache.cap > 1024 ? db->cache.cap : 1024;
-    if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK)
-        goto fail;
+    if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
+        /* The data is still readable: open, refuse writes, let check() report it. */
+        if (rc != BS_CORRUPT || !(db->fl_broken = strdup(bs_errmsg())))
+            goto fail;
+        pgvec_free(&db->fl.reusable);
+        pgvec_free(&db->fl_chain);
+        bs_clear_error();
+    }
     *out = db;
     return BS_OK;
 fail:
@@ -351,6 +358,9 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
             return bs_fail(BS_READONLY, "the database was opened read-only");
         if (atomic_load(&db->panic))
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
+        if (db->fl_broken)
+            return bs_fail(BS_CORRUPT, "the freelist is damaged (%s); the database can be read "
+                           "but not written", db->fl_broken);
         if ((rc = wait_writer(db, timeout_ms)) != BS_OK)
             return rc;
         if (atomic_load(&db->panic)) {

@@ -39,9 +39,16 @@
  *    32  vlen   the value bytes, spanning the run; the common header appears only on the
  *               first page. Pages 2..n of the run have no header of their own.
  *
- * FREELIST PAGE (a chain, head in the meta)
+ * FREELIST PAGE (a chain from the meta's fl_head; each commit that changes the free set
+ *                prepends a delta record; every so often a commit writes a complete base)
  *    32     8   next freelist page (0 = end of chain)
- *    40   8*m   m free page numbers (m = header offset 24), ascending within the page
+ *    40     4   nadd: page numbers this record puts on the freelist
+ *    44     4   ndel: page numbers this record takes off it
+ *    48   8*(nadd+ndel)  the page numbers, the nadd first
+ *    header flags bit 0 (FL_F_BASE): a base record, a complete list (ndel = 0); a base is the
+ *    tail of the chain. The free set is the chain replayed from the tail to the head: the
+ *    newest record that mentions a page decides whether it is free. The add and del lists of
+ *    one commit are disjoint, so their split over several pages does not matter.
  *
  * META PAGE (pgno 0 and 1; the one with the higher valid txid wins; commit txid t is
  *            written to meta page t % 2)
@@ -99,7 +106,10 @@ enum { PT_META = 1, PT_BRANCH = 2, PT_LEAF = 3, PT_OVERFLOW = 4, PT_FREELIST = 5
 #define LEAF_F_OVERFLOW 1u
 
 #define FL_NEXT 32
-#define FL_ENTRIES 40
+#define FL_NADD 40
+#define FL_NDEL 44
+#define FL_ENTRIES 48
+#define FL_F_BASE 1u
 
 #define META_MAGIC 32
 #define META_VERSION 48

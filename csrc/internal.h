@@ -185,6 +185,8 @@ struct bs_db {
     _Atomic int panic;      /* invariant 5 */
     bs_freelist fl;         /* writer-owned */
     bs_pgvec fl_chain;      /* pages of the newest commit's freelist chain (writer-owned) */
+    size_t fl_ndelta;       /* delta pages in that chain (compaction when it grows) */
+    char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
     bs_cache cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
 };

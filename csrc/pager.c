@@ -536,17 +536,18 @@ static int verify_page(bs_db *db, const uint8_t *pg, uint64_t pgno, uint64_t pag
     if (t == PT_BRANCH || t == PT_LEAF)
         return btree_verify_page(pg, P, page_count);
     if (t == PT_FREELIST) {
-        uint32_t n = pg_upper(pg);
-        if (n > fmt_freelist_cap(P))
-            return bs_fail(BS_CORRUPT, "page %llu: freelist page claims %u entries",
-                           (unsigned long long)pgno, n);
+        uint32_t na = get32(pg + FL_NADD), nd = get32(pg + FL_NDEL);
+        if (na > fmt_freelist_cap(P) || nd > fmt_freelist_cap(P) - na ||
+            ((pg[PH_FLAGS] & FL_F_BASE) && nd))
+            return bs_fail(BS_CORRUPT, "page %llu: freelist page claims %u + %u entries",
+                           (unsigned long long)pgno, na, nd);
         uint64_t next = get64(pg + FL_NEXT);
-        if (next == 1 || (next && (next < 2 || next >= page_count)))
+        if (next && (next < BS_META_PAGES || next >= page_count))
             return bs_fail(BS_CORRUPT, "page %llu: freelist next page %llu out of range",
                            (unsigned long long)pgno, (unsigned long long)next);
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < na + nd; i++) {
             uint64_t x = get64(pg + FL_ENTRIES + 8 * i);
-            if (x < 2 || x >= page_count)
+            if (x < BS_META_PAGES || x >= page_count)
                 return bs_fail(BS_CORRUPT, "page %llu: free page number %llu out of range",
                                (unsigned long long)pgno, (unsigned long long)x);
         }
@@ -1385,30 +1386,90 @@ int pager_write_initial(bs_db *db)
 
 /* ------------------------------------------------------------------ freelist */
 
-int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain)
+/* Replay entry: (pgno, record sequence from the head, add?) */
+typedef struct fl_ent { uint64_t pgno; uint32_t seq; uint32_t add; } fl_ent;
+
+static int cmp_flent(const void *a, const void *b)
+{
+    const fl_ent *x = a, *y = b;
+    if (x->pgno != y->pgno)
+        return x->pgno < y->pgno ? -1 : 1;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return (int)y->add - (int)x->add; /* within a record, add before del */
+}
+
+static int read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain,
+                         size_t *ndelta)
 {
     uint64_t pgno = m->fl_head;
-    int rc;
+    int rc = BS_OK;
     uint64_t steps = 0;
+    size_t n = 0, cap = 0, deltas = 0;
+    fl_ent *v = NULL;
+    bool base_seen = false;
     while (pgno) {
         const uint8_t *pg;
-        if (++steps > m->page_count)
-            return bs_fail(BS_CORRUPT, "freelist chain loops (page %llu)", (unsigned long long)pgno);
+        if (++steps > m->page_count) {
+            rc = bs_fail(BS_CORRUPT, "freelist chain is malformed at page %llu (loop, or "
+                         "records after the base)", (unsigned long long)pgno);
+            goto out;
+        }
         if ((rc = pager_get(txn, pgno, PT_FREELIST, &pg)) != BS_OK)
-            return rc;
-        uint32_t n = pg_upper(pg);
+            goto out;
         if (chain && (rc = pgvec_push(chain, pgno)) != BS_OK)
-            return rc;
-        if ((rc = pgvec_reserve(out, out->n + n)) != BS_OK)
-            return rc;
-        for (uint32_t i = 0; i < n; i++)
-            out->v[out->n++] = get64(pg + FL_ENTRIES + 8 * i);
+            goto out;
+        uint32_t na = get32(pg + FL_NADD), nd = get32(pg + FL_NDEL);
+        if (pg[PH_FLAGS] & FL_F_BASE) {
+            base_seen = true;
+        } else if (base_seen) {
+            rc = bs_fail(BS_CORRUPT, "page %llu: freelist delta record after the base",
+                         (unsigned long long)pgno);
+            goto out;
+        } else {
+            deltas++;
+        }
+        if (n + na + nd > cap) {
+            size_t nc = (n + na + nd) * 2 + 64;
+            fl_ent *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = bs_fail(BS_NOMEM, "out of memory reading the freelist");
+                goto out;
+            }
+            v = nv;
+            cap = nc;
+        }
+        for (uint32_t i = 0; i < na + nd; i++) {
+            v[n].pgno = get64(pg + FL_ENTRIES + 8 * i);
+            v[n].seq = (uint32_t)steps;
+            v[n].add = i < na;
+            n++;
+        }
         pgno = get64(pg + FL_NEXT);
     }
-    if (out->n != m->fl_count)
-        return bs_fail(BS_CORRUPT, "freelist holds %zu pages, meta says %llu", out->n,
-                       (unsigned long long)m->fl_count);
-    return BS_OK;
+    if (n)
+        qsort(v, n, sizeof *v, cmp_flent);
+    for (size_t i = 0; i < n; i++) {
+        if (i && v[i].pgno == v[i - 1].pgno)
+            continue; /* the newest mention decided */
+        if (v[i].add && (rc = pgvec_push(out, v[i].pgno)) != BS_OK)
+            goto out;
+    }
+    if (out->n != m->fl_count) {
+        rc = bs_fail(BS_CORRUPT, "freelist holds %zu pages, meta says %llu", out->n,
+                     (unsigned long long)m->fl_count);
+        goto out;
+    }
+    if (ndelta)
+        *ndelta = deltas;
+out:
+    free(v);
+    return rc;
+}
+
+int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain)
+{
+    return read_freelist(txn, m, out, chain, NULL);
 }
 
 int pager_load_freelist(bs_db *db, const bs_meta *m)
@@ -1425,7 +1486,7 @@ int pager_load_freelist(bs_db *db, const bs_meta *m)
         return bs_fail(BS_NOMEM, "out of memory");
     pager_enter(&t);
     bs_pgvec v = {0};
-    int rc = pager_read_freelist(&t, m, &v, &db->fl_chain);
+    int rc = read_freelist(&t, m, &v, &db->fl_chain, &db->fl_ndelta);
     pager_leave(&t);
     cache_slot_release(&db->cache, t.slot);
     if (rc) {
@@ -1529,21 +1590,70 @@ static void append_pages(bs_pgvec *dst, const uint64_t *src, size_t n)
     }
 }
 
-/* Serialize the freelist for this commit into new chain pages (step a). */
-static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain)
+#define FL_MAX_DELTAS 32
+
+static int cmp_u64(const void *a, const void *b) { return cmp_asc(a, b); }
+
+/* sorted, duplicate-free union of some page lists */
+static int gather(bs_pgvec *all, const bs_pgvec *const *lists, size_t nlists)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < nlists; i++)
+        total += lists[i]->n;
+    int rc = pgvec_reserve(all, total ? total : 1);
+    if (rc)
+        return rc;
+    all->n = 0;
+    for (size_t i = 0; i < nlists; i++)
+        append_pages(all, lists[i]->v, lists[i]->n);
+    if (all->n)
+        qsort(all->v, all->n, 8, cmp_u64);
+    for (size_t i = 1; i < all->n; i++)
+        if (all->v[i] == all->v[i - 1])
+            return bs_fail(BS_CORRUPT, "internal: page %llu freed twice",
+                           (unsigned long long)all->v[i]);
+    return BS_OK;
+}
+
+/* Write the freelist record of this commit (step a): normally a delta (pages freed, pages
+ * taken) prepended to the chain; after FL_MAX_DELTAS deltas, a new complete base that
+ * replaces the whole chain (whose pages this commit then frees). */
+static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain, size_t *ndelta)
 {
     bs_db *db = txn->db;
     uint32_t P = db->page_size, cap = fmt_freelist_cap(P);
+    /* compact once the deltas outweigh the base (keeps the chain within twice the size of
+     * the free set it describes) or there are too many of them */
+    size_t base = db->fl_chain.n - db->fl_ndelta;
+    bool compact = db->fl_ndelta >= FL_MAX_DELTAS || (db->fl_ndelta && db->fl_ndelta >= base);
+    bs_pgvec add = {0}, del = {0};
+    uint8_t **pgs = NULL;
+    size_t npages = 0;
     int rc;
-    /* the old chain is freed by this commit */
-    for (size_t i = 0; i < db->fl_chain.n; i++)
-        if ((rc = pgvec_push(&txn->freed, db->fl_chain.v[i])) != BS_OK)
+
+    if (!compact && !txn->freed.n && !txn->local_free.n && !txn->alloc_from_free.n) {
+        /* the free set did not change: keep the chain as it is */
+        if ((rc = pgvec_copy(chain, &db->fl_chain)) != BS_OK)
             return rc;
-    size_t total = db->fl.reusable.n + txn->freed.n + txn->local_free.n;
-    for (size_t i = 0; i < db->fl.npend; i++)
-        total += db->fl.pend[i].pages.n;
-    size_t npages = (total + cap - 1) / cap;
-    uint8_t **pgs = calloc(npages + 1, sizeof *pgs);
+        *ndelta = db->fl_ndelta;
+        nm->fl_head = db->fl_chain.n ? db->fl_chain.v[0] : 0;
+        nm->fl_count = db->meta.fl_count;
+        return BS_OK;
+    }
+    if (compact)
+        for (size_t i = 0; i < db->fl_chain.n; i++)
+            if ((rc = pgvec_push(&txn->freed, db->fl_chain.v[i])) != BS_OK)
+                return rc;
+    /* pages for the record: allocating them can only move entries between lists, adding at
+     * most one entry each */
+    size_t est = txn->freed.n + txn->local_free.n + (compact ? db->fl.reusable.n : txn->alloc_from_free.n);
+    if (compact)
+        for (size_t i = 0; i < db->fl.npend; i++)
+            est += db->fl.pend[i].pages.n;
+    npages = (est + cap - 1) / cap;
+    while (npages * cap < est + npages)
+        npages++;
+    pgs = calloc(npages + 1, sizeof *pgs);
     if (!pgs)
         return bs_fail(BS_NOMEM, "out of memory writing the freelist");
     for (size_t i = 0; i < npages; i++) {
@@ -1552,43 +1662,76 @@ static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain)
             (rc = pgvec_push(chain, p)) != BS_OK)
             goto out;
     }
-    /* the set, after the allocations above took some of it */
-    bs_pgvec all = {0};
-    total = db->fl.reusable.n + txn->freed.n + txn->local_free.n;
-    for (size_t i = 0; i < db->fl.npend; i++)
-        total += db->fl.pend[i].pages.n;
-    if ((rc = pgvec_reserve(&all, total ? total : 1)) != BS_OK)
-        goto out;
-    all.n = 0;
-    append_pages(&all, db->fl.reusable.v, db->fl.reusable.n);
-    append_pages(&all, txn->freed.v, txn->freed.n);
-    append_pages(&all, txn->local_free.v, txn->local_free.n);
-    for (size_t i = 0; i < db->fl.npend; i++)
-        append_pages(&all, db->fl.pend[i].pages.v, db->fl.pend[i].pages.n);
-    if (all.n)
-        qsort(all.v, all.n, 8, cmp_asc);
-    for (size_t i = 1; i < all.n; i++)
-        if (all.v[i] == all.v[i - 1]) {
-            rc = bs_fail(BS_CORRUPT, "internal: page %llu freed twice",
-                         (unsigned long long)all.v[i]);
-            pgvec_free(&all);
-            goto out;
+    if (compact) {
+        const bs_pgvec *lists[64 + 3];
+        size_t nl = 0;
+        lists[nl++] = &db->fl.reusable;
+        lists[nl++] = &txn->freed;
+        lists[nl++] = &txn->local_free;
+        bs_pgvec pend_all = {0};
+        for (size_t i = 0; i < db->fl.npend; i++) {
+            if ((rc = pgvec_reserve(&pend_all, pend_all.n + db->fl.pend[i].pages.n + 1)) != BS_OK)
+                goto out;
+            append_pages(&pend_all, db->fl.pend[i].pages.v, db->fl.pend[i].pages.n);
         }
-    size_t off = 0;
+        lists[nl++] = &pend_all;
+        rc = gather(&add, lists, nl);
+        pgvec_free(&pend_all);
+        if (rc)
+            goto out;
+    } else {
+        const bs_pgvec *al[2] = {&txn->freed, &txn->local_free};
+        const bs_pgvec *dl[1] = {&txn->alloc_from_free};
+        if ((rc = gather(&add, al, 2)) != BS_OK || (rc = gather(&del, dl, 1)) != BS_OK)
+            goto out;
+        /* a page taken and given back in this commit stays free: drop it from del */
+        size_t k = 0, j = 0;
+        for (size_t i = 0; i < del.n; i++) {
+            while (j < add.n && add.v[j] < del.v[i])
+                j++;
+            if (j < add.n && add.v[j] == del.v[i])
+                continue;
+            del.v[k++] = del.v[i];
+        }
+        del.n = k;
+    }
+    if (add.n + del.n > npages * cap) {
+        rc = bs_fail(BS_CORRUPT, "internal: freelist record larger than estimated");
+        goto out;
+    }
+    /* fill: the add entries, then the del entries, page after page */
+    size_t ai = 0, di = 0;
     for (size_t i = 0; i < npages; i++) {
         uint8_t *pg = pgs[i];
-        size_t k = all.n - off < cap ? all.n - off : cap;
-        pg_set_upper(pg, (uint32_t)k);
-        put64(pg + FL_NEXT, i + 1 < npages ? chain->v[i + 1] : 0);
-        for (size_t j = 0; j < k; j++)
-            put64(pg + FL_ENTRIES + 8 * j, all.v[off + j]);
-        off += k;
+        uint32_t na = 0, nd = 0;
+        while (na + nd < cap && ai < add.n)
+            put64(pg + FL_ENTRIES + 8 * (na++), add.v[ai++]);
+        while (na + nd < cap && di < del.n) {
+            put64(pg + FL_ENTRIES + 8 * (na + nd), del.v[di++]);
+            nd++;
+        }
+        put32(pg + FL_NADD, na);
+        put32(pg + FL_NDEL, nd);
+        if (compact)
+            pg[PH_FLAGS] |= FL_F_BASE;
+        uint64_t next = i + 1 < npages ? chain->v[i + 1] : (compact || !db->fl_chain.n ? 0 : db->fl_chain.v[0]);
+        put64(pg + FL_NEXT, next);
     }
-    nm->fl_head = npages ? chain->v[0] : 0;
-    nm->fl_count = all.n;
-    pgvec_free(&all);
+    if (!compact && (rc = pgvec_reserve(chain, chain->n + db->fl_chain.n + 1)) == BS_OK)
+        append_pages(chain, db->fl_chain.v, db->fl_chain.n);
+    if (rc)
+        goto out;
+    *ndelta = compact ? 0 : db->fl_ndelta + npages;
+    nm->fl_head = chain->n ? chain->v[0] : 0;
+    /* the free set after this commit */
+    uint64_t count = db->fl.reusable.n + txn->freed.n + txn->local_free.n;
+    for (size_t i = 0; i < db->fl.npend; i++)
+        count += db->fl.pend[i].pages.n;
+    nm->fl_count = count;
     rc = BS_OK;
 out:
+    pgvec_free(&add);
+    pgvec_free(&del);
     free(pgs);
     return rc;
 }
@@ -1598,10 +1741,10 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     bs_db *db = txn->db;
     bs_pgvec chain = {0};
     bs_dirty_ent **v = NULL;
-    size_t n = 0;
+    size_t n = 0, ndelta = 0;
     int rc, err;
 
-    if ((rc = commit_freelist(txn, nm, &chain)) != BS_OK)
+    if ((rc = commit_freelist(txn, nm, &chain, &ndelta)) != BS_OK)
         goto fail;
     nm->page_count = txn->page_count;
     nm->txid = txn->txid;
@@ -1649,6 +1792,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     pthread_mutex_unlock(&db->mu);
     pgvec_free(&db->fl_chain);
     db->fl_chain = chain;
+    db->fl_ndelta = ndelta;
     memset(&chain, 0, sizeof chain);
     /* promote the written pages into the shared cache (they are now committed) */
     for (size_t i = 0; i < n; i++) {
