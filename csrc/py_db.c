@@ -81,6 +81,8 @@ static void db_release_io(DBObject *self)
 static int db_close_impl(DBObject *self)
 {
     self->closed = 1;
+    while (self->closing) /* another thread is inside bs_db_close: wait for it to finish */
+        db_sleep_ms(1);
     if (!self->db)
         return 0;
     if (self->fork_gen != py_fork_gen) {
@@ -117,13 +119,20 @@ static int db_close_impl(DBObject *self)
         if (!self->txns && self->active == 0)
             break;
         db_sleep_ms(1);
+        if (!self->db || self->closing) { /* another thread's close() got there first */
+            while (self->closing)
+                db_sleep_ms(1);
+            return 0;
+        }
     }
     bs_db *d = self->db;
     self->db = NULL;
+    self->closing = 1;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = bs_db_close(d);
     Py_END_ALLOW_THREADS
+    self->closing = 0;
     db_release_io(self);
     if (rc != BS_OK) {
         py_raise(self->st, rc);
@@ -253,11 +262,18 @@ static void db_finalize(DBObject *self)
 {
     if (!self->db)
         return;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *saved = PyErr_GetRaisedException();
+    if (db_close_impl(self) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_SetRaisedException(saved);
+#else
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (db_close_impl(self) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
     PyErr_Restore(et, ev, tb);
+#endif
 }
 
 static int db_traverse(DBObject *self, visitproc visit, void *arg)
@@ -331,9 +347,10 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
     bs_txn *t = NULL;
     int rc;
     if (!write) {
+        bs_db *d = self->db;
         self->active++;
         Py_BEGIN_ALLOW_THREADS
-        rc = bs_txn_begin(self->db, 0, 0, &t);
+        rc = bs_txn_begin(d, 0, 0, &t);
         Py_END_ALLOW_THREADS
         self->active--;
     } else {

@@ -126,6 +126,7 @@ typedef struct DBObject {
     PyObject *path;            /* os.fspath(path) as given */
     PyObject *io;              /* FaultIO object or NULL */
     int closed;                /* set first by close(): new calls raise ClosedError */
+    int closing;               /* a thread is inside bs_db_close */
     int readonly;
     size_t max_key;
     uint32_t page_size;
