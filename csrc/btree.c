@@ -922,34 +922,90 @@ int btree_rebalance(bs_txn *txn, bs_tree *t)
 
 /* ------------------------------------------------------------------ drop */
 
-static int bt_free_rec(bs_txn *txn, uint64_t pgno, unsigned L, unsigned D)
+/* Dropping a tree first collects every page it owns (nodes and overflow runs) and checks
+ * that none is listed twice, so that a corrupt tree (a cycle, a shared page) is reported
+ * before anything is freed instead of freeing a page twice. */
+typedef struct bt_ext {
+    uint64_t pgno, n;   /* first page, pages */
+    uint32_t vlen;      /* overflow run: value length */
+    bool ov;
+} bt_ext;
+
+typedef struct bt_exts {
+    bt_ext *v;
+    size_t n, cap;
+    uint64_t pages, limit;
+} bt_exts;
+
+static int ext_add(bt_exts *e, uint64_t pgno, uint64_t n, uint32_t vlen, bool ov)
+{
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? 2 * e->cap : 256;
+        bt_ext *nv = realloc(e->v, cap * sizeof *nv);
+        if (!nv)
+            return bs_fail(BS_NOMEM, "out of memory dropping a tree");
+        e->v = nv;
+        e->cap = cap;
+    }
+    e->v[e->n++] = (bt_ext){pgno, n, vlen, ov};
+    e->pages += n;
+    if (e->pages > e->limit)
+        return bs_fail(BS_CORRUPT, "page %llu: tree has more pages than the file (cycle?)",
+                       ULL(pgno));
+    return BS_OK;
+}
+
+static int ext_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const bt_ext *)a)->pgno, y = ((const bt_ext *)b)->pgno;
+    return x < y ? -1 : x > y;
+}
+
+static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, unsigned L, unsigned D)
 {
     const uint8_t *pg;
     int leaf = L + 1 == D, rc;
-    if ((rc = pager_get(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, &pg)) != BS_OK)
+    if ((rc = pager_get(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, &pg)) != BS_OK ||
+        (rc = ext_add(e, pgno, 1, 0, false)) != BS_OK)
         return rc;
     unsigned n = pg_nkeys(pg);
     for (unsigned i = 0; i < n; i++) {
         const uint8_t *c = node_cell(pg, i);
         if (leaf) {
             if ((lcell_flags(c) & LEAF_F_OVERFLOW) &&
-                (rc = pager_ov_free(txn, lcell_ovpgno(c), lcell_vlen(c))) != BS_OK)
+                (rc = ext_add(e, lcell_ovpgno(c), fmt_overflow_pages(PSIZE(txn), lcell_vlen(c)),
+                              lcell_vlen(c), true)) != BS_OK)
                 return rc;
-        } else if ((rc = bt_free_rec(txn, bcell_child(c), L + 1, D)) != BS_OK) {
+        } else if ((rc = bt_collect(txn, e, bcell_child(c), L + 1, D)) != BS_OK) {
             return rc;
         }
     }
-    return pager_free(txn, pgno);
+    return BS_OK;
 }
 
 int btree_free_all(bs_txn *txn, bs_tree *t)
 {
-    int rc;
+    bt_exts e = {NULL, 0, 0, 0, txn->page_count};
+    int rc = BS_OK;
     if (t->root) {
         if (t->depth == 0 || t->depth > BS_MAX_DEPTH)
             return bad_depth(t);
-        if ((rc = bt_free_rec(txn, t->root, 0, t->depth)) != BS_OK)
-            return rc;
+        if ((rc = bt_collect(txn, &e, t->root, 0, t->depth)) != BS_OK)
+            goto out;
+        qsort(e.v, e.n, sizeof *e.v, ext_cmp);
+        for (size_t i = 1; i < e.n; i++) {
+            if (e.v[i - 1].pgno + e.v[i - 1].n > e.v[i].pgno) {
+                rc = bs_fail(BS_CORRUPT, "page %llu is used twice in the tree at page %llu",
+                             ULL(e.v[i].pgno), ULL(t->root));
+                goto out;
+            }
+        }
+        for (size_t i = 0; i < e.n; i++) {
+            rc = e.v[i].ov ? pager_ov_free(txn, e.v[i].pgno, e.v[i].vlen)
+                           : pager_free(txn, e.v[i].pgno);
+            if (rc != BS_OK)
+                goto out;
+        }
     }
     t->root = 0;
     t->depth = 0;
@@ -957,7 +1013,9 @@ int btree_free_all(bs_txn *txn, bs_tree *t)
     t->dirty = true;
     t->needs_rebalance = false;
     txn->mod_seq++;
-    return BS_OK;
+out:
+    free(e.v);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ cursors
@@ -998,10 +1056,17 @@ static int cur_fwd(bs_cursor *c, const uint8_t **out)
 {
     const uint8_t *pg;
     int D = c->depth, rc;
+    const uint8_t *lk = NULL;
+    size_t lkl = 0;
     if ((rc = cur_fetch(c, D - 1, &pg)) != BS_OK)
         return rc;
     while (c->stack[D - 1].idx >= pg_nkeys(pg)) {
         int L = D - 2;
+        if (pg_nkeys(pg)) {
+            const uint8_t *lc = node_cell(pg, pg_nkeys(pg) - 1u);
+            lk = lcell_key(lc);
+            lkl = lcell_klen(lc);
+        }
         for (; L >= 0; L--) {
             if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
                 return rc;
@@ -1016,6 +1081,12 @@ static int cur_fwd(bs_cursor *c, const uint8_t **out)
     }
     if (c->stack[D - 1].idx < 0)
         return cur_badidx(c, D - 1);
+    if (lk) { /* keys must grow across leaves: this also ends cycles in a corrupt tree */
+        const uint8_t *nc = node_cell(pg, (unsigned)c->stack[D - 1].idx);
+        if (key_cmp(lcell_key(nc), lcell_klen(nc), lk, lkl) <= 0)
+            return bs_fail(BS_CORRUPT, "page %llu: keys out of order across leaves",
+                           ULL(c->stack[D - 1].pgno));
+    }
     *out = pg;
     return BS_OK;
 }
@@ -1027,10 +1098,17 @@ static int cur_bwd(bs_cursor *c, const uint8_t **out)
     int D = c->depth, rc;
     if ((rc = cur_fetch(c, D - 1, &pg)) != BS_OK)
         return rc;
+    const uint8_t *lk = NULL;
+    size_t lkl = 0;
     if (c->stack[D - 1].idx >= pg_nkeys(pg))
         return cur_badidx(c, D - 1);
     while (c->stack[D - 1].idx < 0) {
         int L = D - 2;
+        if (pg_nkeys(pg)) {
+            const uint8_t *lc = node_cell(pg, 0);
+            lk = lcell_key(lc);
+            lkl = lcell_klen(lc);
+        }
         for (; L >= 0; L--) {
             if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
                 return rc;
@@ -1042,6 +1120,12 @@ static int cur_bwd(bs_cursor *c, const uint8_t **out)
         c->stack[L].idx--;
         if ((rc = cur_down(c, L, &pg, 1)) != BS_OK)
             return rc;
+    }
+    if (lk) {
+        const uint8_t *nc = node_cell(pg, (unsigned)c->stack[D - 1].idx);
+        if (key_cmp(lcell_key(nc), lcell_klen(nc), lk, lkl) >= 0)
+            return bs_fail(BS_CORRUPT, "page %llu: keys out of order across leaves",
+                           ULL(c->stack[D - 1].pgno));
     }
     *out = pg;
     return BS_OK;
