@@ -207,6 +207,7 @@ class Layout:
         # freelist chain
         self.free = []
         self.freelist_pages = []
+        records = []
         pgno, seen = m["fl_head"], 0
         while pgno:
             if not self._claim(pgno, "freelist"):
@@ -215,13 +216,23 @@ class Layout:
             pg = self._check_page(pgno, PT_FREELIST)
             if pg is None:
                 break
-            cnt = u32(pg, 24)
-            self.free.extend(u64(pg, 40 + 8 * i) for i in range(cnt))
+            # records from the newest to the base: the newest mention of a page decides
+            nadd, ndel = u32(pg, 40), u32(pg, 44)
+            adds = [u64(pg, 48 + 8 * i) for i in range(nadd)]
+            dels = [u64(pg, 48 + 8 * (nadd + i)) for i in range(ndel)]
+            records.append((adds, dels))
             pgno = u64(pg, 32)
             seen += 1
             if seen > self.page_count:
                 self.problems.append("freelist chain loops")
                 break
+        decided = set()
+        for adds, dels in records:
+            for p in adds:
+                if p not in decided:
+                    decided.add(p)
+                    self.free.append(p)
+            decided.update(dels)
         if len(self.free) != m["fl_count"]:
             self.problems.append("freelist holds %d pages, meta says %d" % (len(self.free), m["fl_count"]))
         for p in self.free:

@@ -375,16 +375,20 @@ def test_structural_damage_detected(tmp_path, corpus, kind):
 def test_freelist_damage_detected(tmp_path, corpus):
     lay, data = corpus["layout"], corpus["data"]
     live = lay.live_pages()
-    for pgno in lay.freelist_pages[:2]:
+    # records with at least two "add" entries, so that the entry mutations hit adds
+    pages = [p for p in lay.freelist_pages if u32(data[p * P:(p + 1) * P], 40) >= 2]
+    assert pages, "corpus has no freelist record with two added pages"
+    for pgno in pages[:2]:
         orig = data[pgno * P:(pgno + 1) * P]
-        cnt = u32(orig, 24)
+        # format.h: next u64 @32, nadd u32 @40, ndel u32 @44, entries from 48 (adds first)
+        cnt = u32(orig, 40)
         muts = [
-            ("entry=live", lambda b: b.__setitem__(slice(40, 48), struct.pack("<Q", live[len(live) // 2]))),
-            ("entry=meta", lambda b: b.__setitem__(slice(40, 48), struct.pack("<Q", 1))),
-            ("entry=pc", lambda b: b.__setitem__(slice(40, 48), struct.pack("<Q", lay.page_count + 5))),
-            ("dup-entry", lambda b: b.__setitem__(slice(48, 56), bytes(b[40:48]))),
-            ("count=max", lambda b: b.__setitem__(slice(24, 28), struct.pack("<I", 0xFFFFFFFF))),
-            ("count-1", lambda b: b.__setitem__(slice(24, 28), struct.pack("<I", cnt - 1))),
+            ("entry=live", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", live[len(live) // 2]))),
+            ("entry=meta", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", 1))),
+            ("entry=pc", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", lay.page_count + 5))),
+            ("dup-entry", lambda b: b.__setitem__(slice(56, 64), bytes(b[48:56]))),
+            ("count=max", lambda b: b.__setitem__(slice(40, 44), struct.pack("<I", 0xFFFFFFFF))),
+            ("count-1", lambda b: b.__setitem__(slice(40, 44), struct.pack("<I", max(cnt, 1) - 1))),
             ("next=self", lambda b: b.__setitem__(slice(32, 40), struct.pack("<Q", pgno))),
             ("next=pc", lambda b: b.__setitem__(slice(32, 40), struct.pack("<Q", lay.page_count))),
             ("type=leaf", lambda b: b.__setitem__(4, 3)),
