@@ -883,8 +883,16 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
         if (!e->fr && (rc = dirty_reload(txn, e)) != BS_OK)
             return rc;
         src = e->fr->data;
-    } else if ((rc = pager_get(txn, pgno, 0, &src)) != BS_OK) {
-        return rc;
+    } else {
+        /* The caller read this page moments ago, but another thread may have evicted it from
+         * the shared cache since: reload it even in no-I/O mode (rare), because the caller may
+         * already have changed the tree above it. */
+        bool noio = txn->noio;
+        txn->noio = false;
+        rc = pager_get(txn, pgno, 0, &src);
+        txn->noio = noio;
+        if (rc != BS_OK)
+            return rc;
     }
     uint8_t *dst;
     uint64_t np;
@@ -1361,6 +1369,18 @@ static int write_meta(bs_db *db, const bs_meta *m)
     return BS_OK;
 }
 
+/* A commit failed after its meta page was (perhaps) written: overwrite that slot with zeros,
+ * best effort, so that a reopen in this boot finds the previous commit in the other slot
+ * (after a power cut either state is acceptable: the commit was never acknowledged). */
+static void retract_meta(bs_db *db, uint64_t txid)
+{
+    uint8_t *pg = calloc(1, db->page_size);
+    if (!pg)
+        return;
+    (void)(db->io->write_at(db->file, pg, db->page_size, (txid % 2) * (uint64_t)db->page_size));
+    free(pg);
+}
+
 int pager_write_initial(bs_db *db)
 {
     uint32_t P = db->page_size;
@@ -1772,11 +1792,13 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         goto fail;
     }
     if ((rc = write_meta(db, nm)) != BS_OK) {
+        retract_meta(db, nm->txid);
         atomic_store(&db->panic, 1);
         goto fail;
     }
     if (db->sync && (err = db->io->sync(db->file)) != 0) {
-        rc = bs_fail_io(err, "syncing the meta page of commit %llu", (unsigned long long)txn->txid);
+        rc = bs_fail_io(err, "syncing commit %llu", (unsigned long long)txn->txid);
+        retract_meta(db, nm->txid);
         atomic_store(&db->panic, 1);
         goto fail;
     }
