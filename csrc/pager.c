@@ -481,7 +481,7 @@ void pager_enter(bs_txn *txn)
 {
     bs_cache *c = &txn->db->cache;
     uint64_t e = atomic_load_explicit(&c->epoch, memory_order_acquire);
-    atomic_store_explicit(&txn->slot->epoch, e, memory_order_relaxed);
+    atomic_store_explicit(&txn->slot->epoch, e, memory_order_release);
     /* StoreLoad: the announcement is visible before we read any table entry (pairs with the
      * fence in cache_min_epoch) */
     atomic_thread_fence(memory_order_seq_cst);
