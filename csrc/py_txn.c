@@ -938,7 +938,9 @@ static PyMethodDef txn_methods[] = {
      "prefix=None) -> Iterator\n\n"
      "Iterate keys in [start, stop) in byte order (reverse: downwards from below stop), only\n"
      "those starting with prefix if given. Yields (key, value) memoryviews, or only keys or\n"
-     "values. A view stays valid until the next step: bytes(view) keeps it."},
+     "values. A view stays valid until the next step: bytes(view) keeps it. On a write\n"
+     "transaction the iterator continues after the last key it yielded, so it sees this\n"
+     "transaction's changes to keys it has not reached yet."},
     {"create_bucket", FASTKW(txn_create_bucket),
      "create_bucket(name, exist_ok=True)\n\nCreate a named bucket (Error if it exists and "
      "not exist_ok)."},
