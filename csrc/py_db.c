@@ -570,18 +570,18 @@ static PyObject *db_get_page_size(DBObject *self, void *c)
 
 static PyMethodDef db_methods[] = {
     {"begin", (PyCFunction)(void (*)(void))db_begin, METH_FASTCALL | METH_KEYWORDS,
-     "begin(write=False, *, bucket=None, timeout=None) -> Txn\n\n"
+     "begin($self, /, write=False, *, bucket=None, timeout=None)\n--\n\n"
      "Start a transaction: a read-only snapshot, or the one write transaction (waits for the\n"
      "writer lock, at most `timeout` seconds: LockedError on expiry). `bucket` binds the\n"
      "transaction's calls to a named bucket (BucketNotFoundError if it does not exist)."},
     {"close", (PyCFunction)db_close, METH_NOARGS,
-     "close()\n\nAbort live transactions (waiting for calls in flight on other threads) and\n"
+     "close($self, /)\n--\n\nAbort live transactions (waiting for calls in flight on other threads) and\n"
      "close the file. Idempotent."},
     {"check", (PyCFunction)db_check, METH_NOARGS,
-     "check()\n\nVerify the whole file; raise CorruptionError describing the first problem."},
-    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat() -> dict\n\nStatistics of the database."},
+     "check($self, /)\n--\n\nVerify the whole file; raise CorruptionError describing the first problem."},
+    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat($self, /)\n--\n\nStatistics of the database."},
     {"buckets", (PyCFunction)db_buckets, METH_NOARGS,
-     "buckets() -> list[str]\n\nSorted names of the named buckets."},
+     "buckets($self, /)\n--\n\nSorted names of the named buckets."},
     {"__enter__", (PyCFunction)db_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))db_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},

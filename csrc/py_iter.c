@@ -608,7 +608,7 @@ static PyObject *iter_iter(PyObject *self) { return Py_NewRef(self); }
 
 static PyMethodDef iter_methods[] = {
     {"seek", (PyCFunction)iter_seek, METH_O,
-     "seek(key) -> bool\n\nReposition at the first key >= key (reverse: the last key <= key)\n"
+     "seek($self, key, /)\n--\n\nReposition at the first key >= key (reverse: the last key <= key)\n"
      "inside the range; the next step yields it. False when there is none."},
     {NULL, NULL, 0, NULL},
 };

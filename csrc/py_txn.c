@@ -920,39 +920,39 @@ static void txn_dealloc(TxnObject *self)
 
 static PyMethodDef txn_methods[] = {
     {"get", FASTKW(txn_get),
-     "get(key, default=None, *, bucket=None) -> bytes\n\nThe value of key, or default."},
+     "get($self, /, key, default=None, *, bucket=None)\n--\n\nThe value of key, or default."},
     {"put", FASTKW(txn_put),
-     "put(key, value, *, overwrite=True, bucket=None) -> bool\n\n"
+     "put($self, /, key, value, *, overwrite=True, bucket=None)\n--\n\n"
      "Store value under key. With overwrite=False an existing key is kept and False returned."},
     {"delete", FASTKW(txn_delete),
-     "delete(key, *, bucket=None) -> bool\n\nRemove key; True if it existed."},
+     "delete($self, /, key, *, bucket=None)\n--\n\nRemove key; True if it existed."},
     {"pop", FASTKW(txn_pop),
      "pop(key[, default], *, bucket=None) -> bytes\n\n"
      "Remove key and return its value; default (or KeyError) when missing."},
     {"replace", FASTKW(txn_replace),
-     "replace(key, value, *, bucket=None) -> bytes | None\n\n"
+     "replace($self, /, key, value, *, bucket=None)\n--\n\n"
      "Store value under key and return the previous value (None if there was none)."},
-    {"count", FASTKW(txn_count), "count(bucket=None) -> int\n\nNumber of entries (O(1))."},
+    {"count", FASTKW(txn_count), "count($self, /, bucket=None)\n--\n\nNumber of entries (O(1))."},
     {"iter", FASTKW(txn_iter),
-     "iter(start=None, stop=None, *, reverse=False, bucket=None, keys=True, values=True, "
-     "prefix=None) -> Iterator\n\n"
+     "iter($self, /, start=None, stop=None, *, reverse=False, bucket=None, keys=True, "
+     "values=True, prefix=None)\n--\n\n"
      "Iterate keys in [start, stop) in byte order (reverse: downwards from below stop), only\n"
      "those starting with prefix if given. Yields (key, value) memoryviews, or only keys or\n"
      "values. A view stays valid until the next step: bytes(view) keeps it. On a write\n"
      "transaction the iterator continues after the last key it yielded, so it sees this\n"
      "transaction's changes to keys it has not reached yet."},
     {"create_bucket", FASTKW(txn_create_bucket),
-     "create_bucket(name, exist_ok=True)\n\nCreate a named bucket (Error if it exists and "
+     "create_bucket($self, /, name, exist_ok=True)\n--\n\nCreate a named bucket (Error if it exists and "
      "not exist_ok)."},
     {"drop_bucket", (PyCFunction)txn_drop_bucket, METH_O,
-     "drop_bucket(name) -> bool\n\nDrop a named bucket and all its data; False if missing."},
+     "drop_bucket($self, name, /)\n--\n\nDrop a named bucket and all its data; False if missing."},
     {"buckets", (PyCFunction)txn_buckets, METH_NOARGS,
-     "buckets() -> list[str]\n\nSorted names of the named buckets in this snapshot."},
+     "buckets($self, /)\n--\n\nSorted names of the named buckets in this snapshot."},
     {"commit", (PyCFunction)txn_commit, METH_NOARGS,
-     "commit()\n\nMake the changes durable and end the transaction (ClosedError if it already "
+     "commit($self, /)\n--\n\nMake the changes durable and end the transaction (ClosedError if it already "
      "ended)."},
     {"abort", (PyCFunction)txn_abort, METH_NOARGS,
-     "abort()\n\nDiscard the changes and end the transaction (no-op if it already ended)."},
+     "abort($self, /)\n--\n\nDiscard the changes and end the transaction (no-op if it already ended)."},
     {"__enter__", (PyCFunction)txn_enter_cm, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))txn_exit_cm, METH_FASTCALL, NULL},
     {"_savepoint", (PyCFunction)txn_savepoint, METH_NOARGS, "Push a savepoint."},
@@ -961,7 +961,7 @@ static PyMethodDef txn_methods[] = {
     {"_release", (PyCFunction)txn_release, METH_NOARGS,
      "Keep the changes since the newest savepoint and pop it."},
     {"_bind", FASTKW(txn_bind),
-     "_bind(bucket, create=False) -> Txn\n\nA view of this transaction whose calls default to\n"
+     "_bind($self, /, bucket, create=False)\n--\n\nA view of this transaction whose calls default to\n"
      "bucket; it shares the engine transaction and cannot commit or abort it."},
     {NULL, NULL, 0, NULL},
 };
