@@ -459,6 +459,7 @@ int bs_txn_enter(bs_txn *txn)
         return fail_forked();
     if (!atomic_compare_exchange_strong(&txn->busy, &zero, 1))
         return bs_fail(BS_INUSE, "the transaction is being used by another thread");
+    bs_clear_error();
     pager_enter(txn);
     return BS_OK;
 }
@@ -591,8 +592,12 @@ int bs_txn_rollback(bs_txn *txn)
         if (i < sp->nbuckets) {
             *txn->buckets[i] = sp->buckets[i];
         } else {
-            txn->buckets[i]->dropped = true; /* created after the savepoint */
-            memset(&txn->buckets[i]->tree, 0, sizeof(bs_tree));
+            /* opened after the savepoint: created then -> gone; merely opened -> its record
+             * in the (restored) catalog is the truth again: reload it on next use */
+            bs_bucket *b = txn->buckets[i];
+            b->stale = !b->created;
+            b->dropped = true;
+            memset(&b->tree, 0, sizeof(bs_tree));
         }
     }
     txn->catalog = sp->catalog;
@@ -623,6 +628,8 @@ static void release_all_savepoints(bs_txn *txn)
 
 /* ------------------------------------------------------------------ buckets */
 
+static int bucket_reload(bs_txn *txn, bs_bucket *b);
+
 static int check_name(const void *name, size_t nlen)
 {
     if (!name || nlen < 1 || nlen > BS_MAX_NAME)
@@ -650,6 +657,11 @@ int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bu
     if ((rc = check_name(name, nlen)) != BS_OK || (rc = txn_usable(txn)) != BS_OK)
         return rc;
     bs_bucket *b = find_handle(txn, name, nlen);
+    if (b && b->dropped && b->stale) {
+        rc = bucket_reload(txn, b);
+        if (rc != BS_OK && rc != BS_NOBUCKET)
+            return rc;
+    }
     if (b && !b->dropped) {
         *out = b;
         return BS_OK;
@@ -733,10 +745,31 @@ int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nl
     return rc == BS_NOTFOUND ? BS_OK : rc;
 }
 
+static int bucket_reload(bs_txn *txn, bs_bucket *b)
+{
+    bs_val v;
+    bs_tree t;
+    int rc = btree_get(txn, &txn->catalog, b->name, b->nlen, &v);
+    if (rc == BS_NOTFOUND) {
+        b->stale = false;
+        return bs_fail(BS_NOBUCKET, "bucket '%.*s' does not exist", (int)b->nlen,
+                       (const char *)b->name);
+    }
+    if (rc != BS_OK || (rc = decode_record(&v, txn->page_count, &t)) != BS_OK)
+        return rc;
+    b->tree = t;
+    b->stale = false;
+    b->dropped = false;
+    return BS_OK;
+}
+
 static int bucket_ok(bs_txn *txn, bs_bucket *b)
 {
-    if (BS_UNLIKELY(b->dropped))
+    if (BS_UNLIKELY(b->dropped)) {
+        if (b->stale)
+            return bucket_reload(txn, b);
         return bs_fail(BS_NOBUCKET, "bucket '%.*s' was dropped", (int)b->nlen, (const char *)b->name);
+    }
     return txn_usable(txn);
 }
 

@@ -63,6 +63,7 @@ struct bs_bucket {
     uint8_t nlen;        /* 0 for the default bucket */
     bool dropped;        /* dropped in this transaction (handle no longer usable) */
     bool created;        /* created in this transaction */
+    bool stale;          /* opened after a savepoint that was rolled back: reload from catalog */
     unsigned idx;        /* position in txn->buckets */
 };
 

@@ -246,6 +246,19 @@ static void test_big(void)
     CHECK(get1(t, b, "inner", 5, v, &vl) == BS_NOTFOUND);
     OK(get1(t, b, "outer", 5, v, &vl));
     CHECK(vl == 1 && v[0] == '1');
+    /* a bucket that exists but is first opened inside a savepoint survives its rollback */
+    OK(bs_txn_savepoint(t));
+    OK(bs_txn_enter(t));
+    OK(bs_bucket_open(t, "second", 6, 0, &b2));
+    bs_txn_leave(t);
+    OK(put1(t, b2, "tmp", 3, "t", 1));
+    OK(bs_txn_rollback(t));
+    OK(bs_txn_enter(t));
+    OK(bs_bucket_open(t, "second", 6, 0, &b2));
+    OK(bs_bucket_count(t, b2, &cnt));
+    bs_txn_leave(t);
+    CHECK(cnt == 30001);
+    CHECK(get1(t, b2, "tmp", 3, v, &vl) == BS_NOTFOUND);
     OK(bs_txn_savepoint(t));
     OK(put1(t, b, "kept", 4, "4", 1));
     OK(bs_txn_release(t));
