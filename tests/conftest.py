@@ -29,7 +29,7 @@ _common = dict(
                            HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
     print_blob=True,
 )
-settings.register_profile("ci", max_examples=25, stateful_step_count=40, **_common)
+settings.register_profile("ci", max_examples=50, stateful_step_count=40, **_common)
 settings.register_profile("long", max_examples=400, stateful_step_count=120, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "long" if LONG else "ci"))
 

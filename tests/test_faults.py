@@ -350,7 +350,7 @@ def powerloss_trial(tmp_path, trial_seed, base):
                         what="powerloss seed=%d k=%d mid=%s" % (trial_seed, k, mid))
 
 
-POWERLOSS_TRIALS = 2000 if LONG else 150
+POWERLOSS_TRIALS = 2500 if LONG else 300
 
 
 @pytest.mark.parametrize("block", range(4))
@@ -365,7 +365,7 @@ def test_powerloss(tmp_path, base_db, block):
 
 def test_powerloss_during_creation(tmp_path):
     outcomes = set()
-    for seed in range(300 if LONG else 60):
+    for seed in range(1000 if LONG else 100):
         path = str(tmp_path / ("c%d.bs" % seed))
         fio = _testing.FaultIO()
         fio.powerloss(seed)
