@@ -928,7 +928,9 @@ int bs_db_stat(bs_db *db, bs_stat *st)
     st->buckets = m.catalog.count;
     st->readers = nr;
     st->oldest_reader = nr ? oldest - 1 : 0;
+    pthread_mutex_lock(&db->cache.mu); /* nframes changes under cache.mu (pager.c) */
     st->cache_pages = db->cache.nframes;
+    pthread_mutex_unlock(&db->cache.mu);
     st->cache_hits = atomic_load(&db->cache.hits);
     st->cache_misses = atomic_load(&db->cache.misses);
     int err = db->io->size(db->file, &st->file_size);
