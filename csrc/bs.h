@@ -81,7 +81,7 @@ typedef struct bs_options {
  * handle holds the file lock), BS_IOERR, BS_MISUSE (bad option), BS_READONLY (readonly and
  * missing). */
 int bs_db_open(const char *path, const bs_options *opt, bs_db **out);
-/* Close: all transactions must have ended (else BS_BUSY-like BS_MISUSE and nothing happens).
+/* Close: all transactions must have ended (else BS_MISUSE and nothing happens).
  * In a child after fork() it only releases the child's memory and descriptor. */
 int bs_db_close(bs_db *db);
 uint32_t bs_db_page_size(const bs_db *db);
@@ -115,8 +115,11 @@ int bs_db_check(bs_db *db);
  * BS_LOCKED on expiry; BS_MISUSE if this thread already has an open write transaction;
  * BS_PANIC after a failed commit; BS_READONLY on a read-only database. */
 int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out);
-int bs_txn_commit(bs_txn *txn);   /* frees txn, also on failure */
-void bs_txn_abort(bs_txn *txn);   /* frees txn */
+/* Commit frees txn, also on failure; BS_INUSE (txn untouched) while another thread is inside
+ * it. Abort frees txn; it must not be called while another thread is inside the transaction
+ * (the binding serializes this). */
+int bs_txn_commit(bs_txn *txn);
+void bs_txn_abort(bs_txn *txn);
 int bs_txn_is_write(const bs_txn *txn);
 uint64_t bs_txn_id(const bs_txn *txn); /* snapshot txid (read) or the txid being built (write) */
 

@@ -509,6 +509,9 @@ int bs_txn_commit(bs_txn *txn)
     int rc = BS_OK;
     if (forked(db))
         return fail_forked();
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&txn->busy, &zero, 1))
+        return bs_fail(BS_INUSE, "the transaction is being used by another thread");
     if (!txn->write || txn->mod_seq == 0) {
         if (txn->write && txn->failed)
             rc = bs_fail(BS_BADTXN, "the transaction failed earlier; it was rolled back");

@@ -114,7 +114,9 @@ typedef struct bs_cache {
     uint32_t page_size;
     bs_frame **clock;               /* capacity slots */
     uint32_t cap, hand, nframes;
-    bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch */
+    bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch: a
+                                     * queue, oldest first (retired_at only grows) */
+    bs_frame *retired_tail;
     bs_frame *freelist;             /* reusable frames */
     uint32_t nfree;
     _Atomic uint64_t epoch;         /* global epoch, starts at 1 */

@@ -294,20 +294,18 @@ static void cache_reclaim(bs_cache *c)
     if (!c->retired && !c->retired_tables)
         return;
     uint64_t m = cache_min_epoch(c);
-    bs_frame **pp = &c->retired;
-    while (*pp) {
-        bs_frame *f = *pp;
-        if (f->retired_at < m) {
-            *pp = f->next;
-            if (c->nfree < FRAME_POOL_MAX) {
-                f->next = c->freelist;
-                c->freelist = f;
-                c->nfree++;
-            } else {
-                free(f);
-            }
+    /* the queue is ordered by retirement: free from the front while nobody can hold them */
+    while (c->retired && c->retired->retired_at < m) {
+        bs_frame *f = c->retired;
+        c->retired = f->next;
+        if (!c->retired)
+            c->retired_tail = NULL;
+        if (c->nfree < FRAME_POOL_MAX) {
+            f->next = c->freelist;
+            c->freelist = f;
+            c->nfree++;
         } else {
-            pp = &f->next;
+            free(f);
         }
     }
     bs_ctable **tp = &c->retired_tables;
@@ -325,8 +323,12 @@ static void cache_reclaim(bs_cache *c)
 static void cache_retire(bs_cache *c, bs_frame *f)
 {
     f->retired_at = atomic_fetch_add(&c->epoch, 1);
-    f->next = c->retired;
-    c->retired = f;
+    f->next = NULL;
+    if (c->retired_tail)
+        c->retired_tail->next = f;
+    else
+        c->retired = f;
+    c->retired_tail = f;
 }
 
 /* under c->mu: unlink the table entry of f */
@@ -1816,7 +1818,10 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     db->fl_chain = chain;
     db->fl_ndelta = ndelta;
     memset(&chain, 0, sizeof chain);
-    /* promote the written pages into the shared cache (they are now committed) */
+    /* promote the written pages into the shared cache (they are now committed). From here
+     * on this transaction holds no shared-cache pointer: stop pinning the epoch so that the
+     * frames this evicts can be reclaimed at once. */
+    pager_leave(txn);
     for (size_t i = 0; i < n; i++) {
         bs_frame *f = v[i]->fr, *got;
         v[i]->fr = NULL;
