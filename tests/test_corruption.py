@@ -516,3 +516,35 @@ def test_truncation(tmp_path, corpus):
         else:
             # only free pages (or padding) are missing: correct data or CorruptionError
             assert errs or 0 in matches, "truncated at %d: wrong data" % L
+
+
+def test_invalid_utf8_bucket_name_round_trips(tmp_path, corpus):
+    """A catalog name that is not valid UTF-8 (damage behind a valid checksum, or a file
+    written through the C API): the name db.buckets() returns must be usable as bucket= (or the
+    catalog reported as corrupt), never an unrelated exception."""
+    lay, data = corpus["layout"], corpus["data"]
+    pgno = lay.pages_of_kind("catalog-leaf")[0]
+    page = bytearray(data[pgno * P:(pgno + 1) * P])
+    c = u16(page, 32)  # first cell: klen u16, flags, pad, vlen u32, name
+    klen = u16(page, c)
+    assert klen > 1
+    page[c + 8 + klen - 1] = 0xFF  # never valid in UTF-8; the key order is unchanged
+    _fix_crc(page)
+    buf = bytearray(data)
+    buf[pgno * P:(pgno + 1) * P] = page
+    path = _write(tmp_path, buf)
+    with btree_store.DB(path) as db:
+        try:
+            names = db.buckets()
+        except CorruptionError:
+            return
+        bad = [n for n in names if not n.isprintable() or "\ufffd" in n or
+               any(0xDC80 <= ord(ch) <= 0xDCFF for ch in n)]
+        assert bad, "the damaged name did not come back"
+        with db.begin() as txn:
+            for n in bad:
+                try:
+                    list(txn.iter(bucket=n))
+                    txn.count(bucket=n)
+                except CorruptionError:
+                    pass
