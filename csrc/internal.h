@@ -174,6 +174,7 @@ struct bs_db {
     uint32_t page_shift;
     int readonly, sync;
     uint64_t fork_gen;      /* bs_fork_generation at open */
+    _Atomic int nowait_off; /* io->read_nowait unsupported here */
 
     pthread_mutex_t mu;     /* meta, readers, txn count */
     bs_meta meta;           /* newest commit (what new transactions see) */

@@ -38,6 +38,11 @@ typedef struct bs_io_methods {
     int (*lock)(bs_file *f, int kind);
     /* fsync the directory holding path (after creating the file). */
     int (*sync_dir)(void *arg, const char *path);
+    /* Optional (NULL = not available): read only if the whole range is already in the OS
+     * page cache, without blocking on the device. 0 with *got == len, else EAGAIN (would
+     * block, or only part is cached) or ENOTSUP. The pager uses it while holding the GIL and
+     * releases the GIL only for reads that must wait for the disk. */
+    int (*read_nowait)(bs_file *f, void *buf, size_t len, uint64_t off, size_t *got);
 } bs_io_methods;
 
 /* The real POSIX implementation (io_posix.c). */

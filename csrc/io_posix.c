@@ -105,6 +105,30 @@ static int posix_close(bs_file *f, int forked)
     return rc;
 }
 
+/* preadv2(RWF_NOWAIT): succeed only when the OS page cache holds the whole range. */
+static int posix_read_nowait(bs_file *f, void *buf, size_t len, uint64_t off, size_t *got)
+{
+    *got = 0;
+#if defined(__linux__) && defined(RWF_NOWAIT)
+    struct iovec iov = {buf, len};
+    if (off > (uint64_t)INT64_MAX || len > (size_t)1 << 30)
+        return ENOTSUP;
+    ssize_t r;
+    do {
+        r = preadv2(posix_fd(f), &iov, 1, (off_t)off, RWF_NOWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? EAGAIN : ENOTSUP;
+    if ((size_t)r < len)
+        return EAGAIN; /* partly cached, or the end of the file: let the blocking read decide */
+    *got = (size_t)r;
+    return 0;
+#else
+    (void)f; (void)buf; (void)len; (void)off;
+    return ENOTSUP;
+#endif
+}
+
 static int posix_read_at(bs_file *f, void *buf, size_t len, uint64_t off, size_t *got)
 {
     int fd = posix_fd(f);
@@ -321,4 +345,5 @@ const bs_io_methods bs_io_posix = {
     .truncate = posix_truncate,
     .lock = posix_lock,
     .sync_dir = posix_sync_dir,
+    .read_nowait = posix_read_nowait,
 };

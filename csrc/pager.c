@@ -815,14 +815,33 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
         *out = f->data;
         return BS_OK;
     }
-    if (txn->noio)
-        return BS_WOULDBLOCK;
+    bool nowait = false;
+    if (txn->noio) {
+        /* no-I/O mode (GIL held): a page the OS has cached costs a copy, not a wait */
+        if (!db->io->read_nowait || atomic_load_explicit(&db->nowait_off, memory_order_relaxed))
+            return BS_WOULDBLOCK;
+        nowait = true;
+    }
     txn->misses++;
     int rc;
     f = cache_frame_alloc(c);
     if (!f)
         return bs_fail(BS_NOMEM, "out of memory for the page cache");
-    if ((rc = read_page(db, pgno, f->data)) != BS_OK ||
+    if (nowait) {
+        size_t got = 0;
+        int err = db->io->read_nowait(db->file, f->data, db->page_size,
+                                      pgno * (uint64_t)db->page_size, &got);
+        if (err || got != db->page_size) {
+            if (err && err != EAGAIN)
+                atomic_store(&db->nowait_off, 1);
+            free(f);
+            return BS_WOULDBLOCK;
+        }
+        rc = BS_OK;
+    } else {
+        rc = read_page(db, pgno, f->data);
+    }
+    if (rc != BS_OK ||
         (rc = verify_page(db, f->data, pgno, txn->page_count, txn->txid)) != BS_OK) {
         free(f);
         return rc;
