@@ -155,8 +155,21 @@ def run_one(cls, folder, args, rnd_seed):
     return res
 
 
-def threaded_reads(cls, folder, args):
-    """Random reads from 1 and 2 threads on a DB larger than btree_store's cache."""
+def drop_os_cache(path):
+    """Evict a database's files from the OS page cache (Linux), so reads go to the device."""
+    files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in os.listdir(path)]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def threaded_reads(cls, folder, args, cold=False):
+    """Random reads from 1 and 2 threads on a DB larger than btree_store's cache. cold: the
+    OS page cache is emptied before each phase, so the reads wait for the device."""
     n = args.n
     path = os.path.join(folder, cls.name + "-mt")
     val = os.urandom(args.value_size)
@@ -167,12 +180,15 @@ def threaded_reads(cls, folder, args):
     st.fill((k, val) for k in ks)
     st.close()
     st = cls(path, cache_size=cache)
-    m = args.thread_reads
-    rnds = [random.Random(s) for s in (1, 2)]
+    m = args.thread_reads // (20 if cold else 1)
+    rnds = [random.Random(s) for s in (1, 2, 3)]
     plans = [[r.choice(ks) for _ in range(m)] for r in rnds]
-    st.reads(plans[0][:1000])
-    one = m / timed(lambda: st.reads(plans[0]))
-    ts = [threading.Thread(target=st.reads, args=(p,)) for p in plans]
+    if cold:
+        drop_os_cache(path)
+    else:
+        st.reads(plans[2][:1000])
+    one = m / timed(lambda: st.reads(plans[2]))
+    ts = [threading.Thread(target=st.reads, args=(p,)) for p in plans[:2]]
 
     def both():
         for t in ts:
@@ -180,6 +196,8 @@ def threaded_reads(cls, folder, args):
         for t in ts:
             t.join()
 
+    if cold:
+        drop_os_cache(path)
     two = 2 * m / timed(both)
     st.close()
     return one, two
@@ -208,7 +226,15 @@ def main(argv=None):
         print("%-26s %14.0f %14.0f %8.2f" % ("random reads, 1 thread", b1, l1, b1 / l1))
         print("%-26s %14.0f %14.0f %8.2f" % ("random reads, 2 threads", b2, l2, b2 / l2))
         print("2 threads / 1 thread: btree_store %.2fx, lmdb %.2fx (DB %d MiB, btree_store "
-              "cache 1/8 of it)" % (b2 / b1, l2 / l1, args.n * (16 + args.value_size) >> 20))
+              "cache 1/8 of it, data in the OS page cache)" % (
+                  b2 / b1, l2 / l1, args.n * (16 + args.value_size) >> 20))
+        if hasattr(os, "posix_fadvise"):
+            b1, b2 = threaded_reads(BS, folder, args, cold=True)
+            l1, l2 = threaded_reads(LM, folder, args, cold=True)
+            print("%-26s %14.0f %14.0f %8.2f" % ("cold reads, 1 thread", b1, l1, b1 / l1))
+            print("%-26s %14.0f %14.0f %8.2f" % ("cold reads, 2 threads", b2, l2, b2 / l2))
+            print("2 threads / 1 thread, OS cache emptied first: btree_store %.2fx, lmdb %.2fx"
+                  % (b2 / b1, l2 / l1))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
