@@ -2,6 +2,8 @@
 
 Extra compiler flags come from the environment (CFLAGS), so CI can add -Werror or
 sanitizers without editing this file. BTREE_STORE_DEBUG=1 builds with -O0 -g.
+
+Layer: build tooling; compiles csrc/ (engine + binding) and packages python/btree_store.
 """
 import glob
 import os

@@ -23,6 +23,7 @@
  * (format.h). The default bucket's record lives in the meta page itself. Bucket records are
  * written back to the catalog at commit for every bucket whose tree changed.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -35,6 +36,17 @@ _Atomic uint64_t bs_fork_generation = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void on_fork_child(void) { atomic_fetch_add(&bs_fork_generation, 1); }
 static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+/* A number unique to the calling thread for the life of the process (pthread_t values are
+ * reused once a thread exits, which would make a new thread look like a dead writer). */
+static _Atomic uint64_t thread_counter;
+static _Thread_local uint64_t thread_token;
+static uint64_t bs_thread_token(void)
+{
+    if (!thread_token)
+        thread_token = atomic_fetch_add(&thread_counter, 1) + 1;
+    return thread_token;
+}
 
 static inline bool forked(const bs_db *db)
 {
@@ -300,7 +312,7 @@ static int bucket_handle_new(bs_txn *txn, const void *name, size_t nlen, const b
 
 static int wait_writer(bs_db *db, long timeout_ms)
 {
-    pthread_t self = pthread_self();
+    uint64_t self = bs_thread_token();
     struct timespec deadline;
     if (timeout_ms > 0) {
         clock_gettime(CLOCK_REALTIME, &deadline);
@@ -312,7 +324,7 @@ static int wait_writer(bs_db *db, long timeout_ms)
         }
     }
     pthread_mutex_lock(&db->wmu);
-    if (db->writer_active && pthread_equal(db->writer_thread, self)) {
+    if (db->writer_active && db->writer_thread == self) {
         pthread_mutex_unlock(&db->wmu);
         return bs_fail(BS_MISUSE, "this thread already has an open write transaction "
                                   "(commit or abort it first)");
@@ -522,6 +534,7 @@ int bs_txn_commit(bs_txn *txn)
         txn_free(txn);
         return bs_fail(BS_BADTXN, "the transaction failed earlier; it was rolled back");
     }
+    assert(!atomic_load(&db->panic)); /* invariant 5: no writer starts after a failed commit */
     txn->noio = false;
     pager_enter(txn);
     release_all_savepoints(txn);

@@ -184,7 +184,7 @@ struct bs_db {
     pthread_mutex_t wmu;    /* writer lock state */
     pthread_cond_t wcond;
     int writer_active;
-    pthread_t writer_thread;
+    uint64_t writer_thread; /* bs_thread_token() of the writer (never reused, unlike pthread_t) */
 
     _Atomic int panic;      /* invariant 5 */
     bs_freelist fl;         /* writer-owned */

@@ -36,6 +36,7 @@
  *  transaction that may hold a pointer (announced in its epoch slot between bs_txn_enter and
  *  bs_txn_leave) has moved past that epoch.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -846,6 +847,7 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
         free(f);
         return rc;
     }
+    assert(pg_pgno(f->data) == pgno); /* invariant 4: verified before it is shared */
     f->pgno = pgno;
     cache_insert(c, f, 0, &f);
     *out = f->data;
@@ -948,6 +950,20 @@ int pager_free(bs_txn *txn, uint64_t pgno)
     return pgvec_push(&txn->freed, pgno);
 }
 
+#ifndef NDEBUG
+/* Invariant 1: a page this transaction writes lies beyond the base commit's high-water mark
+ * or was on the base commit's freelist (taken by this transaction). Debug builds only. */
+static bool page_is_ours_to_write(bs_txn *txn, uint64_t pgno)
+{
+    if (pgno >= txn->meta.page_count)
+        return true;
+    for (size_t i = 0; i < txn->alloc_from_free.n; i++)
+        if (txn->alloc_from_free.v[i] == pgno)
+            return true;
+    return false;
+}
+#endif
+
 /* ------------------------------------------------------------------ overflow runs */
 
 int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
@@ -979,6 +995,7 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
         iov[k++] = (struct iovec){(void *)data, len};
     if (pad)
         iov[k++] = (struct iovec){(void *)zeros, pad};
+    assert(page_is_ours_to_write(txn, first)); /* invariant 1 */
     int err = db->io->writev_at(db->file, iov, k, first * (uint64_t)P);
     if (err) {
         rc = bs_fail_io(err, "writing overflow pages %llu..%llu", (unsigned long long)first,
@@ -1115,6 +1132,7 @@ static int cmp_ent(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+
 /* Write the given in-memory entries (sorted by pgno), coalescing neighbours into writev. */
 static int write_entries(bs_txn *txn, bs_dirty_ent **ents, size_t n)
 {
@@ -1126,6 +1144,7 @@ static int write_entries(bs_txn *txn, bs_dirty_ent **ents, size_t n)
         size_t k = 0;
         uint64_t start = ents[i]->pgno;
         while (i < n && k < 256 && ents[i]->pgno == start + k) {
+            assert(page_is_ours_to_write(txn, ents[i]->pgno)); /* invariant 1 */
             uint8_t *pg = ents[i]->fr->data;
             put32(pg + PH_CRC, page_crc(pg, P));
             iov[k].iov_base = pg;
@@ -1553,6 +1572,8 @@ void pager_release_pending(bs_db *db, uint64_t oldest)
     size_t keep = 0;
     for (size_t i = 0; i < fl->npend; i++) {
         bs_pending *p = &fl->pend[i];
+        /* invariant 2: pages freed by commit F may be reused only when every live reader's
+         * snapshot is >= F (a snapshot older than F can still reach them) */
         if (p->txid <= oldest &&
             freelist_merge(&fl->reusable, p->pages.v, p->pages.n) == BS_OK) {
             pgvec_free(&p->pages);

@@ -3,6 +3,8 @@
  * test_crc32c.c - CRC32C: check values, the dispatched implementation against the portable
  * table on every length 0..1100 (and page-sized buffers) at every alignment, chained calls.
  * With argument "bench": time both on 4 KiB pages.
+ *
+ * Layer: test program; calls only crc32c.h.
  */
 #include <stdint.h>
 #include <stdio.h>

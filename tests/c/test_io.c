@@ -4,6 +4,8 @@
  * truncate, sync, flock conflicts, close after fork keeps the lock) and the fault controller
  * (fail_nth, sticky, tear at a 512 boundary, powerloss + crash: the file is always the
  * durable base plus some whole/torn subset of the unsynced writes, then the handle is dead).
+ *
+ * Layer: test program; calls only io.h (the I/O tables), nothing above them.
  */
 #include <errno.h>
 #include <fcntl.h>

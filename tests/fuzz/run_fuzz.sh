@@ -4,6 +4,7 @@
 #
 # Usage: tests/fuzz/run_fuzz.sh [seconds]    (default 60; BTREE_STORE_FUZZ_SECONDS overrides)
 # Needs clang (Debian: apt-get install clang). Exits non-zero on any crash or sanitizer report.
+# Layer: test tooling; builds the engine's C files with the fuzz target, never the binding.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${BTREE_STORE_FUZZ_SECONDS:-${1:-60}}"

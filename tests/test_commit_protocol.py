@@ -1,0 +1,143 @@
+"""test_commit_protocol.py - the commit protocol's edge cases, deterministically.
+
+- Single-fsync commits (format.h "commit list"): a small commit writes its pages and its meta
+  page before one fsync, and the meta lists every page it wrote with its CRC. Opening must fall
+  back to the previous commit when any listed page is missing, torn, or still holds older
+  contents; and must use the new commit when all of them arrived.
+- Large commits (more pages than a meta page can list) use two fsyncs and carry no list.
+- The writer lock belongs to a thread for the life of the process: a new thread that happens
+  to reuse a dead thread's id is not mistaken for the owner of its write transaction.
+
+Layer: tests only; the public Python API plus raw reads/writes of the file (format.h offsets).
+"""
+import struct
+import threading
+
+import pytest
+
+import btree_store
+from btree_store import _testing
+
+P = 4096
+META_LIST_N, META_LIST, ENT = 144, 152, 12
+
+
+def meta_pages(data):
+    """(txid, slot, [(pgno, crc)]) for both meta pages, newest first."""
+    out = []
+    for slot in (0, 1):
+        pg = data[slot * P:(slot + 1) * P]
+        txid = struct.unpack_from("<Q", pg, 16)[0]
+        n = struct.unpack_from("<I", pg, META_LIST_N)[0]
+        lst = [struct.unpack_from("<QI", pg, META_LIST + ENT * i) for i in range(min(n, 64))]
+        out.append((txid, slot, lst))
+    return sorted(out, reverse=True)
+
+
+def build(path):
+    """Commit A (many pages, two fsyncs) then commit B (one small put: single fsync)."""
+    db = btree_store.DB(path)
+    with db.begin(write=True) as txn:
+        for i in range(6000):
+            txn.put(b"k%05d" % i, b"a" * 60)
+    with db.begin(write=True) as txn:
+        txn.put(b"k00010", b"B")
+    db.close()
+    with open(path, "rb") as f:
+        return bytearray(f.read())
+
+
+def contents(path):
+    with btree_store.DB(path) as db:
+        db.check()
+        with db.begin() as txn:
+            return txn.get(b"k00010"), len(txn)
+
+
+@pytest.mark.parametrize("damage", ["zero", "bitflip", "older"])
+def test_single_sync_commit_falls_back_when_a_listed_page_is_bad(tmp_path, damage):
+    path = str(tmp_path / "s.bs")
+    data = build(path)
+    (txb, slotb, listb), (txa, _, lista) = meta_pages(data)
+    assert txb == txa + 1
+    assert lista == [], "the big first commit must have used two fsyncs (no list)"
+    assert 0 < len(listb) <= 64, "the one-put commit must be a single-fsync commit"
+    assert contents(path) == (b"B", 6000)
+    pgno, _crc = listb[len(listb) // 2]
+    page = bytearray(data[pgno * P:(pgno + 1) * P])
+    if damage == "zero":
+        page[:] = bytes(P)                     # the write never reached the disk
+    elif damage == "bitflip":
+        page[P // 2] ^= 0x10                   # a torn / damaged write
+    else:
+        # the page still holds a valid older version of itself (a lost write): same number,
+        # valid checksum, but an older txid
+        struct.pack_into("<Q", page, 16, txa)
+        struct.pack_into("<I", page, 0, _testing.crc32c(bytes(page[4:])))
+    data[pgno * P:(pgno + 1) * P] = page
+    with open(path, "wb") as f:
+        f.write(data)
+    # the commit is not complete: opening must give exactly the previous commit
+    assert contents(path) == (b"a" * 60, 6000)
+    with btree_store.DB(path) as db:
+        assert db.stat()["txid"] == txa
+        # and the database keeps working from there: the next commit reuses B's slot
+        with db.begin(write=True) as txn:
+            txn.put(b"k00010", b"C")
+        db.check()
+    assert contents(path) == (b"C", 6000)
+
+
+def test_single_sync_commit_used_when_complete(tmp_path):
+    path = str(tmp_path / "s.bs")
+    data = build(path)
+    (txb, _, listb), _ = meta_pages(data)
+    # every listed page carries the listed CRC and the commit's txid
+    for pgno, crc in listb:
+        page = data[pgno * P:(pgno + 1) * P]
+        assert struct.unpack_from("<I", page, 0)[0] == crc
+        assert struct.unpack_from("<Q", page, 16)[0] == txb
+    assert contents(path) == (b"B", 6000)
+
+
+def test_damaged_newest_meta_falls_back_to_previous(tmp_path):
+    path = str(tmp_path / "s.bs")
+    data = build(path)
+    (txb, slotb, _), (txa, _, _) = meta_pages(data)
+    data[slotb * P + 200] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    assert contents(path) == (b"a" * 60, 6000)
+
+
+def test_writer_identity_is_not_a_reused_thread_id(tmp_path):
+    db = btree_store.DB(str(tmp_path / "t.bs"))
+    held = []
+
+    def start_and_exit():
+        held.append(db.begin(write=True))  # the thread exits with the transaction open
+
+    t = threading.Thread(target=start_and_exit)
+    t.start()
+    t.join()
+    errors = []
+
+    def try_write():
+        try:
+            db.begin(write=True, timeout=0.2)
+        except Exception as e:  # noqa: BLE001 - recorded and checked below
+            errors.append(e)
+
+    # new threads (the OS may hand out the dead thread's id again) must wait and time out,
+    # not be told they already own the write transaction
+    for _ in range(5):
+        t = threading.Thread(target=try_write)
+        t.start()
+        t.join()
+    assert len(errors) == 5
+    assert all(isinstance(e, btree_store.LockedError) for e in errors), errors
+    held[0].abort()
+    with db.begin(write=True) as txn:
+        txn.put(b"x", b"y")
+    db.check()
+    db.close()
