@@ -350,7 +350,7 @@ def powerloss_trial(tmp_path, trial_seed, base):
                         what="powerloss seed=%d k=%d mid=%s" % (trial_seed, k, mid))
 
 
-POWERLOSS_TRIALS = 2500 if LONG else 300
+POWERLOSS_TRIALS = 5000 if LONG else 800  # 4 blocks: 3,200 trials by default
 
 
 @pytest.mark.parametrize("block", range(4))
