@@ -141,3 +141,30 @@ def test_writer_identity_is_not_a_reused_thread_id(tmp_path):
         txn.put(b"x", b"y")
     db.check()
     db.close()
+
+
+def test_cache_hits_make_no_io_calls(tmp_path):
+    """Once the pages are cached, gets, scans and read transactions call no I/O function."""
+    fio = _testing.FaultIO()
+    db = btree_store.DB(str(tmp_path / "c.bs"), _io=fio)
+    with db.begin(write=True) as txn:
+        for i in range(5000):
+            txn.put(b"%06d" % i, b"v" * 50)
+    with db.begin() as txn:  # warm: every page is in the cache after this
+        assert sum(1 for _ in txn.iter()) == 5000
+    before = fio.count("any")
+    for _ in range(3):
+        with db.begin() as txn:
+            for i in range(0, 5000, 7):
+                assert txn.get(b"%06d" % i) == b"v" * 50
+            assert sum(1 for _ in txn.iter(reverse=True)) == 5000
+    assert fio.count("any") == before
+    # a write transaction that only touches cached pages makes no I/O call until commit
+    txn = db.begin(write=True)
+    for i in range(0, 5000, 11):
+        txn.put(b"%06d" % i, b"w")
+    assert fio.count("any") == before
+    txn.commit()
+    assert fio.count("write") > 0 and fio.count("sync") > 0
+    db.check()
+    db.close()
