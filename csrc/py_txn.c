@@ -641,9 +641,22 @@ PyObject *py_txn_buckets(TxnObject *self)
     if (!(list = PyList_New((Py_ssize_t)nl.n)))
         goto done;
     for (size_t i = 0, start = 0; i < nl.n; start = nl.end[i], i++) {
+        /* names are written as UTF-8 (py_bucket_name): anything else is damage (behind a valid
+         * checksum) or a file written through the C API; report it rather than hand out a
+         * name that could not be passed back as bucket= */
         PyObject *s = PyUnicode_DecodeUTF8(nl.buf + start, (Py_ssize_t)(nl.end[i] - start),
-                                           "surrogateescape");
+                                           "strict");
         if (!s) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                PyErr_Clear();
+                PyObject *raw = PyBytes_FromStringAndSize(nl.buf + start,
+                                                          (Py_ssize_t)(nl.end[i] - start));
+                if (raw) {
+                    PyErr_Format(self->st->CorruptionError,
+                                 "the bucket catalog holds a name that is not UTF-8: %R", raw);
+                    Py_DECREF(raw);
+                }
+            }
             Py_CLEAR(list);
             goto done;
         }
