@@ -439,6 +439,19 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
 
 /* ------------------------------------------------------------------ get */
 
+/* The value of a leaf cell: a pointer into the page, or the overflow run it lives in. */
+static void cell_value(const uint8_t *c, bs_val *out)
+{
+    out->len = lcell_vlen(c);
+    if (lcell_flags(c) & LEAF_F_OVERFLOW) {
+        out->data = NULL;
+        out->ovpgno = lcell_ovpgno(c);
+    } else {
+        out->data = lcell_val(c);
+        out->ovpgno = 0;
+    }
+}
+
 int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out)
 {
     unsigned D = t->depth;
@@ -459,15 +472,7 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
     unsigned i = leaf_search(pg, key, klen, &exact);
     if (!exact)
         return BS_NOTFOUND;
-    const uint8_t *c = node_cell(pg, i);
-    out->len = lcell_vlen(c);
-    if (lcell_flags(c) & LEAF_F_OVERFLOW) {
-        out->data = NULL;
-        out->ovpgno = lcell_ovpgno(c);
-    } else {
-        out->data = lcell_val(c);
-        out->ovpgno = 0;
-    }
+    cell_value(node_cell(pg, i), out);
     return BS_OK;
 }
 
@@ -1291,13 +1296,6 @@ int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
     key->data = lcell_key(c);
     key->len = lcell_klen(c);
     key->ovpgno = 0;
-    val->len = lcell_vlen(c);
-    if (lcell_flags(c) & LEAF_F_OVERFLOW) {
-        val->data = NULL;
-        val->ovpgno = lcell_ovpgno(c);
-    } else {
-        val->data = lcell_val(c);
-        val->ovpgno = 0;
-    }
+    cell_value(c, val);
     return BS_OK;
 }
