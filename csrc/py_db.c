@@ -81,7 +81,7 @@ static void db_release_io(DBObject *self)
 static int db_close_impl(DBObject *self)
 {
     self->closed = 1;
-    while (self->closing) /* another thread is inside bs_db_close: wait for it to finish */
+    while (self->switching) /* another thread is opening or closing the handle: wait */
         db_sleep_ms(1);
     if (!self->db)
         return 0;
@@ -119,20 +119,27 @@ static int db_close_impl(DBObject *self)
         if (!self->txns && self->active == 0)
             break;
         db_sleep_ms(1);
-        if (!self->db || self->closing) { /* another thread's close() got there first */
-            while (self->closing)
+        if (!self->db || self->switching) { /* another thread's close() got there first */
+            while (self->switching)
                 db_sleep_ms(1);
             return 0;
         }
     }
     bs_db *d = self->db;
     self->db = NULL;
-    self->closing = 1;
+    self->switching = 1;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = bs_db_close(d);
     Py_END_ALLOW_THREADS
-    self->closing = 0;
+    self->switching = 0;
+    if (rc == BS_MISUSE) {
+        /* An engine transaction we do not know of is still open: nothing was closed; keep
+         * the handle (and its I/O) so that a later close() can finish the job. */
+        self->db = d;
+        py_raise(self->st, rc);
+        return -1;
+    }
     db_release_io(self);
     if (rc != BS_OK) {
         py_raise(self->st, rc);
@@ -223,6 +230,16 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
         Py_DECREF(fspath);
         return -1;
     }
+    /* __fspath__ may have let another thread in: check again, with no Python code from here
+     * to the open (which marks the handle as switching, so close() and __init__ wait). */
+    while (self->switching)
+        db_sleep_ms(1);
+    if (self->db) {
+        Py_DECREF(fspath);
+        Py_DECREF(pbytes);
+        PyErr_SetString(self->st->Error, "DB.__init__ called on an open database");
+        return -1;
+    }
     if (io != Py_None) {
         struct bs_fault *fc = py_faultio_acquire(self->st, io);
         if (!fc) {
@@ -238,9 +255,11 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     bs_db *d = NULL;
     int rc;
     const char *cpath = PyBytes_AS_STRING(pbytes);
+    self->switching = 1;
     Py_BEGIN_ALLOW_THREADS
     rc = bs_db_open(cpath, &opt, &d);
     Py_END_ALLOW_THREADS
+    self->switching = 0;
     Py_DECREF(pbytes);
     if (rc != BS_OK) {
         Py_DECREF(fspath);
@@ -297,12 +316,17 @@ static void db_dealloc(DBObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return; /* resurrected */
+    if (self->db && !self->txns && self->active == 0) {
+        /* Still open: a subclass's __del__ replaced our finalizer (slot_tp_finalize does not
+         * chain to the base's), or closing failed. Nothing can be using the handle now:
+         * every Txn holds a reference to us. */
+        db_finalize(self);
+    }
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->db) {
-        /* Only when the finalizer could not close (see db_close_impl): never free a handle
-         * that a call might be using; leak it instead. */
+        /* Only when closing failed: never free a handle that might be in use; leak it. */
         self->db = NULL;
     }
     db_release_io(self);
@@ -341,8 +365,15 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
             return NULL;
         }
     }
-    if (py_db_check_usable(self) < 0)
+    /* Allocated before the engine transaction exists: from bs_txn_begin to the link into
+     * our list nothing may allocate, as a collection could run a finalizer that closes us. */
+    TxnObject *txn = py_txn_alloc(self, write, bucket);
+    if (!txn)
         return NULL;
+    if (py_db_check_usable(self) < 0) {
+        Py_DECREF(txn);
+        return NULL;
+    }
 
     bs_txn *t = NULL;
     int rc;
@@ -359,10 +390,9 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
         for (;;) {
             long slice = 100;
             if (timeout >= 0) {
-                double left = deadline - db_now();
-                long ms = left <= 0 ? 0 : (long)ceil(left * 1000.0);
-                if (ms < slice)
-                    slice = ms;
+                double left_ms = (deadline - db_now()) * 1000.0; /* compared as a double: */
+                if (left_ms < (double)slice)                    /* it may be 1e303 */
+                    slice = left_ms <= 0 ? 0 : (long)ceil(left_ms);
             }
             bs_db *d = self->db;
             self->active++;
@@ -374,30 +404,29 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
                 break;
             if (timeout >= 0 && db_now() >= deadline)
                 break;
-            if (PyErr_CheckSignals() < 0)
+            if (PyErr_CheckSignals() < 0 || py_db_check_usable(self) < 0) {
+                Py_DECREF(txn);
                 return NULL;
-            if (py_db_check_usable(self) < 0)
-                return NULL;
+            }
         }
     }
     if (rc != BS_OK) {
         if (rc == BS_MISUSE && write)
-            return py_raise_msg(self->st->Error,
-                                "this thread already has an open write transaction on this "
-                                "database (commit or abort it first)");
-        return py_raise(self->st, rc);
+            py_raise_msg(self->st->Error, "this thread already has an open write transaction "
+                                          "on this database (commit or abort it first)");
+        else
+            py_raise(self->st, rc);
+        Py_DECREF(txn);
+        return NULL;
     }
     if (self->closed) {
         /* close() ran while we waited: it is waiting for us to leave. */
         bs_txn_abort(t);
+        Py_DECREF(txn);
         PyErr_SetString(self->st->ClosedError, "database is closed");
         return NULL;
     }
-    TxnObject *txn = py_txn_new(self, t, write, bucket);
-    if (!txn) {
-        bs_txn_abort(t);
-        return NULL;
-    }
+    py_txn_attach(txn, t);
     if (bucket) {
         bs_txn *et = py_txn_enter(txn, 0);
         if (!et) {

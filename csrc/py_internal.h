@@ -112,7 +112,8 @@ int py_add_type(PyObject *m, const char *name, PyTypeObject *tp);
 /* Make a heap type impossible to instantiate from Python. */
 void py_no_new(PyTypeObject *tp);
 
-/* Get a read-only contiguous buffer of a bytes-like argument (str -> TypeError). what names
+/* Get a read-only contiguous buffer of a bytes-like argument (str -> TypeError; a
+ * non-contiguous buffer is copied into a contiguous one). what names
  * the argument in messages. */
 int py_get_bytes(PyObject *o, Py_buffer *view, const char *what);
 
@@ -126,7 +127,8 @@ typedef struct DBObject {
     PyObject *path;            /* os.fspath(path) as given */
     PyObject *io;              /* FaultIO object or NULL */
     int closed;                /* set first by close(): new calls raise ClosedError */
-    int closing;               /* a thread is inside bs_db_close */
+    int switching;             /* a thread is inside bs_db_open (__init__) or bs_db_close
+                                * with the GIL released: others wait for it */
     int readonly;
     size_t max_key;
     uint32_t page_size;
@@ -163,8 +165,11 @@ typedef struct TxnObject {
 #define PY_TXN_ROOT(t) ((t)->root ? (t)->root : (t))
 
 int py_txn_init_type(PyObject *m, py_state *st);
-/* A new root Txn over an engine transaction (takes ownership of txn; links it into db). */
-TxnObject *py_txn_new(DBObject *db, bs_txn *txn, int write, PyObject *bucket);
+/* A new root Txn, not yet attached to an engine transaction (a finished one until then).
+ * py_txn_attach gives it txn (ownership) and links it into db's list; it allocates nothing,
+ * so no finalizer (that might close the DB) runs between bs_txn_begin and the link. */
+TxnObject *py_txn_alloc(DBObject *db, int write, PyObject *bucket);
+void py_txn_attach(TxnObject *self, bs_txn *txn);
 /* Abort the engine transaction of a root Txn (if live) and unlink it. GIL held. */
 void py_txn_finish(TxnObject *root);
 /* Start a data call: checks (closed, finished, forked, write, busy), bs_txn_enter, marks

@@ -211,10 +211,13 @@ static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v
     PyObject **vslot = it->values ? &it->vmv : NULL;
     if (it->keys && it->values) {
         /* Empty our tuple when only we hold it (it is refilled below without allocating),
-         * so that its old views do not pin the buffers; else let the holder keep it. */
+         * so that its old views do not pin the buffers; else let the holder keep it. Empty
+         * means None, never NULL: an allocation below may run a finalizer that finds the
+         * tuple (gc.get_objects()) and reads its items. */
         if (it->result && Py_REFCNT(it->result) == 1) {
-            Py_CLEAR(((PyTupleObject *)it->result)->ob_item[0]);
-            Py_CLEAR(((PyTupleObject *)it->result)->ob_item[1]);
+            PyObject **items = ((PyTupleObject *)it->result)->ob_item;
+            Py_SETREF(items[0], Py_NewRef(Py_None));
+            Py_SETREF(items[1], Py_NewRef(Py_None));
         } else {
             Py_CLEAR(it->result);
         }
@@ -251,9 +254,9 @@ static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v
         return -1;
     if (it->keys && it->values) {
         if (it->result) {
-            PyTupleObject *tup = (PyTupleObject *)it->result;
-            tup->ob_item[0] = Py_NewRef(it->kmv);
-            tup->ob_item[1] = Py_NewRef(it->vmv);
+            PyObject **items = ((PyTupleObject *)it->result)->ob_item;
+            Py_SETREF(items[0], Py_NewRef(it->kmv));
+            Py_SETREF(items[1], Py_NewRef(it->vmv));
             if (!PyObject_GC_IsTracked(it->result)) /* the GC may have untracked it */
                 PyObject_GC_Track(it->result);
         } else if (!(it->result = PyTuple_Pack(2, it->kmv, it->vmv))) {

@@ -314,6 +314,22 @@ int py_get_bytes(PyObject *o, Py_buffer *view, const char *what)
         return -1;
     }
     if (PyObject_GetBuffer(o, view, PyBUF_SIMPLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            /* Not C-contiguous (e.g. memoryview(b)[::2]): use a contiguous copy. */
+            PyErr_Clear();
+            PyObject *copy = PyBytes_FromObject(o);
+            if (copy) {
+                int r = PyObject_GetBuffer(copy, view, PyBUF_SIMPLE);
+                Py_DECREF(copy); /* the view keeps it alive */
+                return r;
+            }
+            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "%s: %.100s does not export a usable buffer",
+                             what, Py_TYPE(o)->tp_name);
+            }
+            return -1;
+        }
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError, "%s must be a bytes-like object, not %.100s", what,

@@ -101,7 +101,7 @@ static PyObject *txn_raise(TxnObject *self, const py_name *nm, int rc)
     return py_raise(self->st, rc);
 }
 
-TxnObject *py_txn_new(DBObject *db, bs_txn *txn, int write, PyObject *bucket)
+TxnObject *py_txn_alloc(DBObject *db, int write, PyObject *bucket)
 {
     TxnObject *self = PyObject_GC_New(TxnObject, db->st->Txn_type);
     if (!self)
@@ -109,18 +109,24 @@ TxnObject *py_txn_new(DBObject *db, bs_txn *txn, int write, PyObject *bucket)
     self->st = db->st;
     self->db = (DBObject *)Py_NewRef((PyObject *)db);
     self->root = NULL;
-    self->txn = txn;
+    self->txn = NULL;
     self->bucket = bucket ? Py_NewRef(bucket) : NULL;
     self->write = write;
     self->busy = 0;
     self->busy_thread = 0;
     self->ended_by_close = 0;
-    self->id = bs_txn_id(txn);
+    self->id = 0;
     self->prev = self->next = NULL;
     self->weakreflist = NULL;
-    py_db_link_txn(db, self);
     PyObject_GC_Track(self);
     return self;
+}
+
+void py_txn_attach(TxnObject *self, bs_txn *txn)
+{
+    self->txn = txn;
+    self->id = bs_txn_id(txn);
+    py_db_link_txn(self->db, self);
 }
 
 /* ---- argument helpers ---- */
@@ -263,7 +269,7 @@ static PyObject *txn_put(TxnObject *self, PyObject *const *args, Py_ssize_t narg
                          PyObject *kwnames)
 {
     static const char *const names[] = {"key", "value", "overwrite", "bucket", NULL};
-    static const py_argspec spec = {"put", names, 2, 2};
+    static const py_argspec spec = {"put", names, 3, 2};
     PyObject *a[4];
     if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
@@ -504,8 +510,10 @@ static PyObject *txn_iter(TxnObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *a[7];
     if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
-    int reverse = py_arg_bool(a[2], 0), keys = py_arg_bool(a[4], 1), values = py_arg_bool(a[5], 1);
-    if (reverse < 0 || keys < 0 || values < 0)
+    /* One at a time: a __bool__ that raises must not run the next one with its error set. */
+    int reverse, keys, values;
+    if ((reverse = py_arg_bool(a[2], 0)) < 0 || (keys = py_arg_bool(a[4], 1)) < 0 ||
+        (values = py_arg_bool(a[5], 1)) < 0)
         return NULL;
     py_name nm;
     if (py_txn_bucket(self, a[3], &nm) < 0)
@@ -935,7 +943,7 @@ static PyMethodDef txn_methods[] = {
     {"get", FASTKW(txn_get),
      "get($self, /, key, default=None, *, bucket=None)\n--\n\nThe value of key, or default."},
     {"put", FASTKW(txn_put),
-     "put($self, /, key, value, *, overwrite=True, bucket=None)\n--\n\n"
+     "put($self, /, key, value, overwrite=True, *, bucket=None)\n--\n\n"
      "Store value under key. With overwrite=False an existing key is kept and False returned."},
     {"delete", FASTKW(txn_delete),
      "delete($self, /, key, *, bucket=None)\n--\n\nRemove key; True if it existed."},
