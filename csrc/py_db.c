@@ -277,22 +277,28 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void db_finalize(DBObject *self)
+/* Close, reporting a failure as unraisable (ctx: the object named in the report, or NULL);
+ * the caller's pending exception is kept. */
+static void db_close_unraisable(DBObject *self, PyObject *ctx)
 {
-    if (!self->db)
-        return;
 #if PY_VERSION_HEX >= 0x030C0000
     PyObject *saved = PyErr_GetRaisedException();
     if (db_close_impl(self) < 0)
-        PyErr_WriteUnraisable((PyObject *)self);
+        PyErr_WriteUnraisable(ctx);
     PyErr_SetRaisedException(saved);
 #else
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (db_close_impl(self) < 0)
-        PyErr_WriteUnraisable((PyObject *)self);
+        PyErr_WriteUnraisable(ctx);
     PyErr_Restore(et, ev, tb);
 #endif
+}
+
+static void db_finalize(DBObject *self)
+{
+    if (self->db)
+        db_close_unraisable(self, (PyObject *)self);
 }
 
 static int db_traverse(DBObject *self, visitproc visit, void *arg)
@@ -316,15 +322,16 @@ static void db_dealloc(DBObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return; /* resurrected */
-    if (self->db && !self->txns && self->active == 0) {
-        /* Still open: a subclass's __del__ replaced our finalizer (slot_tp_finalize does not
-         * chain to the base's), or closing failed. Nothing can be using the handle now:
-         * every Txn holds a reference to us. */
-        db_finalize(self);
-    }
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->db && !self->txns && self->active == 0) {
+        /* Still open: a subclass's __del__ replaced our finalizer (slot_tp_finalize does not
+         * chain to the base's), or closing failed. Nothing can be using the handle now:
+         * every Txn holds a reference to us, and no other thread can reach us any more
+         * (untracked, weak references cleared) while bs_db_close runs without the GIL. */
+        db_close_unraisable(self, NULL);
+    }
     if (self->db) {
         /* Only when closing failed: never free a handle that might be in use; leak it. */
         self->db = NULL;
