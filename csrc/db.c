@@ -608,10 +608,11 @@ int bs_txn_rollback(bs_txn *txn)
         if (i < sp->nbuckets) {
             *txn->buckets[i] = sp->buckets[i];
         } else {
-            /* opened after the savepoint: created then -> gone; merely opened -> its record
-             * in the (restored) catalog is the truth again: reload it on next use */
+            /* opened after the savepoint: its record in the (restored) catalog is the truth
+             * again, whether it was created, dropped or re-created since: reload it on next
+             * use (a bucket created after the savepoint is then simply not found) */
             bs_bucket *b = txn->buckets[i];
-            b->stale = !b->created;
+            b->stale = true;
             b->dropped = true;
             memset(&b->tree, 0, sizeof(bs_tree));
         }

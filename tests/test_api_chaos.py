@@ -1008,6 +1008,36 @@ def test_subclass_with_del_still_closes(tmp_path):
     db.close()
 
 
+def test_rollback_restores_bucket_dropped_and_recreated_inside_savepoint(db):
+    """Found by a model-based stress of write transactions: a bucket that existed before a
+    savepoint, first opened inside it, dropped and created again, was gone after the
+    rollback (BucketNotFoundError) although the restored catalog holds it."""
+    with db.begin(write=True) as txn:
+        txn.create_bucket("b1")
+        txn.put(b"k", b"v", bucket="b1")
+    with db.begin(write=True) as txn:
+        txn._savepoint()
+        assert txn.drop_bucket("b1")
+        txn.create_bucket("b1")
+        txn.put(b"new", b"x", bucket="b1")
+        txn._rollback()
+        assert txn.buckets() == ["b1"]
+        assert txn.get(b"k", bucket="b1") == b"v"
+        assert txn.get(b"new", bucket="b1") is None
+        assert txn.count(bucket="b1") == 1
+        txn.put(b"k2", b"v2", bucket="b1")
+    with db.begin() as txn:
+        assert [bytes(k) for k in txn.iter(bucket="b1", values=False)] == [b"k", b"k2"]
+    # and a bucket created inside the savepoint is gone after the rollback
+    with db.begin(write=True) as txn:
+        txn._savepoint()
+        txn.create_bucket("tmp")
+        txn._rollback()
+        assert txn.buckets() == ["b1"]
+        with pytest.raises(btree_store.BucketNotFoundError):
+            txn.get(b"k", bucket="tmp")
+
+
 # ------------------------------------------------------------------ (b) thread chaos
 
 class _Shared:
