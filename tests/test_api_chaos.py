@@ -21,6 +21,7 @@ Layer: tests only; public Python API of btree_store (plus the private _bind/_sav
 methods that exec_multi uses).
 """
 import array
+import bisect
 import copy
 import errno
 import faulthandler
@@ -1090,13 +1091,33 @@ def _model_stress(path, seed):
                         txn._release()
                         saved.pop()
                 elif op == 15:
-                    iters.append(txn.iter(bucket=b, reverse=rnd.random() < 0.5))
+                    iters.append([b, txn.iter(bucket=b, reverse=rnd.random() < 0.5), None])
                 elif op == 16 and iters:
-                    try:
-                        for kv in itertools.islice(rnd.choice(iters), rnd.randrange(1, 30)):
-                            bytes(kv[0]), bytes(kv[1])
-                    except btree_store.BucketNotFoundError:
-                        pass
+                    # next() continues after the last key it returned, in the current state
+                    entry = rnd.choice(iters)
+                    ib, it, last = entry
+                    for _ in range(rnd.randrange(1, 30)):
+                        try:
+                            k, v = next(it)
+                            k, v = bytes(k), bytes(v)
+                        except StopIteration:
+                            k = None
+                        except btree_store.BucketNotFoundError:
+                            assert ib not in m
+                            iters.remove(entry)  # an iterator that raised is finished
+                            break
+                        keys = sorted(m[ib])
+                        if it.reverse:
+                            i = bisect.bisect_left(keys, last) if last is not None else len(keys)
+                            exp = keys[i - 1] if i > 0 else None
+                        else:
+                            i = bisect.bisect_right(keys, last) if last is not None else 0
+                            exp = keys[i] if i < len(keys) else None
+                        assert k == exp and (k is None or v == m[ib][k]), (k, exp)
+                        if k is None:
+                            iters.remove(entry)
+                            break
+                        entry[2] = last = k
                 elif op == 17:
                     assert txn.get(key, bucket=b) == m[b].get(key)
                 elif op == 18:
