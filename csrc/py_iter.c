@@ -21,9 +21,11 @@
  * iterator sees the transaction's own writes to keys it has not reached yet.
  *
  * States: INIT (nothing loaded), PENDING (seek() loaded an item that next() yields without
- * stepping), YIELDED (the loaded item was yielded; next() steps), DONE (exhausted; seek()
- * may revive). it.key / it.value are bytes copies of the loaded item (None in INIT/DONE);
- * like every other use, they raise ClosedError once the transaction ended.
+ * stepping), YIELDED (the loaded item was yielded; next() steps), DONE (exhausted, or an
+ * engine error such as BucketNotFoundError or DiskError was raised by a step: like a
+ * generator, it then stops; seek() may revive it). it.key / it.value are bytes copies of the
+ * loaded item (None in INIT/DONE); like every other use, they raise ClosedError once the
+ * transaction ended.
  */
 #include "py_internal.h"
 
@@ -630,7 +632,10 @@ static PyMemberDef iter_members[] = {
 };
 
 static PyType_Slot iter_slots[] = {
-    {Py_tp_doc, "An iterator over a key range of one bucket (see Txn.iter)."},
+    {Py_tp_doc, "An iterator over a key range of one bucket (see Txn.iter).\n\n"
+                "After a step raised an error from the database (BucketNotFoundError, "
+                "DiskError, ...)\nthe iterator is finished, as a generator would be; "
+                "seek() repositions it."},
     {Py_tp_dealloc, iter_dealloc},
     {Py_tp_traverse, iter_traverse},
     {Py_tp_clear, iter_clear},
