@@ -714,7 +714,6 @@ int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bu
         txn->failed = true;
         return rc;
     }
-    b->created = true;
     b->tree.dirty = true;
     txn->mod_seq++;
     *out = b;

@@ -62,7 +62,6 @@ struct bs_bucket {
     uint8_t name[BS_MAX_NAME];
     uint8_t nlen;        /* 0 for the default bucket */
     bool dropped;        /* dropped in this transaction (handle no longer usable) */
-    bool created;        /* created in this transaction */
     bool stale;          /* opened after a savepoint that was rolled back: reload from catalog */
     unsigned idx;        /* position in txn->buckets */
 };
