@@ -4,7 +4,7 @@
  * Layer: CPython binding; calls the engine only through bs.h. bs_db_open, bs_txn_begin,
  * bs_db_check, bs_db_stat and bs_db_close run with the GIL released.
  *
- * Closing (issue 4): close() first sets `closed` (every new call raises ClosedError), then
+ * Closing: close() first sets `closed` (every new call raises ClosedError), then
  * aborts every live transaction that no thread is inside, waits (GIL released, short sleeps)
  * until the calls in flight on other threads have left the engine, aborts the rest, and only
  * then calls bs_db_close. A DB is closed by its finalizer when the last reference goes.

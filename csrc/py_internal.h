@@ -10,7 +10,7 @@
  *   BufObject   (py_iter.c)    a byte buffer exporting the buffer protocol with an export count
  *   FaultIOObject (py_testing.c) a bs_fault controller (tests only)
  *
- * Threads and the GIL (issue 4):
+ * Threads and the GIL:
  *  - A data call on a transaction runs between py_txn_enter() and py_txn_leave(). Enter marks
  *    the root Txn busy (a second thread gets Error at once) and counts the call in the DB's
  *    `active` counter; DB.close() waits for that counter to fall to zero before it aborts the

@@ -4,7 +4,7 @@
  *
  * Layer: CPython binding; calls the engine only through bs.h (cursor API).
  *
- * Buffers and views (issue 3): each step copies the current key and value out of the page
+ * Buffers and views: each step copies the current key and value out of the page
  * (before bs_txn_leave) into buffers the iterator owns, and yields memoryviews over them.
  *  - A _Buffer counts its exports (live memoryviews). With no export it may be resized
  *    (realloc); with exports it is overwritten in place when big enough, else replaced by a

@@ -1,4 +1,4 @@
-"""test_api.py - issue 2: the core Python API (put/get/delete, mapping protocol, transactions,
+"""test_api.py - the core Python API (put/get/delete, mapping protocol, transactions,
 context managers, snapshots, exceptions, closed/readonly handles, stat, persistence).
 
 Layer: tests only; public Python API of btree_store.

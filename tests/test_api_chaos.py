@@ -1,4 +1,4 @@
-"""test_api_chaos.py - try to crash, hang, deadlock or corrupt the binding (issues 2 and 4).
+"""test_api_chaos.py - try to crash, hang, deadlock or corrupt the binding.
 
 (a) test_random_call_sequences: hypothesis draws random sequences of calls on DB, Txn, bound
     Txn, Iterator and the memoryviews iterators yield: every public method, property and

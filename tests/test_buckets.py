@@ -1,4 +1,4 @@
-"""test_buckets.py - issue 3: named buckets (create/drop/list, names, missing buckets),
+"""test_buckets.py - named buckets (create/drop/list, names, missing buckets),
 multi-bucket atomic commits, abort of create+fill+drop, page reuse after drop, O(1) counts,
 pop/replace, and the closure API db.exec / db.view / db.exec_multi.
 

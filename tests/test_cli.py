@@ -1,4 +1,4 @@
-"""test_cli.py - issue 2: README command (1) runs the demo: `python -m btree_store demo`
+"""test_cli.py - README command (1) runs the demo: `python -m btree_store demo`
 creates a database in a temporary folder, writes, reads, commits, reopens and prints what it did.
 
 Layer: tests only; runs the package's __main__ in a child interpreter.

@@ -1,4 +1,4 @@
-"""test_corruption.py - issue 5: corrupt files. Flip bits and bytes in every kind of page
+"""test_corruption.py - corrupt files. Flip bits and bytes in every kind of page
 (meta, branch, leaf, overflow, freelist, catalog), break page structure behind a valid
 checksum, and truncate the file at many lengths: opening, reading, iterating and checking
 raise CorruptionError (naming the page for checksum failures), never crash, hang or silently

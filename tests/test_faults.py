@@ -1,4 +1,4 @@
-"""test_faults.py - issue 5: crash safety proven by simulation with btree_store._testing.FaultIO.
+"""test_faults.py - crash safety proven by simulation with btree_store._testing.FaultIO.
 
 - SQLite-style loops: for n = 1, 2, ...: run a fixed workload (first creation of the file,
   growth, overflow values, bucket creation and drop, a transaction freeing many pages) with the

@@ -1,4 +1,4 @@
-"""test_files.py - issue 2: the file itself. Foreign files, newer format versions, truncated
+"""test_files.py - the file itself. Foreign files, newer format versions, truncated
 and empty files; the on-disk format read back by an independent Python parser (tests/_format.py)
 including invariant 3 (no page leaked or owned twice); freelist reuse within a session and
 across close/reopen (pages freed by the last commit before a close are not lost).

@@ -1,4 +1,4 @@
-"""test_iterators.py - issue 3: txn.iter() ranges, reverse, prefix, seek, key/value properties,
+"""test_iterators.py - txn.iter() ranges, reverse, prefix, seek, key/value properties,
 keys=/values= flags, memoryviews over reused buffers, ClosedError after the transaction ends,
 iteration of a write transaction that changes under the iterator, constant memory (tracemalloc).
 
@@ -334,7 +334,7 @@ def _load(db, n):
 
 def test_iteration_memory_does_not_grow(open_db):
     small_n = 20000
-    big_n = 1000000  # the issue asks for one million records
+    big_n = 1000000  # a million records: the claim is "no allocation per step", at scale
     small = open_db()
     _load(small, small_n)
     big = open_db()

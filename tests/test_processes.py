@@ -1,4 +1,4 @@
-"""test_processes.py - issue 4, processes: the file lock (a second writer process, readonly
+"""test_processes.py - processes: the file lock (a second writer process, readonly
 openers while a writer is active, readers together), fork() children that touch an inherited
 DB, multiprocessing with the fork start method, and a writer process killed mid-commit.
 

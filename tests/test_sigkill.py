@@ -1,4 +1,4 @@
-"""test_sigkill.py - issue 2: a child process commits a stream of numbered transactions
+"""test_sigkill.py - a child process commits a stream of numbered transactions
 (sync=True) and prints each number after commit returns; the parent SIGKILLs it at a random
 moment, reopens, runs the checker and compares with a model: the database holds exactly the
 last acknowledged commit (or the next one, if the kill landed between commit and print).

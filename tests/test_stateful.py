@@ -1,8 +1,8 @@
 """test_stateful.py - hypothesis state machines against dict models.
 
-CoreMachine (issue 2): put/get/delete/commit/abort/reopen plus an open read snapshot, on the
+CoreMachine: put/get/delete/commit/abort/reopen plus an open read snapshot, on the
 default bucket, small pages so that trees split, merge and use overflow runs.
-BucketMachine (issue 3): several buckets (create/drop), counts, iterators on random ranges in
+BucketMachine: several buckets (create/drop), counts, iterators on random ranges in
 both directions checked against sorted() of the model, seek, commit/abort/reopen.
 Both run db.check() after every reopen and in teardown.
 

@@ -1,4 +1,4 @@
-"""test_threads.py - issue 4, threads: MVCC snapshots stay identical while a writer commits,
+"""test_threads.py - threads: MVCC snapshots stay identical while a writer commits,
 a long-lived reader pins pages (stat reports it) but never corrupts, writers serialize exactly,
 writer-lock timeout, no self-deadlock, dropped write transactions release the lock, objects
 used from several threads at once, and closing a DB while other threads use it.

@@ -1,4 +1,4 @@
-"""test_types_limits.py - issue 2: accepted types, wrong types, empty keys, key/value size
+"""test_types_limits.py - accepted types, wrong types, empty keys, key/value size
 limits, large (overflow) values, the page_size option.
 
 Layer: tests only; public Python API of btree_store.
