@@ -944,14 +944,9 @@ typedef struct bt_exts {
 
 static int ext_add(bt_exts *e, uint64_t pgno, uint64_t n, uint32_t vlen, bool ov)
 {
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? 2 * e->cap : 256;
-        bt_ext *nv = realloc(e->v, cap * sizeof *nv);
-        if (!nv)
-            return bs_fail(BS_NOMEM, "out of memory dropping a tree");
-        e->v = nv;
-        e->cap = cap;
-    }
+    int rc = bs_grow(&e->v, &e->cap, e->n + 1, sizeof *e->v, 256, "the pages of a dropped tree");
+    if (rc)
+        return rc;
     e->v[e->n++] = (bt_ext){pgno, n, vlen, ov};
     e->pages += n;
     if (e->pages > e->limit)

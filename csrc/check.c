@@ -2,8 +2,8 @@
  * check.c - the integrity checker (bs_db_check, bbolt's Tx.Check): verifies architecture
  * invariants 3 and 4 for the snapshot of a read transaction (txn->meta).
  *
- * Layer: calls pager.c (pager_get, pager_read_freelist, pager_ov_check, pgvec_*), btree.c
- * (btree_verify_page) and util.c (bs_fail). Reads only; changes nothing.
+ * Layer: calls pager.c (pager_get, pager_read_freelist, pager_ov_check), freelist.c
+ * (pgvec_*), btree.c (btree_verify_page) and util.c (bs_fail). Reads only; changes nothing.
  *
  * Every page below meta.page_count gets exactly one owner: the two meta pages, the freelist
  * chain pages and the free pages they list, and the pages (nodes and overflow runs) of the
@@ -100,14 +100,9 @@ static int chk_catalog_entry(chk *ck, uint64_t pgno, const uint8_t *c)
     if ((lcell_flags(c) & LEAF_F_OVERFLOW) || lcell_vlen(c) != BREC_SIZE)
         return chk_fail(ck, "catalog entry with a bad bucket record", pgno);
     const uint8_t *r = lcell_val(c);
-    if (ck->nbk == ck->capbk) {
-        size_t cap = ck->capbk ? 2 * ck->capbk : 16;
-        chk_bucket *nb = realloc(ck->bk, cap * sizeof *nb);
-        if (!nb)
-            return bs_fail(BS_NOMEM, "out of memory checking the catalog");
-        ck->bk = nb;
-        ck->capbk = cap;
-    }
+    int rc = bs_grow(&ck->bk, &ck->capbk, ck->nbk + 1, sizeof *ck->bk, 16, "the catalog check");
+    if (rc)
+        return rc;
     chk_bucket *b = &ck->bk[ck->nbk++];
     memcpy(b->name, lcell_key(c), klen);
     b->nlen = (uint8_t)klen;

@@ -3,7 +3,9 @@
  * snapshot isolation, the reader registry, buckets and the catalog, savepoints, commit
  * orchestration, stat and check.
  *
- * Layer: calls btree.c, check.c and pager.c (and io through db->io for open/lock/close).
+ * Layer: calls btree.c, check.c, pager.c, and the cache (cache.h), the freelist (freelist.h)
+ * and the meta pages (meta.h) through their interfaces only (and io through db->io for
+ * open/lock/close).
  *
  * Concurrency model
  *  - db->mu guards db->meta (the newest commit), the reader registry and db->ntxn; it is held
@@ -14,7 +16,7 @@
  *    of deadlocking on itself.
  *  - A read transaction copies the meta at begin and never changes; page pointers it gets
  *    from the shared cache stay valid between bs_txn_enter and bs_txn_leave (epoch slots in
- *    pager.c). bs_txn_enter fails with BS_INUSE when two threads use one transaction at once.
+ *    cache.c). bs_txn_enter fails with BS_INUSE when two threads use one transaction at once.
  *  - fork(): pthread_atfork bumps bs_fork_generation in the child; every entry point compares
  *    it with the generation recorded at open and answers BS_FORKED. The child never touches
  *    the parent's lock (closing a forked handle only closes the descriptor).
@@ -30,7 +32,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
+#include "freelist.h"
 #include "internal.h"
+#include "meta.h"
 
 _Atomic uint64_t bs_fork_generation = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -64,13 +69,8 @@ static void db_free(bs_db *db)
 {
     if (!db)
         return;
-    if (db->cache.clock)
-        cache_destroy(&db->cache);
-    pgvec_free(&db->fl.reusable);
-    for (size_t i = 0; i < db->fl.npend; i++)
-        pgvec_free(&db->fl.pend[i].pages);
-    free(db->fl.pend);
-    pgvec_free(&db->fl_chain);
+    cache_close(db->cache);
+    freelist_destroy(&db->fl);
     free(db->readers);
     free(db->fl_broken);
     free(db->path);
@@ -78,48 +78,6 @@ static void db_free(bs_db *db)
     pthread_mutex_destroy(&db->wmu);
     pthread_cond_destroy(&db->wcond);
     free(db);
-}
-
-/* True when the file is what a crash during creation leaves: no more than the two meta pages,
- * and either all zeros or our magic with transaction id 0 in every meta slot that has it.
- * Anything else without a valid meta (a foreign file, a damaged database) is refused. */
-static bool interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize)
-{
-    uint8_t hdr[64];
-    size_t got = 0;
-    if (db->io->read_at(db->file, hdr, sizeof hdr, 0, &got) != 0)
-        return false;
-    if (got >= META_MAGIC + BS_MAGIC_LEN && memcmp(hdr + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0) {
-        uint32_t p = get32(hdr + META_PAGESIZE);
-        if (p >= BS_PAGE_MIN && p <= BS_PAGE_MAX && !(p & (p - 1)))
-            psize = p;
-        if (pg_txid(hdr) != 0)
-            return false;
-    }
-    if (fsize > 2ull * psize)
-        return false;
-    uint8_t *buf = malloc(fsize ? fsize : 1);
-    if (!buf)
-        return false;
-    bool ok = db->io->read_at(db->file, buf, fsize, 0, &got) == 0 && got == fsize;
-    for (uint64_t slot = 0; ok && slot < 2; slot++) {
-        uint64_t off = slot * psize;
-        if (off >= fsize)
-            break;
-        size_t n = fsize - off < psize ? (size_t)(fsize - off) : psize;
-        bool zero = true;
-        for (size_t i = 0; i < n && zero; i++)
-            zero = buf[off + i] == 0;
-        if (zero)
-            continue;
-        /* a torn creation write leaves a prefix of our image: magic (if it got that far) and
-         * a zero txid */
-        ok = n >= META_MAGIC + BS_MAGIC_LEN &&
-             memcmp(buf + off + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN) == 0 &&
-             pg_txid(buf + off) == 0 && buf[off + PH_TYPE] == PT_META;
-    }
-    free(buf);
-    return ok;
 }
 
 int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
@@ -184,16 +142,16 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
             goto fail;
         }
         fresh = 1;
-    } else if ((rc = pager_read_meta(db, &m)) != BS_OK) {
+    } else if ((rc = meta_read(db, &m)) != BS_OK) {
         /* An interrupted creation never held a commit: starting it again loses nothing. */
         if (rc == BS_IOERR || rc == BS_FULL || rc == BS_VERSION || o.readonly ||
-            !interrupted_creation(db, fsize, o.page_size))
+            !meta_interrupted_creation(db, fsize, o.page_size))
             goto fail;
         fresh = 1;
     }
     if (fresh) {
         db->page_size = o.page_size;
-        if ((rc = pager_write_initial(db)) != BS_OK)
+        if ((rc = meta_create(db)) != BS_OK)
             goto fail;
         if (created && db->sync && (err = db->io->sync_dir(o.io_arg, path)) != 0) {
             rc = bs_fail_io(err, "syncing the directory of %s", path);
@@ -204,15 +162,14 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     db->meta = m;
     for (db->page_shift = 0; (1u << db->page_shift) < db->page_size; db->page_shift++)
         ;
-    if ((rc = cache_init(&db->cache, db->page_size, o.cache_size)) != BS_OK)
+    if ((rc = cache_open(db->page_size, o.cache_size, &db->cache)) != BS_OK)
         goto fail;
-    db->spill_limit = db->cache.cap > 1024 ? db->cache.cap : 1024;
+    db->spill_limit = cache_capacity(db->cache) > 1024 ? cache_capacity(db->cache) : 1024;
     if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
         /* The data is still readable: open, refuse writes, let check() report it. */
         if (rc != BS_CORRUPT || !(db->fl_broken = strdup(bs_errmsg())))
             goto fail;
-        pgvec_free(&db->fl.reusable);
-        pgvec_free(&db->fl_chain);
+        freelist_destroy(&db->fl);
         bs_clear_error();
     }
     *out = db;
@@ -271,14 +228,10 @@ static int reader_add_locked(bs_db *db, uint64_t snap, size_t *idx)
             *idx = i;
             return BS_OK;
         }
-    if (db->nreaders == db->capreaders) {
-        size_t nc = db->capreaders ? db->capreaders * 2 : 16;
-        bs_reader *nr = realloc(db->readers, nc * sizeof *nr);
-        if (!nr)
-            return bs_fail(BS_NOMEM, "out of memory");
-        db->readers = nr;
-        db->capreaders = nc;
-    }
+    int rc = bs_grow(&db->readers, &db->capreaders, db->nreaders + 1, sizeof *db->readers, 16,
+                     "the reader table");
+    if (rc)
+        return rc;
     db->readers[db->nreaders].snap = snap;
     *idx = db->nreaders++;
     return BS_OK;
@@ -289,14 +242,10 @@ static int reader_add_locked(bs_db *db, uint64_t snap, size_t *idx)
 static int bucket_handle_new(bs_txn *txn, const void *name, size_t nlen, const bs_tree *t,
                              bs_bucket **out)
 {
-    if (txn->nbuckets == txn->capbuckets) {
-        size_t nc = txn->capbuckets ? txn->capbuckets * 2 : 8;
-        bs_bucket **nb = realloc(txn->buckets, nc * sizeof *nb);
-        if (!nb)
-            return bs_fail(BS_NOMEM, "out of memory");
-        txn->buckets = nb;
-        txn->capbuckets = nc;
-    }
+    int rc = bs_grow(&txn->buckets, &txn->capbuckets, txn->nbuckets + 1, sizeof *txn->buckets,
+                     8, "the bucket handles");
+    if (rc)
+        return rc;
     bs_bucket *b = calloc(1, sizeof *b);
     if (!b)
         return bs_fail(BS_NOMEM, "out of memory");
@@ -388,7 +337,7 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
     txn->db = db;
     txn->write = write;
     atomic_init(&txn->busy, 0);
-    txn->slot = cache_slot_acquire(&db->cache);
+    txn->slot = cache_slot_acquire(db->cache);
     if (!txn->slot) {
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto fail_nolock;
@@ -397,7 +346,7 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
     txn->meta = db->meta;
     if (write) {
         uint64_t oldest = oldest_reader_locked(db, NULL); /* snapshot + 1, or UINT64_MAX */
-        pager_release_pending(db, oldest == UINT64_MAX ? UINT64_MAX : oldest - 1);
+        freelist_release(&db->fl, oldest == UINT64_MAX ? UINT64_MAX : oldest - 1);
         txn->txid = txn->meta.txid + 1;
     } else {
         txn->txid = txn->meta.txid;
@@ -421,7 +370,7 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
     return BS_OK;
 fail_nolock:
     if (txn) {
-        cache_slot_release(&db->cache, txn->slot);
+        cache_slot_release(db->cache, txn->slot);
         free(txn);
     }
     if (write)
@@ -436,11 +385,8 @@ static void txn_free(bs_txn *txn)
     for (size_t i = 0; i < txn->nbuckets; i++)
         free(txn->buckets[i]);
     free(txn->buckets);
-    cache_slot_release(&db->cache, txn->slot);
-    if (txn->hits)
-        atomic_fetch_add_explicit(&db->cache.hits, txn->hits, memory_order_relaxed);
-    if (txn->misses)
-        atomic_fetch_add_explicit(&db->cache.misses, txn->misses, memory_order_relaxed);
+    cache_slot_release(db->cache, txn->slot);
+    cache_count(db->cache, txn->hits, txn->misses);
     pthread_mutex_lock(&db->mu);
     if (!txn->write)
         db->readers[txn->reader_idx].snap = 0;
@@ -576,14 +522,9 @@ int bs_txn_savepoint(bs_txn *txn)
     int rc = txn_usable(txn);
     if (rc)
         return rc;
-    if (txn->nsp == txn->capsp) {
-        size_t nc = txn->capsp ? txn->capsp * 2 : 4;
-        bs_savepoint *ns = realloc(txn->sp, nc * sizeof *ns);
-        if (!ns)
-            return bs_fail(BS_NOMEM, "out of memory");
-        txn->sp = ns;
-        txn->capsp = nc;
-    }
+    if ((rc = bs_grow(&txn->sp, &txn->capsp, txn->nsp + 1, sizeof *txn->sp, 4,
+                      "the savepoints")) != BS_OK)
+        return rc;
     bs_savepoint *sp = &txn->sp[txn->nsp];
     memset(sp, 0, sizeof *sp);
     sp->buckets = malloc(txn->nbuckets * sizeof *sp->buckets);
@@ -933,7 +874,7 @@ int bs_db_stat(bs_db *db, bs_stat *st)
     pthread_mutex_lock(&db->mu);
     bs_meta m = db->meta;
     uint64_t oldest = oldest_reader_locked(db, &nr);
-    st->pinned_pages = nr ? pager_pinned_pages(db, oldest - 1) : 0;
+    st->pinned_pages = nr ? freelist_pinned(&db->fl, oldest - 1) : 0;
     pthread_mutex_unlock(&db->mu);
     st->page_size = db->page_size;
     st->page_count = m.page_count;
@@ -944,11 +885,7 @@ int bs_db_stat(bs_db *db, bs_stat *st)
     st->buckets = m.catalog.count;
     st->readers = nr;
     st->oldest_reader = nr ? oldest - 1 : 0;
-    pthread_mutex_lock(&db->cache.mu); /* nframes changes under cache.mu (pager.c) */
-    st->cache_pages = db->cache.nframes;
-    pthread_mutex_unlock(&db->cache.mu);
-    st->cache_hits = atomic_load(&db->cache.hits);
-    st->cache_misses = atomic_load(&db->cache.misses);
+    cache_stats(db->cache, &st->cache_pages, &st->cache_hits, &st->cache_misses);
     int err = db->io->size(db->file, &st->file_size);
     if (err)
         return bs_fail_io(err, "reading the file size");

@@ -5,10 +5,13 @@
  *   db.c       public API (bs.h): open/close, transactions, readers, buckets/catalog, commit
  *   btree.c    B+tree on one bs_tree: get/put/del, deferred rebalance, cursors, drop, page
  *              verification; check.c the integrity checker
- *   pager.c    page access for a transaction: shared page cache (lock-free hits), dirty pages
- *              of the write transaction, allocation/free, freelist, overflow runs, spilling,
- *              meta pages, writing a commit
- *   io_*.c     bs_io_methods (io.h); crc32c.c
+ *   pager.c    page access for a transaction: reading and verifying pages, dirty pages of
+ *              the write transaction, allocation/free, overflow runs, spilling, savepoints,
+ *              loading the freelist, writing a commit
+ *   cache.c    the shared page cache (lock-free hits, CLOCK, epoch reclamation): cache.h
+ *   freelist.c page lists, the free set, pending groups, the persisted chain: freelist.h
+ *   meta.c     the meta pages: choosing, writing, retracting, creating: meta.h
+ *   io_*.c     bs_io_methods (io.h); crc32c.c; util.c errors and growth of arrays
  */
 #ifndef BS_INTERNAL_H
 #define BS_INTERNAL_H
@@ -77,55 +80,23 @@ typedef struct bs_meta {
     bs_tree catalog;  /* named buckets: name -> 32-byte bucket record */
 } bs_meta;
 
-/* ---- page cache (pager.c) ---- */
-typedef struct bs_frame {
-    uint64_t pgno;
-    _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
-    uint32_t pos;              /* slot in the clock array, or UINT32_MAX */
-    uint64_t retired_at;       /* epoch when unlinked from the table */
-    struct bs_frame *next;     /* retired list / free list */
-    uint64_t gen;              /* dirty map: savepoint generation that made this copy */
-    _Alignas(16) uint8_t data[]; /* page_size bytes */
-} bs_frame;
+/* ---- page cache (cache.h; opaque outside cache.c) ---- */
+typedef struct bs_cache bs_cache;
+typedef struct bs_frame bs_frame;
+typedef struct bs_slot bs_slot;
 
-/* An epoch slot: a transaction announces the global epoch while it may hold page pointers
- * from the shared cache (between bs_txn_enter and bs_txn_leave); 0 = quiescent. */
-typedef struct bs_slot {
-    _Atomic uint64_t epoch;
-    _Atomic int in_use;
-    struct bs_slot *_Atomic next;
-    char pad[64 - 8 - 4 - 8];
-} bs_slot;
+/* Checksum of a page image (everything after the CRC field). */
+static inline uint32_t bs_page_crc(const uint8_t *pg, uint32_t psize)
+{
+    return bs_crc32c(0, pg + 4, psize - 4);
+}
 
-/* Open-addressing table pgno -> frame, replaced (never resized in place) when tombstones
- * pile up; readers load the table pointer and probe without locks. */
-typedef struct bs_ctable {
-    uint32_t mask;
-    uint64_t retired_at;
-    struct bs_ctable *next;         /* retired tables */
-    bs_frame *_Atomic e[];
-} bs_ctable;
+/* Grow the array *pp (of elements of elem bytes, capacity *cap) to hold at least need
+ * elements, doubling from `first`. pp is the address of the array pointer. BS_OK, or
+ * BS_NOMEM ("out of memory growing <what>") leaving the array as it was. */
+int bs_grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first, const char *what);
 
-typedef struct bs_cache {
-    pthread_mutex_t mu;             /* insert/evict/reclaim; never taken on a hit */
-    bs_ctable *_Atomic table;
-    uint32_t tlive, ttomb;          /* live entries, tombstones */
-    uint32_t page_size;
-    bs_frame **clock;               /* capacity slots */
-    uint32_t cap, hand, nframes;
-    bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch: a
-                                     * queue, oldest first (retired_at only grows) */
-    bs_frame *retired_tail;
-    bs_frame *freelist;             /* reusable frames */
-    uint32_t nfree;
-    _Atomic uint64_t epoch;         /* global epoch, starts at 1 */
-    bs_slot *_Atomic slots;         /* append-only list of epoch slots */
-    bs_ctable *retired_tables;      /* old tables waiting for their epoch */
-    uint32_t *free_pos; uint32_t nfree_pos; /* empty clock slots */
-    _Atomic uint64_t hits, misses;
-} bs_cache;
-
-/* ---- freelist (pager.c; touched only by the writer, under db->wmu ownership) ---- */
+/* ---- freelist (freelist.h; touched only by the writer, under db->wmu ownership) ---- */
 typedef struct bs_pgvec { uint64_t *v; size_t n, cap; } bs_pgvec;
 typedef struct bs_pending { uint64_t txid; bs_pgvec pages; } bs_pending;
 
@@ -133,7 +104,8 @@ typedef struct bs_freelist {
     bs_pgvec reusable;     /* sorted DESCENDING so that the lowest page pops off the end */
     bs_pending *pend;      /* pages freed by commit txid, not yet reusable (readers) */
     size_t npend, cappend;
-    uint64_t chain_pages_hint;
+    bs_pgvec chain;        /* pages of the newest commit's freelist chain, head first */
+    size_t ndelta;         /* delta records in that chain (compaction when it grows) */
 } bs_freelist;
 
 /* ---- dirty pages of the write transaction (pager.c) ---- */
@@ -187,10 +159,8 @@ struct bs_db {
 
     _Atomic int panic;      /* invariant 5 */
     bs_freelist fl;         /* writer-owned */
-    bs_pgvec fl_chain;      /* pages of the newest commit's freelist chain (writer-owned) */
-    size_t fl_ndelta;       /* delta pages in that chain (compaction when it grows) */
     char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
-    bs_cache cache;
+    bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
 };
 
@@ -225,13 +195,7 @@ struct bs_txn {
 /* ---- fork detection (db.c) ---- */
 extern _Atomic uint64_t bs_fork_generation;
 
-/* ---- pager.c: cache ---- */
-int cache_init(bs_cache *c, uint32_t page_size, uint64_t bytes);
-void cache_destroy(bs_cache *c);
-bs_slot *cache_slot_acquire(bs_cache *c);
-void cache_slot_release(bs_cache *c, bs_slot *s);
-void cache_evict(bs_db *db, uint64_t pgno);   /* drop pgno if cached (page being reused) */
-/* Epoch bracket for a transaction (bs_txn_enter/leave). */
+/* ---- pager.c: epoch bracket for a transaction (bs_txn_enter/leave) ---- */
 void pager_enter(bs_txn *txn);
 void pager_leave(bs_txn *txn);
 
@@ -271,16 +235,13 @@ int pager_ov_check(bs_txn *txn, uint64_t pgno, size_t len, int full);
 /* Write out dirty leaf pages when more than db->spill_limit pages are in memory (io mode). */
 int pager_spill(bs_txn *txn);
 
-/* ---- pager.c: freelist, meta, commit ---- */
-int pager_read_meta(bs_db *db, bs_meta *out);                /* open: pick the newest valid */
-int pager_write_initial(bs_db *db);                          /* new file: both metas */
-int pager_load_freelist(bs_db *db, const bs_meta *m);        /* open */
+/* ---- pager.c: freelist loading, commit, savepoints ---- */
+/* Open: read the freelist chain of m and install it as db->fl (BS_CORRUPT if damaged). */
+int pager_load_freelist(bs_db *db, const bs_meta *m);
 /* Read the freelist chain of meta m into *out (checker); also verifies each chain page.
  * chain receives the chain's own page numbers. */
 int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain);
-void pager_release_pending(bs_db *db, uint64_t oldest_snapshot); /* pending -> reusable */
-uint64_t pager_pinned_pages(bs_db *db, uint64_t oldest_snapshot);
-/* Commit steps of a write txn (db.c calls them in order; see the protocol in pager.c). */
+/* Write the commit of a write txn (see the protocol in pager.c). */
 int pager_commit(bs_txn *txn, bs_meta *newmeta);
 void pager_abort(bs_txn *txn);
 void pager_txn_init(bs_txn *txn);
@@ -288,8 +249,10 @@ void pager_savepoint(bs_txn *txn, bs_savepoint *sp);
 void pager_rollback(bs_txn *txn, bs_savepoint *sp);
 void pager_release(bs_txn *txn, bs_savepoint *sp);
 
-/* pgvec helpers */
+/* page lists (freelist.c) */
 int pgvec_push(bs_pgvec *v, uint64_t pgno);
+int pgvec_reserve(bs_pgvec *v, size_t n);    /* capacity for n pages in all */
+int pgvec_copy(bs_pgvec *dst, const bs_pgvec *src); /* dst is overwritten (not freed) */
 void pgvec_free(bs_pgvec *v);
 
 /* ---- btree.c ---- */

@@ -1,11 +1,14 @@
 /*
- * util.c - error codes, their texts, and the thread-local error detail of the engine.
+ * util.c - error codes, their texts, the thread-local error detail of the engine, and the
+ * growth helper for arrays (bs_grow).
  *
- * Layer: engine utility; calls only the C library.
+ * Layer: engine utility (also the growth helper for arrays); calls only the C library.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -71,4 +74,24 @@ int bs_fail_io(int err, const char *fmt, ...)
     snprintf(tl_msg, sizeof tl_msg, "%s: %s", head, strerror(err));
     tl_errno = err;
     return (err == ENOSPC || err == EDQUOT || err == EFBIG) ? BS_FULL : BS_IOERR;
+}
+
+int bs_grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first, const char *what)
+{
+    if (need <= *cap)
+        return BS_OK;
+    size_t nc = *cap ? *cap : first;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elem)
+            return bs_fail(BS_NOMEM, "out of memory growing %s", what);
+        nc *= 2;
+    }
+    void *old;
+    memcpy(&old, pp, sizeof old);
+    void *nv = realloc(old, nc * elem);
+    if (!nv)
+        return bs_fail(BS_NOMEM, "out of memory growing %s", what);
+    memcpy(pp, &nv, sizeof nv);
+    *cap = nc;
+    return BS_OK;
 }

@@ -8,7 +8,8 @@
  * transaction. Any crash, hang, sanitizer report or leak is a bug; error codes are fine.
  *
  * Build (CI):  clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icsrc \
- *                tests/fuzz/fuzz_open.c csrc/{util,crc32c,pager,db,btree,check,io_posix,io_fault}.c
+ *                tests/fuzz/fuzz_open.c \
+ *                csrc/{util,crc32c,cache,freelist,meta,pager,db,btree,check,io_posix,io_fault}.c
  * Also builds as a plain program replaying files given on the command line (-DREPLAY_MAIN).
  */
 #include <errno.h>

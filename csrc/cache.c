@@ -1,0 +1,367 @@
+/*
+ * cache.c - the shared page cache (see cache.h for how it works): frames, the lock-free
+ * table, CLOCK eviction, epoch slots and the reclamation of retired frames and tables,
+ * statistics.
+ *
+ * Layer: calls only the C library and bs_fail (util.c). Called by pager.c and db.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "internal.h"
+
+#define FRAME_POOL_MAX 64
+
+bs_frame *cache_frame_new(uint32_t psize)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sizeof(bs_frame) + psize))
+        return NULL;
+    bs_frame *f = p;
+    f->pgno = 0;
+    atomic_init(&f->ref, 0);
+    f->pos = UINT32_MAX;
+    f->retired_at = 0;
+    f->next = NULL;
+    return f;
+}
+
+void cache_frame_free(bs_frame *f) { free(f); }
+
+static bs_ctable *ctable_new(uint32_t size)
+{
+    bs_ctable *t = calloc(1, sizeof(bs_ctable) + (size_t)size * sizeof(bs_frame *));
+    if (!t)
+        return NULL;
+    t->mask = size - 1;
+    for (uint32_t i = 0; i < size; i++)
+        atomic_init(&t->e[i], NULL);
+    return t;
+}
+
+int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
+{
+    *out = NULL;
+    bs_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return bs_fail(BS_NOMEM, "out of memory for the page cache");
+    uint64_t cap = bytes / page_size;
+    if (cap < 16)
+        cap = 16;
+    if (cap > (1u << 26))
+        cap = 1u << 26;
+    c->cap = (uint32_t)cap;
+    c->page_size = page_size;
+    uint32_t size = 64;
+    while (size < 2 * c->cap + 16)
+        size *= 2;
+    bs_ctable *t = ctable_new(size);
+    c->clock = calloc(c->cap, sizeof *c->clock);
+    c->free_pos = malloc(c->cap * sizeof *c->free_pos);
+    if (!t || !c->clock || !c->free_pos) {
+        free(t);
+        free(c->clock);
+        free(c->free_pos);
+        free(c);
+        return bs_fail(BS_NOMEM, "out of memory for the page cache");
+    }
+    for (uint32_t i = 0; i < c->cap; i++)
+        c->free_pos[i] = c->cap - 1 - i;
+    c->nfree_pos = c->cap;
+    atomic_init(&c->table, t);
+    atomic_init(&c->epoch, 1);
+    atomic_init(&c->slots, NULL);
+    atomic_init(&c->hits, 0);
+    atomic_init(&c->misses, 0);
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return BS_OK;
+}
+
+void cache_close(bs_cache *c)
+{
+    if (!c)
+        return;
+    bs_ctable *t = atomic_load(&c->table);
+    if (t) {
+        for (uint32_t i = 0; i <= t->mask; i++) {
+            bs_frame *f = atomic_load(&t->e[i]);
+            if (f && f != BS_CACHE_TOMB)
+                free(f);
+        }
+        free(t);
+    }
+    for (bs_frame *f = c->retired, *n; f; f = n) {
+        n = f->next;
+        free(f);
+    }
+    for (bs_frame *f = c->freelist, *n; f; f = n) {
+        n = f->next;
+        free(f);
+    }
+    for (bs_ctable *x = c->retired_tables, *n; x; x = n) {
+        n = x->next;
+        free(x);
+    }
+    for (bs_slot *s = atomic_load(&c->slots), *n; s; s = n) {
+        n = atomic_load(&s->next);
+        free(s);
+    }
+    free(c->clock);
+    free(c->free_pos);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+uint32_t cache_capacity(const bs_cache *c) { return c->cap; }
+
+/* ------------------------------------------------------------------ epoch slots */
+
+bs_slot *cache_slot_acquire(bs_cache *c)
+{
+    for (bs_slot *s = atomic_load(&c->slots); s; s = atomic_load(&s->next)) {
+        int zero = 0;
+        if (atomic_load_explicit(&s->in_use, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&s->in_use, &zero, 1))
+            return s;
+    }
+    bs_slot *s = NULL;
+    if (posix_memalign((void **)&s, 64, sizeof *s))
+        return NULL;
+    memset(s, 0, sizeof *s);
+    atomic_init(&s->epoch, 0);
+    atomic_init(&s->in_use, 1);
+    bs_slot *head = atomic_load(&c->slots);
+    do {
+        atomic_store(&s->next, head);
+    } while (!atomic_compare_exchange_weak(&c->slots, &head, s));
+    return s;
+}
+
+void cache_slot_release(bs_cache *c, bs_slot *s)
+{
+    (void)c;
+    if (!s)
+        return;
+    atomic_store(&s->epoch, 0);
+    atomic_store(&s->in_use, 0);
+}
+
+/* smallest epoch any transaction announced (UINT64_MAX if none) */
+static uint64_t cache_min_epoch(bs_cache *c)
+{
+    uint64_t m = UINT64_MAX;
+    atomic_thread_fence(memory_order_seq_cst);
+    for (bs_slot *s = atomic_load(&c->slots); s; s = atomic_load(&s->next)) {
+        uint64_t e = atomic_load(&s->epoch);
+        if (e && e < m)
+            m = e;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------------------ table and CLOCK */
+
+/* under c->mu: free what no reader can still hold */
+static void cache_reclaim(bs_cache *c)
+{
+    if (!c->retired && !c->retired_tables)
+        return;
+    uint64_t m = cache_min_epoch(c);
+    /* the queue is ordered by retirement: free from the front while nobody can hold them */
+    while (c->retired && c->retired->retired_at < m) {
+        bs_frame *f = c->retired;
+        c->retired = f->next;
+        if (!c->retired)
+            c->retired_tail = NULL;
+        if (c->nfree < FRAME_POOL_MAX) {
+            f->next = c->freelist;
+            c->freelist = f;
+            c->nfree++;
+        } else {
+            free(f);
+        }
+    }
+    bs_ctable **tp = &c->retired_tables;
+    while (*tp) {
+        bs_ctable *t = *tp;
+        if (t->retired_at < m) {
+            *tp = t->next;
+            free(t);
+        } else {
+            tp = &t->next;
+        }
+    }
+}
+
+static void cache_retire(bs_cache *c, bs_frame *f)
+{
+    f->retired_at = atomic_fetch_add(&c->epoch, 1);
+    f->next = NULL;
+    if (c->retired_tail)
+        c->retired_tail->next = f;
+    else
+        c->retired = f;
+    c->retired_tail = f;
+}
+
+/* under c->mu: unlink the table entry of f */
+static void cache_unlink(bs_cache *c, bs_frame *f)
+{
+    bs_ctable *t = atomic_load_explicit(&c->table, memory_order_relaxed);
+    uint32_t i = cache_hash(f->pgno) & t->mask;
+    for (;;) {
+        bs_frame *x = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+        if (!x)
+            return;
+        if (x == f) {
+            atomic_store(&t->e[i], BS_CACHE_TOMB);
+            c->tlive--;
+            c->ttomb++;
+            break;
+        }
+        i = (i + 1) & t->mask;
+    }
+    if (f->pos != UINT32_MAX) {
+        c->clock[f->pos] = NULL;
+        c->free_pos[c->nfree_pos++] = f->pos;
+        f->pos = UINT32_MAX;
+    }
+    c->nframes--;
+    cache_retire(c, f);
+}
+
+/* under c->mu: rebuild the table without tombstones */
+static int cache_rebuild(bs_cache *c)
+{
+    bs_ctable *old = atomic_load_explicit(&c->table, memory_order_relaxed);
+    bs_ctable *t = ctable_new(old->mask + 1);
+    if (!t)
+        return BS_NOMEM;
+    for (uint32_t i = 0; i <= old->mask; i++) {
+        bs_frame *f = atomic_load_explicit(&old->e[i], memory_order_relaxed);
+        if (!f || f == BS_CACHE_TOMB)
+            continue;
+        uint32_t j = cache_hash(f->pgno) & t->mask;
+        while (atomic_load_explicit(&t->e[j], memory_order_relaxed))
+            j = (j + 1) & t->mask;
+        atomic_init(&t->e[j], f);
+    }
+    atomic_store(&c->table, t);
+    c->ttomb = 0;
+    old->retired_at = atomic_fetch_add(&c->epoch, 1);
+    old->next = c->retired_tables;
+    c->retired_tables = old;
+    return BS_OK;
+}
+
+/* under c->mu: make room for one more frame (CLOCK) and return its clock position */
+static uint32_t cache_make_room(bs_cache *c)
+{
+    if (c->nfree_pos)
+        return c->free_pos[--c->nfree_pos];
+    for (uint64_t spins = 0;; spins++) {
+        uint32_t pos = c->hand;
+        c->hand = (c->hand + 1) % c->cap;
+        bs_frame *f = c->clock[pos];
+        if (!f)
+            return pos;
+        if (atomic_load_explicit(&f->ref, memory_order_relaxed) && spins < 2ull * c->cap) {
+            atomic_store_explicit(&f->ref, 0, memory_order_relaxed);
+            continue;
+        }
+        cache_unlink(c, f);
+        return c->free_pos[--c->nfree_pos];
+    }
+}
+
+const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replace)
+{
+    f->pgno = pgno;
+    f->pos = UINT32_MAX;
+    pthread_mutex_lock(&c->mu);
+    bs_frame *cur = cache_lookup(c, pgno);
+    if (cur) {
+        if (!replace) {
+            f->next = c->freelist;
+            c->freelist = f;
+            c->nfree++;
+            pthread_mutex_unlock(&c->mu);
+            return cur->data;
+        }
+        cache_unlink(c, cur);
+    }
+    bs_ctable *t = atomic_load_explicit(&c->table, memory_order_relaxed);
+    if ((uint64_t)(c->tlive + c->ttomb + 1) * 4 > (uint64_t)(t->mask + 1) * 3)
+        (void)cache_rebuild(c); /* out of memory: keep probing the old table */
+    uint32_t pos = cache_make_room(c);
+    t = atomic_load_explicit(&c->table, memory_order_relaxed);
+    uint32_t i = cache_hash(pgno) & t->mask;
+    for (;;) {
+        bs_frame *x = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+        if (!x || x == BS_CACHE_TOMB) {
+            if (x == BS_CACHE_TOMB)
+                c->ttomb--;
+            break;
+        }
+        i = (i + 1) & t->mask;
+    }
+    f->pos = pos;
+    c->clock[pos] = f;
+    atomic_store_explicit(&f->ref, 1, memory_order_relaxed);
+    c->nframes++;
+    c->tlive++;
+    atomic_store_explicit(&t->e[i], f, memory_order_release);
+    cache_reclaim(c);
+    pthread_mutex_unlock(&c->mu);
+    return f->data;
+}
+
+bs_frame *cache_frame_alloc(bs_cache *c)
+{
+    bs_frame *f = NULL;
+    pthread_mutex_lock(&c->mu);
+    cache_reclaim(c);
+    if (c->freelist) {
+        f = c->freelist;
+        c->freelist = f->next;
+        c->nfree--;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!f)
+        return cache_frame_new(c->page_size);
+    f->pos = UINT32_MAX;
+    f->next = NULL;
+    return f;
+}
+
+void cache_evict(bs_cache *c, uint64_t pgno)
+{
+    if (!cache_lookup(c, pgno))
+        return;
+    pthread_mutex_lock(&c->mu);
+    bs_frame *f = cache_lookup(c, pgno);
+    if (f)
+        cache_unlink(c, f);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ------------------------------------------------------------------ statistics */
+
+void cache_count(bs_cache *c, uint64_t hits, uint64_t misses)
+{
+    if (hits)
+        atomic_fetch_add_explicit(&c->hits, hits, memory_order_relaxed);
+    if (misses)
+        atomic_fetch_add_explicit(&c->misses, misses, memory_order_relaxed);
+}
+
+void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses)
+{
+    pthread_mutex_lock(&c->mu); /* nframes changes under c->mu */
+    *pages = c->nframes;
+    pthread_mutex_unlock(&c->mu);
+    *hits = atomic_load(&c->hits);
+    *misses = atomic_load(&c->misses);
+}

@@ -1,0 +1,173 @@
+/*
+ * cache.h - the shared page cache: verified page images of committed pages, found without a
+ * lock, evicted by CLOCK, and freed only when no transaction can still hold a pointer to
+ * them (epoch reclamation).
+ *
+ * Layer: called by pager.c (page access, commit promotion, allocation) and db.c (open/close,
+ * epoch slots of transactions, statistics). Calls only the C library.
+ *
+ * How it works
+ *  - Readers find pages through an open-addressing table of atomic pointers (pgno -> frame)
+ *    without any lock; a hit sets the frame's CLOCK bit and costs no system call.
+ *  - Inserts, evictions and reclamation take cache.mu (a miss takes it once, to insert).
+ *    The table is replaced, never resized in place, when tombstones pile up.
+ *  - An evicted frame (or a replaced table) is retired with the global epoch and freed only
+ *    when every transaction that may hold a pointer into the cache (one that announced an
+ *    epoch in its slot between cache_enter and cache_leave) has announced a later one.
+ *
+ * Everything below "private" is in this header only so that the hit path (cache_find) and
+ * the epoch bracket inline into the pager; no file but cache.c touches those fields.
+ */
+#ifndef BS_CACHE_H
+#define BS_CACHE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bs_cache bs_cache;
+typedef struct bs_frame bs_frame;
+typedef struct bs_slot bs_slot;
+
+/* ---- life cycle ---- */
+/* A cache of about `bytes` bytes of page_size pages (at least 16, at most 2^26 frames).
+ * BS_OK or BS_NOMEM. */
+int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out);
+void cache_close(bs_cache *c);          /* no transaction may be left; NULL is a no-op */
+uint32_t cache_capacity(const bs_cache *c);
+
+/* ---- epoch slots (one per transaction) ---- */
+bs_slot *cache_slot_acquire(bs_cache *c);  /* NULL when out of memory */
+void cache_slot_release(bs_cache *c, bs_slot *s);
+/* Announce the current epoch in s: until cache_leave, no frame found through the cache is
+ * freed. */
+static inline void cache_enter(bs_cache *c, bs_slot *s);
+static inline void cache_leave(bs_slot *s);
+
+/* ---- frames: a page image of page_size bytes ---- */
+/* A frame that is in no table (for a page being read, or a dirty page of a write txn), from
+ * the pool of reclaimed frames when possible. NULL when out of memory. */
+bs_frame *cache_frame_alloc(bs_cache *c);
+/* A fresh frame outside the pool (dirty pages). NULL when out of memory. */
+bs_frame *cache_frame_new(uint32_t page_size);
+void cache_frame_free(bs_frame *f);     /* a frame in no table */
+static inline uint8_t *cache_frame_data(bs_frame *f);
+
+/* ---- lookups and inserts ---- */
+/* The cached image of pgno (CLOCK bit set), or NULL. Lock-free; the caller is inside
+ * cache_enter/cache_leave. */
+static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno);
+/* Insert frame f (verified image of pgno). If pgno is cached already: keep the cached frame
+ * and take f back into the pool, unless `replace` (committed pages replace older images).
+ * Returns the image now cached for pgno. */
+const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replace);
+/* Drop pgno if cached (the page is being reused by a write transaction). */
+void cache_evict(bs_cache *c, uint64_t pgno);
+
+/* ---- statistics ---- */
+/* Add a transaction's hit and miss counts to the totals. */
+void cache_count(bs_cache *c, uint64_t hits, uint64_t misses);
+/* Frames cached now, total hits and misses so far. */
+void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses);
+
+/* ------------------------------------------------------------------ private to cache.c */
+
+struct bs_frame {
+    uint64_t pgno;
+    _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
+    uint32_t pos;              /* slot in the clock array, or UINT32_MAX */
+    uint64_t retired_at;       /* epoch when unlinked from the table */
+    struct bs_frame *next;     /* retired list / free list */
+    _Alignas(16) uint8_t data[]; /* page_size bytes */
+};
+
+/* An epoch slot: a transaction announces the global epoch while it may hold page pointers
+ * from the shared cache; 0 = quiescent. */
+struct bs_slot {
+    _Atomic uint64_t epoch;
+    _Atomic int in_use;
+    struct bs_slot *_Atomic next;
+    char pad[64 - 8 - 4 - 8];
+};
+
+/* Open-addressing table pgno -> frame; readers load the table pointer and probe without
+ * locks. */
+typedef struct bs_ctable {
+    uint32_t mask;
+    uint64_t retired_at;
+    struct bs_ctable *next;         /* retired tables */
+    bs_frame *_Atomic e[];
+} bs_ctable;
+
+#define BS_CACHE_TOMB ((bs_frame *)(uintptr_t)1)
+
+struct bs_cache {
+    pthread_mutex_t mu;             /* insert/evict/reclaim; never taken on a hit */
+    bs_ctable *_Atomic table;
+    uint32_t tlive, ttomb;          /* live entries, tombstones */
+    uint32_t page_size;
+    bs_frame **clock;               /* capacity slots */
+    uint32_t cap, hand, nframes;
+    bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch: a
+                                     * queue, oldest first (retired_at only grows) */
+    bs_frame *retired_tail;
+    bs_frame *freelist;             /* reusable frames */
+    uint32_t nfree;
+    _Atomic uint64_t epoch;         /* global epoch, starts at 1 */
+    bs_slot *_Atomic slots;         /* append-only list of epoch slots */
+    bs_ctable *retired_tables;      /* old tables waiting for their epoch */
+    uint32_t *free_pos; uint32_t nfree_pos; /* empty clock slots */
+    _Atomic uint64_t hits, misses;
+};
+
+static inline uint32_t cache_hash(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+static inline bs_frame *cache_lookup(bs_cache *c, uint64_t pgno)
+{
+    bs_ctable *t = atomic_load_explicit(&c->table, memory_order_acquire);
+    uint32_t i = cache_hash(pgno) & t->mask;
+    for (;;) {
+        bs_frame *f = atomic_load_explicit(&t->e[i], memory_order_acquire);
+        if (!f)
+            return NULL;
+        if (f != BS_CACHE_TOMB && f->pgno == pgno)
+            return f;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno)
+{
+    bs_frame *f = cache_lookup(c, pgno);
+    if (!f)
+        return NULL;
+    if (!atomic_load_explicit(&f->ref, memory_order_relaxed))
+        atomic_store_explicit(&f->ref, 1, memory_order_relaxed);
+    return f->data;
+}
+
+static inline uint8_t *cache_frame_data(bs_frame *f) { return f->data; }
+
+static inline void cache_enter(bs_cache *c, bs_slot *s)
+{
+    uint64_t e = atomic_load_explicit(&c->epoch, memory_order_acquire);
+    atomic_store_explicit(&s->epoch, e, memory_order_release);
+    /* StoreLoad: the announcement is visible before we read any table entry (pairs with the
+     * fence in cache_min_epoch) */
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+static inline void cache_leave(bs_slot *s)
+{
+    atomic_store_explicit(&s->epoch, 0, memory_order_release);
+}
+
+#endif

@@ -1,0 +1,435 @@
+/*
+ * freelist.c - page lists, the free set (reusable pages and pending groups), the replay of a
+ * persisted freelist chain and the record a commit writes (see freelist.h).
+ *
+ * Layer: calls only the C library, bs_fail/bs_grow (util.c) and format.h accessors; no I/O.
+ * Called by pager.c, db.c and check.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "freelist.h"
+
+/* ------------------------------------------------------------------ page lists */
+
+int pgvec_push(bs_pgvec *v, uint64_t pgno)
+{
+    if (v->n == v->cap) {
+        int rc = bs_grow(&v->v, &v->cap, v->n + 1, sizeof *v->v, 64, "a page list");
+        if (rc)
+            return rc;
+    }
+    v->v[v->n++] = pgno;
+    return BS_OK;
+}
+
+int pgvec_reserve(bs_pgvec *v, size_t n)
+{
+    return bs_grow(&v->v, &v->cap, n, sizeof *v->v, 64, "a page list");
+}
+
+void pgvec_free(bs_pgvec *v)
+{
+    free(v->v);
+    v->v = NULL;
+    v->n = v->cap = 0;
+}
+
+int pgvec_copy(bs_pgvec *dst, const bs_pgvec *src)
+{
+    dst->v = NULL;
+    dst->n = dst->cap = 0;
+    if (!src->n)
+        return BS_OK;
+    int rc = pgvec_reserve(dst, src->n);
+    if (rc)
+        return rc;
+    memcpy(dst->v, src->v, src->n * sizeof *src->v);
+    dst->n = src->n;
+    return BS_OK;
+}
+
+/* append n pages to a vector reserved large enough */
+static void append_pages(bs_pgvec *dst, const uint64_t *src, size_t n)
+{
+    if (n) {
+        memcpy(dst->v + dst->n, src, n * sizeof *src);
+        dst->n += n;
+    }
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+static int cmp_asc(const void *a, const void *b) { return -cmp_desc(a, b); }
+
+/* ------------------------------------------------------------------ the free set */
+
+void freelist_destroy(bs_freelist *fl)
+{
+    pgvec_free(&fl->reusable);
+    for (size_t i = 0; i < fl->npend; i++)
+        pgvec_free(&fl->pend[i].pages);
+    free(fl->pend);
+    fl->pend = NULL;
+    fl->npend = fl->cappend = 0;
+    pgvec_free(&fl->chain);
+    fl->ndelta = 0;
+}
+
+int freelist_merge(bs_pgvec *reusable, uint64_t *pages, size_t n)
+{
+    if (!n)
+        return BS_OK;
+    int rc = pgvec_reserve(reusable, reusable->n + n);
+    if (rc)
+        return rc;
+    qsort(pages, n, sizeof *pages, cmp_desc);
+    /* merge from the back: both descending, output descending */
+    size_t i = reusable->n, j = n, k = reusable->n + n;
+    uint64_t *v = reusable->v;
+    while (j > 0) {
+        if (i > 0 && v[i - 1] < pages[j - 1])
+            v[--k] = v[--i];
+        else
+            v[--k] = pages[--j];
+    }
+    reusable->n += n;
+    return BS_OK;
+}
+
+bool freelist_take(bs_freelist *fl, uint64_t *pgno)
+{
+    if (!fl->reusable.n)
+        return false;
+    *pgno = fl->reusable.v[--fl->reusable.n];
+    return true;
+}
+
+bool freelist_take_run(bs_freelist *fl, uint64_t n, uint64_t *pages)
+{
+    bs_pgvec *r = &fl->reusable;
+    if (r->n < n || n == 0)
+        return false;
+    /* descending list: a run is v[i] .. v[i+n-1] with v[i] - v[i+n-1] == n-1; the lowest one
+     * is nearest the end */
+    for (size_t i = r->n - n + 1; i-- > 0;) {
+        if (r->v[i] - r->v[i + n - 1] == n - 1) {
+            memcpy(pages, r->v + i, n * sizeof *pages);
+            memmove(r->v + i, r->v + i + n, (r->n - i - n) * sizeof *r->v);
+            r->n -= n;
+            return true;
+        }
+    }
+    return false;
+}
+
+int freelist_pend(bs_freelist *fl, uint64_t txid, bs_pgvec *pages)
+{
+    if (!pages->n)
+        return BS_OK;
+    if (fl->npend == fl->cappend) {
+        int rc = bs_grow(&fl->pend, &fl->cappend, fl->npend + 1, sizeof *fl->pend, 8,
+                         "the pending free pages");
+        if (rc)
+            return rc;
+    }
+    fl->pend[fl->npend].txid = txid;
+    fl->pend[fl->npend].pages = *pages;
+    fl->npend++;
+    memset(pages, 0, sizeof *pages);
+    return BS_OK;
+}
+
+void freelist_release(bs_freelist *fl, uint64_t oldest)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < fl->npend; i++) {
+        bs_pending *p = &fl->pend[i];
+        /* invariant 2: pages freed by commit F may be reused only when every live reader's
+         * snapshot is >= F (a snapshot older than F can still reach them) */
+        if (p->txid <= oldest &&
+            freelist_merge(&fl->reusable, p->pages.v, p->pages.n) == BS_OK) {
+            pgvec_free(&p->pages);
+            continue;
+        }
+        fl->pend[keep++] = *p;
+    }
+    fl->npend = keep;
+}
+
+uint64_t freelist_pinned(const bs_freelist *fl, uint64_t oldest)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < fl->npend; i++)
+        if (fl->pend[i].txid > oldest)
+            n += fl->pend[i].pages.n;
+    return n;
+}
+
+uint64_t freelist_count(const bs_freelist *fl)
+{
+    uint64_t n = fl->reusable.n;
+    for (size_t i = 0; i < fl->npend; i++)
+        n += fl->pend[i].pages.n;
+    return n;
+}
+
+/* ------------------------------------------------------------------ verification, replay */
+
+int freelist_verify_page(const uint8_t *pg, uint32_t P, uint64_t pgno, uint64_t page_count)
+{
+    uint32_t na = get32(pg + FL_NADD), nd = get32(pg + FL_NDEL);
+    if (na > fmt_freelist_cap(P) || nd > fmt_freelist_cap(P) - na ||
+        ((pg[PH_FLAGS] & FL_F_BASE) && nd))
+        return bs_fail(BS_CORRUPT, "page %llu: freelist page claims %u + %u entries",
+                       (unsigned long long)pgno, na, nd);
+    uint64_t next = get64(pg + FL_NEXT);
+    if (next && (next < BS_META_PAGES || next >= page_count))
+        return bs_fail(BS_CORRUPT, "page %llu: freelist next page %llu out of range",
+                       (unsigned long long)pgno, (unsigned long long)next);
+    for (uint32_t i = 0; i < na + nd; i++) {
+        uint64_t x = get64(pg + FL_ENTRIES + 8 * i);
+        if (x < BS_META_PAGES || x >= page_count)
+            return bs_fail(BS_CORRUPT, "page %llu: free page number %llu out of range",
+                           (unsigned long long)pgno, (unsigned long long)x);
+    }
+    return BS_OK;
+}
+
+/* Replay entry: (pgno, record sequence from the head, add?) */
+typedef struct fl_ent { uint64_t pgno; uint32_t seq; uint32_t add; } fl_ent;
+
+static int cmp_flent(const void *a, const void *b)
+{
+    const fl_ent *x = a, *y = b;
+    if (x->pgno != y->pgno)
+        return x->pgno < y->pgno ? -1 : 1;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return (int)y->add - (int)x->add; /* within a record, add before del */
+}
+
+void freelist_replay_init(fl_replay *r, uint64_t limit)
+{
+    memset(r, 0, sizeof *r);
+    r->limit = limit;
+}
+
+int freelist_replay_page(fl_replay *r, uint64_t pgno, const uint8_t *pg)
+{
+    if (++r->seq > r->limit)
+        return bs_fail(BS_CORRUPT, "freelist chain is malformed at page %llu (loop, or "
+                       "records after the base)", (unsigned long long)pgno);
+    uint32_t na = get32(pg + FL_NADD), nd = get32(pg + FL_NDEL);
+    if (pg[PH_FLAGS] & FL_F_BASE)
+        r->base_seen = true;
+    else if (r->base_seen)
+        return bs_fail(BS_CORRUPT, "page %llu: freelist delta record after the base",
+                       (unsigned long long)pgno);
+    else
+        r->ndelta++;
+    int rc = bs_grow(&r->v, &r->cap, r->n + na + nd, sizeof *r->v, 64, "the freelist");
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < na + nd; i++) {
+        r->v[r->n].pgno = get64(pg + FL_ENTRIES + 8 * i);
+        r->v[r->n].seq = r->seq;
+        r->v[r->n].add = i < na;
+        r->n++;
+    }
+    return BS_OK;
+}
+
+int freelist_replay_finish(fl_replay *r, uint64_t count, bs_pgvec *out, size_t *ndelta)
+{
+    int rc;
+    size_t before = out->n;
+    if (r->n)
+        qsort(r->v, r->n, sizeof *r->v, cmp_flent);
+    for (size_t i = 0; i < r->n; i++) {
+        if (i && r->v[i].pgno == r->v[i - 1].pgno)
+            continue; /* the newest mention decided */
+        if (r->v[i].add && (rc = pgvec_push(out, r->v[i].pgno)) != BS_OK)
+            return rc;
+    }
+    if (out->n - before != count)
+        return bs_fail(BS_CORRUPT, "freelist holds %zu pages, meta says %llu", out->n - before,
+                       (unsigned long long)count);
+    if (ndelta)
+        *ndelta = r->ndelta;
+    return BS_OK;
+}
+
+void freelist_replay_free(fl_replay *r)
+{
+    free(r->v);
+    memset(r, 0, sizeof *r);
+}
+
+int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t ndelta)
+{
+    if (pages->n)
+        qsort(pages->v, pages->n, sizeof *pages->v, cmp_desc);
+    for (size_t i = 1; i < pages->n; i++)
+        if (pages->v[i] == pages->v[i - 1])
+            return bs_fail(BS_CORRUPT, "page %llu is on the freelist twice",
+                           (unsigned long long)pages->v[i]);
+    pgvec_free(&fl->reusable);
+    fl->reusable = *pages;
+    memset(pages, 0, sizeof *pages);
+    pgvec_free(&fl->chain);
+    fl->chain = *chain;
+    memset(chain, 0, sizeof *chain);
+    fl->ndelta = ndelta;
+    return BS_OK;
+}
+
+/* ------------------------------------------------------------------ the commit record */
+
+/* sorted, duplicate-free union of some page lists */
+static int gather(bs_pgvec *all, const bs_pgvec *const *lists, size_t nlists)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < nlists; i++)
+        total += lists[i]->n;
+    int rc = pgvec_reserve(all, total ? total : 1);
+    if (rc)
+        return rc;
+    all->n = 0;
+    for (size_t i = 0; i < nlists; i++)
+        append_pages(all, lists[i]->v, lists[i]->n);
+    if (all->n)
+        qsort(all->v, all->n, 8, cmp_asc);
+    for (size_t i = 1; i < all->n; i++)
+        if (all->v[i] == all->v[i - 1])
+            return bs_fail(BS_CORRUPT, "internal: page %llu freed twice",
+                           (unsigned long long)all->v[i]);
+    return BS_OK;
+}
+
+int freelist_plan(const bs_freelist *fl, bs_txn *txn, fl_record *r)
+{
+    uint32_t cap = fmt_freelist_cap(txn->db->page_size);
+    int rc;
+    memset(r, 0, sizeof *r);
+    /* compact once the deltas outweigh the base (keeps the chain within twice the size of
+     * the free set it describes) or there are too many of them */
+    size_t base = fl->chain.n - fl->ndelta;
+    r->compact = fl->ndelta >= FL_MAX_DELTAS || (fl->ndelta && fl->ndelta >= base);
+    if (!r->compact && !txn->freed.n && !txn->local_free.n && !txn->alloc_from_free.n) {
+        r->keep = true;
+        return BS_OK;
+    }
+    if (r->compact)
+        for (size_t i = 0; i < fl->chain.n; i++)
+            if ((rc = pgvec_push(&txn->freed, fl->chain.v[i])) != BS_OK)
+                return rc;
+    /* pages for the record: allocating them can only move entries between lists, adding at
+     * most one entry each */
+    size_t est = txn->freed.n + txn->local_free.n +
+                 (r->compact ? fl->reusable.n : txn->alloc_from_free.n);
+    if (r->compact)
+        for (size_t i = 0; i < fl->npend; i++)
+            est += fl->pend[i].pages.n;
+    size_t npages = (est + cap - 1) / cap;
+    while (npages * cap < est + npages)
+        npages++;
+    r->npages = npages;
+    return BS_OK;
+}
+
+int freelist_collect(const bs_freelist *fl, const bs_txn *txn, fl_record *r)
+{
+    int rc;
+    if (r->compact) {
+        const bs_pgvec *lists[4];
+        size_t nl = 0;
+        lists[nl++] = &fl->reusable;
+        lists[nl++] = &txn->freed;
+        lists[nl++] = &txn->local_free;
+        bs_pgvec pend_all = {0};
+        for (size_t i = 0; i < fl->npend; i++) {
+            if ((rc = pgvec_reserve(&pend_all, pend_all.n + fl->pend[i].pages.n + 1)) != BS_OK) {
+                pgvec_free(&pend_all);
+                return rc;
+            }
+            append_pages(&pend_all, fl->pend[i].pages.v, fl->pend[i].pages.n);
+        }
+        lists[nl++] = &pend_all;
+        rc = gather(&r->add, lists, nl);
+        pgvec_free(&pend_all);
+        return rc;
+    }
+    const bs_pgvec *al[2] = {&txn->freed, &txn->local_free};
+    const bs_pgvec *dl[1] = {&txn->alloc_from_free};
+    if ((rc = gather(&r->add, al, 2)) != BS_OK || (rc = gather(&r->del, dl, 1)) != BS_OK)
+        return rc;
+    /* a page taken and given back in this commit stays free: drop it from del */
+    size_t k = 0, j = 0;
+    for (size_t i = 0; i < r->del.n; i++) {
+        while (j < r->add.n && r->add.v[j] < r->del.v[i])
+            j++;
+        if (j < r->add.n && r->add.v[j] == r->del.v[i])
+            continue;
+        r->del.v[k++] = r->del.v[i];
+    }
+    r->del.n = k;
+    return BS_OK;
+}
+
+int freelist_fill(const bs_freelist *fl, const bs_txn *txn, fl_record *r, uint32_t P,
+                  uint8_t *const *pgs, bs_pgvec *chain, uint64_t *head, uint64_t *count,
+                  size_t *ndelta)
+{
+    uint32_t cap = fmt_freelist_cap(P);
+    int rc;
+    if (r->keep) {
+        if ((rc = pgvec_copy(chain, &fl->chain)) != BS_OK)
+            return rc;
+        *ndelta = fl->ndelta;
+        *head = fl->chain.n ? fl->chain.v[0] : 0;
+        *count = txn->meta.fl_count;
+        return BS_OK;
+    }
+    size_t npages = r->npages;
+    if (r->add.n + r->del.n > npages * cap)
+        return bs_fail(BS_CORRUPT, "internal: freelist record larger than estimated");
+    /* the add entries, then the del entries, page after page */
+    size_t ai = 0, di = 0;
+    for (size_t i = 0; i < npages; i++) {
+        uint8_t *pg = pgs[i];
+        uint32_t na = 0, nd = 0;
+        while (na + nd < cap && ai < r->add.n)
+            put64(pg + FL_ENTRIES + 8 * (na++), r->add.v[ai++]);
+        while (na + nd < cap && di < r->del.n) {
+            put64(pg + FL_ENTRIES + 8 * (na + nd), r->del.v[di++]);
+            nd++;
+        }
+        put32(pg + FL_NADD, na);
+        put32(pg + FL_NDEL, nd);
+        if (r->compact)
+            pg[PH_FLAGS] |= FL_F_BASE;
+        uint64_t next = i + 1 < npages ? chain->v[i + 1]
+                                       : (r->compact || !fl->chain.n ? 0 : fl->chain.v[0]);
+        put64(pg + FL_NEXT, next);
+    }
+    if (!r->compact) {
+        if ((rc = pgvec_reserve(chain, chain->n + fl->chain.n + 1)) != BS_OK)
+            return rc;
+        append_pages(chain, fl->chain.v, fl->chain.n);
+    }
+    *ndelta = r->compact ? 0 : fl->ndelta + npages;
+    *head = chain->n ? chain->v[0] : 0;
+    /* the free set after this commit */
+    *count = freelist_count(fl) + txn->freed.n + txn->local_free.n;
+    return BS_OK;
+}
+
+void freelist_record_free(fl_record *r)
+{
+    pgvec_free(&r->add);
+    pgvec_free(&r->del);
+}

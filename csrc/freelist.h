@@ -1,0 +1,101 @@
+/*
+ * freelist.h - the set of free pages: which pages the writer may reuse now, which wait for
+ * old readers (pending groups by the commit that freed them), how the set is persisted as a
+ * chain of freelist records (format.h FL_*), and how it is read back.
+ *
+ * Layer: pure bookkeeping on memory and page images; does no I/O and calls only the C
+ * library, bs_fail (util.c) and format.h. Called by pager.c (allocation, commit, loading),
+ * db.c (release against the oldest reader, statistics, teardown) and check.c (page lists).
+ * The writer owns db->fl (under db->wmu ownership); pending groups are also read by
+ * statistics, under db->mu.
+ *
+ * The persisted form
+ *  - A chain of records, newest first. The last one may be a base (flag FL_F_BASE): a
+ *    complete list of free pages. Every record before it is a delta: pages added to the free
+ *    set and pages taken from it by one commit. Replaying the chain from the base up (the
+ *    newest mention of a page decides) gives the free set, which must hold exactly
+ *    meta.fl_count pages.
+ *  - A commit writes one delta record (prepended to the chain); when the deltas outweigh the
+ *    base, or there are FL_MAX_DELTAS of them, it writes a new base instead, and the old
+ *    chain's pages become free pages of that commit.
+ *  - Invariant 3 of pager.c: the free set written by commit T holds the reusable pages, every
+ *    pending group, the pages T freed (its old chain included when it compacted) and the pages
+ *    T allocated and freed again.
+ */
+#ifndef BS_FREELIST_H
+#define BS_FREELIST_H
+
+#include "internal.h"
+
+#define FL_MAX_DELTAS 32
+
+/* ---- the free set in memory ---- */
+void freelist_destroy(bs_freelist *fl);
+/* Merge pages (any order; the array is sorted in place) into the reusable set. BS_NOMEM
+ * leaves the set unchanged. */
+int freelist_merge(bs_pgvec *reusable, uint64_t *pages, size_t n);
+/* The lowest reusable page, removed from the set; false when there is none. */
+bool freelist_take(bs_freelist *fl, uint64_t *pgno);
+/* n contiguous reusable pages, the lowest such run: removed from the set and written to
+ * pages[0..n-1] highest first; false when there is no such run. */
+bool freelist_take_run(bs_freelist *fl, uint64_t n, uint64_t *pages);
+/* Pages freed by commit txid wait until no reader can see them: *pages is moved into a
+ * pending group (and left empty). BS_NOMEM leaves both unchanged. */
+int freelist_pend(bs_freelist *fl, uint64_t txid, bs_pgvec *pages);
+/* Invariant 2: pending groups of commits <= oldest (the oldest live snapshot) become
+ * reusable. */
+void freelist_release(bs_freelist *fl, uint64_t oldest);
+/* Pages in pending groups newer than oldest (kept for readers). */
+uint64_t freelist_pinned(const bs_freelist *fl, uint64_t oldest);
+/* Pages in the free set: reusable + pending. */
+uint64_t freelist_count(const bs_freelist *fl);
+
+/* ---- verification and replay of the persisted chain ---- */
+/* Structure of a freelist page that passed its CRC: entry counts within the page (a base has
+ * no deletions), next and every entry inside [2, page_count). BS_OK or BS_CORRUPT. */
+int freelist_verify_page(const uint8_t *pg, uint32_t psize, uint64_t pgno, uint64_t page_count);
+
+typedef struct fl_replay {
+    struct fl_ent *v; size_t n, cap;
+    uint32_t seq;        /* records seen, from the head */
+    uint64_t limit;      /* at most this many records (a loop is corrupt) */
+    bool base_seen;
+    size_t ndelta;       /* delta records seen */
+} fl_replay;
+/* Start a replay of a chain that may have at most `limit` records (the meta's page count). */
+void freelist_replay_init(fl_replay *r, uint64_t limit);
+/* Feed the next record of the chain, from the head (pgno is its page number, pg its
+ * verified image). BS_CORRUPT for a loop or a delta after the base; BS_NOMEM. */
+int freelist_replay_page(fl_replay *r, uint64_t pgno, const uint8_t *pg);
+/* The free set the records describe (appended to *out, ascending) and must hold `count`
+ * pages; *ndelta (optional) the number of delta records. BS_CORRUPT when the counts differ. */
+int freelist_replay_finish(fl_replay *r, uint64_t count, bs_pgvec *out, size_t *ndelta);
+void freelist_replay_free(fl_replay *r);
+/* Install a replayed free set as the reusable set of fl (pages is taken over, any order),
+ * with the chain that holds it. BS_CORRUPT when a page is listed twice (nothing installed). */
+int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t ndelta);
+
+/* ---- the record a commit writes (pager_commit step a) ----
+ * 1. freelist_plan: decides keep / delta / compact and how many chain pages to allocate
+ *    (compaction first adds the old chain to txn->freed);
+ * 2. the pager allocates plan.npages freelist pages (which moves pages between the lists);
+ * 3. freelist_collect: the sorted add and del lists from the lists as they are now;
+ * 4. freelist_fill: writes the entries into the pages, links the chain, and says what the
+ *    new meta's fl_head/fl_count are. */
+typedef struct fl_record {
+    bool keep;          /* the free set did not change: the chain stays as it is */
+    bool compact;       /* write a new base instead of a delta */
+    size_t npages;      /* chain pages to allocate */
+    bs_pgvec add, del;  /* sorted entries (collect) */
+} fl_record;
+int freelist_plan(const bs_freelist *fl, bs_txn *txn, fl_record *r);
+int freelist_collect(const bs_freelist *fl, const bs_txn *txn, fl_record *r);
+/* pgs[i] are the images of the allocated pages, chain->v[i] their numbers (chain->n ==
+ * r->npages); on success chain also holds the old chain when a delta was written, and
+ * *head, *count, *ndelta describe the new chain. */
+int freelist_fill(const bs_freelist *fl, const bs_txn *txn, fl_record *r, uint32_t psize,
+                  uint8_t *const *pgs, bs_pgvec *chain, uint64_t *head, uint64_t *count,
+                  size_t *ndelta);
+void freelist_record_free(fl_record *r);
+
+#endif

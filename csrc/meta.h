@@ -1,0 +1,35 @@
+/*
+ * meta.h - the two meta pages (format.h META_*): encoding and decoding, choosing the newest
+ * valid one at open, the commit-list check of single-sync commits, writing one and retracting
+ * a failed one, creating a database and recognizing an interrupted creation.
+ *
+ * Layer: calls io (through db->io), crc32c and bs_fail (util.c). Called by pager.c (commit)
+ * and db.c (open).
+ */
+#ifndef BS_META_H
+#define BS_META_H
+
+#include "internal.h"
+
+/* The page image of m (slot m->txid % 2) with its checksum. */
+void meta_encode(const bs_meta *m, uint32_t psize, uint8_t *pg);
+/* 0 when pg is a valid meta page for `slot` and page size psize (*m filled in); -1 otherwise,
+ * *why saying what is wrong. */
+int meta_decode(const uint8_t *pg, uint32_t psize, uint64_t slot, bs_meta *m, const char **why);
+/* Open: the newest valid meta whose commit is complete (every page of a single-sync commit
+ * carries the listed CRC and txid), trying the page size the file says first and then every
+ * legal size; sets db->page_size. BS_NOTDB (no magic), BS_VERSION (a newer format),
+ * BS_CORRUPT (no valid meta), BS_IOERR/BS_FULL, BS_NOMEM. */
+int meta_read(bs_db *db, bs_meta *out);
+/* A new file: both meta slots with the empty state of txid 0, synced when db->sync; sets
+ * db->meta. */
+int meta_create(bs_db *db);
+/* True when a file without a valid meta is what a crash during creation leaves (no more than
+ * the two meta pages, all zeros or our magic with txid 0): creating it again loses nothing. */
+bool meta_interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize);
+/* Write m into slot m->txid % 2 (no sync). */
+int meta_write(bs_db *db, const bs_meta *m);
+/* A commit failed after its meta page was (perhaps) written: zero that slot, best effort. */
+void meta_retract(bs_db *db, uint64_t txid);
+
+#endif
