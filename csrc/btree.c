@@ -641,8 +641,10 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
     free(cbuf);
     return rc;
 fail_ov:
+    /* best effort: the caller marks the transaction failed, and its abort (or the rollback
+     * of a savepoint) gives the run back in any case */
     if (ovpgno)
-        pager_ov_free(txn, ovpgno, vlen);
+        (void)pager_ov_free(txn, ovpgno, vlen);
     return rc;
 }
 

@@ -28,6 +28,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -165,6 +166,12 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     if ((rc = cache_open(db->page_size, o.cache_size, &db->cache)) != BS_OK)
         goto fail;
     db->spill_limit = cache_capacity(db->cache) > 1024 ? cache_capacity(db->cache) : 1024;
+#ifndef NDEBUG
+    {
+        const char *ck = getenv("BTREE_STORE_CHECK_COMMITS");
+        db->check_commits = ck && strcmp(ck, "1") == 0;
+    }
+#endif
     if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
         /* The data is still readable: open, refuse writes, let check() report it. */
         if (rc != BS_CORRUPT || !(db->fl_broken = strdup(bs_errmsg())))
@@ -459,7 +466,39 @@ static int txn_usable(bs_txn *txn)
     return BS_OK;
 }
 
-static void release_all_savepoints(bs_txn *txn);
+static int release_all_savepoints(bs_txn *txn);
+
+#ifndef NDEBUG
+/* Debug builds with BTREE_STORE_CHECK_COMMITS=1 at open: after each commit, the whole new
+ * state is checked (invariant 3: every page below page_count reachable once or free once,
+ * and the free counts match; invariant 4 on every page) and the writer's in-memory free set
+ * and chain must be exactly the persisted ones. A difference fails the commit call with
+ * BS_CORRUPT (the commit itself is durable). Called while the writer is still held. */
+static int debug_check_commit(bs_db *db)
+{
+    bs_txn *t;
+    bs_pgvec fl = {0}, chain = {0};
+    uint64_t txid = db->meta.txid;
+    int rc = bs_txn_begin(db, 0, 0, &t);
+    if (rc)
+        return rc;
+    pager_enter(t);
+    if ((rc = check_db(t)) == BS_OK &&
+        (rc = pager_read_freelist(t, &t->meta, &fl, &chain)) == BS_OK)
+        rc = freelist_compare(&db->fl, &fl, &chain);
+    pager_leave(t);
+    bs_txn_abort(t);
+    pgvec_free(&fl);
+    pgvec_free(&chain);
+    if (rc && rc != BS_NOMEM) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", bs_errmsg());
+        rc = bs_fail(BS_CORRUPT, "state check after commit %llu failed: %s",
+                     (unsigned long long)txid, why);
+    }
+    return rc;
+}
+#endif
 
 int bs_txn_commit(bs_txn *txn)
 {
@@ -483,7 +522,8 @@ int bs_txn_commit(bs_txn *txn)
     assert(!atomic_load(&db->panic)); /* invariant 5: no writer starts after a failed commit */
     txn->noio = false;
     pager_enter(txn);
-    release_all_savepoints(txn);
+    if ((rc = release_all_savepoints(txn)) != BS_OK)
+        goto fail;
     /* deferred rebalancing, then bucket records into the catalog */
     for (size_t i = 0; i < txn->nbuckets; i++) {
         bs_bucket *b = txn->buckets[i];
@@ -509,6 +549,10 @@ int bs_txn_commit(bs_txn *txn)
     rc = pager_commit(txn, &nm);
 fail:
     pager_leave(txn);
+#ifndef NDEBUG
+    if (rc == BS_OK && db->check_commits)
+        rc = debug_check_commit(db); /* still the writer: db->fl cannot change meanwhile */
+#endif
     txn_free(txn);
     return rc;
 }
@@ -534,7 +578,11 @@ int bs_txn_savepoint(bs_txn *txn)
         sp->buckets[i] = *txn->buckets[i];
     sp->nbuckets = txn->nbuckets;
     sp->catalog = txn->catalog;
-    pager_savepoint(txn, sp);
+    if ((rc = pager_savepoint(txn, sp)) != BS_OK) {
+        free(sp->buckets);
+        sp->buckets = NULL;
+        return rc;
+    }
     txn->nsp++;
     return BS_OK;
 }
@@ -544,7 +592,9 @@ int bs_txn_rollback(bs_txn *txn)
     if (!txn->write || !txn->nsp)
         return bs_fail(BS_MISUSE, "no savepoint to roll back to");
     bs_savepoint *sp = &txn->sp[txn->nsp - 1];
-    pager_rollback(txn, sp);
+    int rc = pager_rollback(txn, sp);
+    if (rc)
+        return rc; /* nothing changed: the savepoint is still there */
     for (size_t i = 0; i < txn->nbuckets; i++) {
         if (i < sp->nbuckets) {
             *txn->buckets[i] = sp->buckets[i];
@@ -572,16 +622,20 @@ int bs_txn_release(bs_txn *txn)
     if (!txn->write || !txn->nsp)
         return bs_fail(BS_MISUSE, "no savepoint to release");
     bs_savepoint *sp = &txn->sp[txn->nsp - 1];
-    pager_release(txn, sp);
+    int rc = pager_release(txn, sp);
+    if (rc)
+        return rc; /* nothing changed: the savepoint is still there */
     free(sp->buckets);
     txn->nsp--;
     return BS_OK;
 }
 
-static void release_all_savepoints(bs_txn *txn)
+static int release_all_savepoints(bs_txn *txn)
 {
-    while (txn->nsp)
-        bs_txn_release(txn);
+    int rc = BS_OK;
+    while (txn->nsp && (rc = bs_txn_release(txn)) == BS_OK)
+        ;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ buckets */

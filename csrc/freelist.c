@@ -126,16 +126,19 @@ bool freelist_take_run(bs_freelist *fl, uint64_t n, uint64_t *pages)
     return false;
 }
 
+int freelist_reserve_pend(bs_freelist *fl)
+{
+    return bs_grow(&fl->pend, &fl->cappend, fl->npend + 1, sizeof *fl->pend, 8,
+                   "the pending free pages");
+}
+
 int freelist_pend(bs_freelist *fl, uint64_t txid, bs_pgvec *pages)
 {
     if (!pages->n)
         return BS_OK;
-    if (fl->npend == fl->cappend) {
-        int rc = bs_grow(&fl->pend, &fl->cappend, fl->npend + 1, sizeof *fl->pend, 8,
-                         "the pending free pages");
-        if (rc)
-            return rc;
-    }
+    int rc = freelist_reserve_pend(fl);
+    if (rc)
+        return rc;
     fl->pend[fl->npend].txid = txid;
     fl->pend[fl->npend].pages = *pages;
     fl->npend++;
@@ -175,6 +178,46 @@ uint64_t freelist_count(const bs_freelist *fl)
     for (size_t i = 0; i < fl->npend; i++)
         n += fl->pend[i].pages.n;
     return n;
+}
+
+int freelist_compare(const bs_freelist *fl, bs_pgvec *persisted, const bs_pgvec *chain)
+{
+    bs_pgvec mem = {0};
+    int rc;
+    if (chain->n != fl->chain.n)
+        return bs_fail(BS_CORRUPT, "freelist chain: %zu pages in memory, %zu in the file",
+                       fl->chain.n, chain->n);
+    for (size_t i = 0; i < chain->n; i++)
+        if (chain->v[i] != fl->chain.v[i])
+            return bs_fail(BS_CORRUPT, "freelist chain: record %zu is page %llu in memory, "
+                           "%llu in the file", i, (unsigned long long)fl->chain.v[i],
+                           (unsigned long long)chain->v[i]);
+    if ((rc = pgvec_reserve(&mem, freelist_count(fl) + 1)) != BS_OK)
+        return rc;
+    append_pages(&mem, fl->reusable.v, fl->reusable.n);
+    for (size_t i = 0; i < fl->npend; i++)
+        append_pages(&mem, fl->pend[i].pages.v, fl->pend[i].pages.n);
+    if (mem.n)
+        qsort(mem.v, mem.n, sizeof *mem.v, cmp_asc);
+    if (persisted->n)
+        qsort(persisted->v, persisted->n, sizeof *persisted->v, cmp_asc);
+    size_t i = 0, j = 0;
+    rc = BS_OK;
+    while (rc == BS_OK && (i < mem.n || j < persisted->n)) {
+        if (i + 1 < mem.n && mem.v[i] == mem.v[i + 1])
+            rc = bs_fail(BS_CORRUPT, "page %llu is free twice in memory",
+                         (unsigned long long)mem.v[i]);
+        else if (j < persisted->n && (i == mem.n || persisted->v[j] < mem.v[i]))
+            rc = bs_fail(BS_CORRUPT, "page %llu is free in the file but not in memory",
+                         (unsigned long long)persisted->v[j]);
+        else if (j == persisted->n || mem.v[i] < persisted->v[j])
+            rc = bs_fail(BS_CORRUPT, "page %llu is free in memory but not in the file",
+                         (unsigned long long)mem.v[i]);
+        else
+            i++, j++;
+    }
+    pgvec_free(&mem);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ verification, replay */

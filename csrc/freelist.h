@@ -32,7 +32,7 @@
 /* ---- the free set in memory ---- */
 void freelist_destroy(bs_freelist *fl);
 /* Merge pages (any order; the array is sorted in place) into the reusable set. BS_NOMEM
- * leaves the set unchanged. */
+ * leaves the set unchanged (never when its capacity already holds them). */
 int freelist_merge(bs_pgvec *reusable, uint64_t *pages, size_t n);
 /* The lowest reusable page, removed from the set; false when there is none. */
 bool freelist_take(bs_freelist *fl, uint64_t *pgno);
@@ -40,8 +40,11 @@ bool freelist_take(bs_freelist *fl, uint64_t *pgno);
  * pages[0..n-1] highest first; false when there is no such run. */
 bool freelist_take_run(bs_freelist *fl, uint64_t n, uint64_t *pages);
 /* Pages freed by commit txid wait until no reader can see them: *pages is moved into a
- * pending group (and left empty). BS_NOMEM leaves both unchanged. */
+ * pending group (and left empty). BS_NOMEM leaves both unchanged (never after
+ * freelist_reserve_pend). */
 int freelist_pend(bs_freelist *fl, uint64_t txid, bs_pgvec *pages);
+/* Room for one more pending group, so that the next freelist_pend cannot fail. */
+int freelist_reserve_pend(bs_freelist *fl);
 /* Invariant 2: pending groups of commits <= oldest (the oldest live snapshot) become
  * reusable. */
 void freelist_release(bs_freelist *fl, uint64_t oldest);
@@ -49,6 +52,12 @@ void freelist_release(bs_freelist *fl, uint64_t oldest);
 uint64_t freelist_pinned(const bs_freelist *fl, uint64_t oldest);
 /* Pages in the free set: reusable + pending. */
 uint64_t freelist_count(const bs_freelist *fl);
+
+/* The in-memory free set and chain of fl against a persisted one (persisted: the replayed
+ * free set, any order, sorted in place; chain: its record pages, head first). BS_OK when
+ * they are the same sets (reusable + pending = persisted, chain = fl->chain), else BS_CORRUPT
+ * naming the first difference; BS_NOMEM. */
+int freelist_compare(const bs_freelist *fl, bs_pgvec *persisted, const bs_pgvec *chain);
 
 /* ---- verification and replay of the persisted chain ---- */
 /* Structure of a freelist page that passed its CRC: entry counts within the page (a base has

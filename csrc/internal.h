@@ -162,6 +162,7 @@ struct bs_db {
     char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
     bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
+    bool check_commits;     /* debug builds: check the whole state after each commit */
 };
 
 struct bs_txn {
@@ -245,9 +246,11 @@ int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *
 int pager_commit(bs_txn *txn, bs_meta *newmeta);
 void pager_abort(bs_txn *txn);
 void pager_txn_init(bs_txn *txn);
-void pager_savepoint(bs_txn *txn, bs_savepoint *sp);
-void pager_rollback(bs_txn *txn, bs_savepoint *sp);
-void pager_release(bs_txn *txn, bs_savepoint *sp);
+/* Savepoints: each returns BS_OK or BS_NOMEM, and on BS_NOMEM changes nothing (the
+ * transaction and the savepoint stay as they were). */
+int pager_savepoint(bs_txn *txn, bs_savepoint *sp);
+int pager_rollback(bs_txn *txn, bs_savepoint *sp);
+int pager_release(bs_txn *txn, bs_savepoint *sp);
 
 /* page lists (freelist.c) */
 int pgvec_push(bs_pgvec *v, uint64_t pgno);

@@ -305,6 +305,9 @@ int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno)
     bs_db *db = txn->db;
     uint64_t p;
     int rc;
+    /* room to give the page back if the dirty map cannot take it */
+    if ((rc = pgvec_reserve(&txn->local_free, txn->local_free.n + 1)) != BS_OK)
+        return rc;
     bs_frame *f = cache_frame_new(db->page_size);
     if (!f)
         return bs_fail(BS_NOMEM, "out of memory for a new page");
@@ -314,7 +317,7 @@ int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno)
     memset(pg, 0, db->page_size);
     init_header(pg, db->page_size, type, p, txn->txid);
     if ((rc = dirty_add(txn, p, f, 0, NULL)) != BS_OK) {
-        pgvec_push(&txn->local_free, p);
+        txn->local_free.v[txn->local_free.n++] = p; /* reserved above */
         goto fail;
     }
     *out = pg;
@@ -480,8 +483,12 @@ int pager_free(bs_txn *txn, uint64_t pgno)
     bs_dirty_ent *e = dirty_find(txn, pgno);
     if (e) {
         if (e->gen >= txn->floor) {
+            int rc = pgvec_reserve(&txn->local_free, txn->local_free.n + 1);
+            if (rc)
+                return rc;
             dirty_remove(txn, e);
-            return pgvec_push(&txn->local_free, pgno);
+            txn->local_free.v[txn->local_free.n++] = pgno;
+            return BS_OK;
         }
         return shadow(txn, e);
     }
@@ -515,7 +522,9 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
         return bs_fail(BS_TOOBIG, "value of %zu bytes is over the limit of 4294967295", len);
     uint64_t n = fmt_overflow_pages(P, len);
     uint64_t first;
-    if ((rc = alloc_run(txn, n, &first)) != BS_OK)
+    /* room to give the run back if writing it fails */
+    if ((rc = pgvec_reserve(&txn->local_free, txn->local_free.n + n)) != BS_OK ||
+        (rc = alloc_run(txn, n, &first)) != BS_OK)
         return rc;
     uint8_t hdr[PH_SIZE];
     init_header(hdr, P, PT_OVERFLOW, first, txn->txid);
@@ -547,7 +556,7 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
     return BS_OK;
 fail:
     for (uint64_t k = 0; k < n; k++)
-        pgvec_push(&txn->local_free, first + k);
+        txn->local_free.v[txn->local_free.n++] = first + k; /* reserved above */
     return rc;
 }
 
@@ -652,11 +661,12 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
     if (e) {
         if (e->gen < txn->floor)
             return shadow(txn, e);
-        dirty_remove(txn, e);
         to = &txn->local_free;
     }
     if ((rc = pgvec_reserve(to, to->n + n)) != BS_OK)
         return rc;
+    if (e)
+        dirty_remove(txn, e);
     for (uint64_t k = 0; k < n; k++)
         to->v[to->n++] = pgno + k;
     return BS_OK;
@@ -819,9 +829,13 @@ void pager_abort(bs_txn *txn)
 {
     bs_db *db = txn->db;
     if (txn->write) {
-        /* give back what we took from the freelist */
+        /* give back what we took from the freelist: this cannot run out of memory, because
+         * pages only leave the reusable list during a write txn (its capacity still holds
+         * them all), so the free set stays exact */
+        assert(db->fl.reusable.cap >= db->fl.reusable.n + txn->alloc_from_free.n);
         if (txn->alloc_from_free.n)
-            freelist_merge(&db->fl.reusable, txn->alloc_from_free.v, txn->alloc_from_free.n);
+            (void)freelist_merge(&db->fl.reusable, txn->alloc_from_free.v,
+                                 txn->alloc_from_free.n);
         dirty_clear(txn);
         pgvec_free(&txn->freed);
         pgvec_free(&txn->local_free);
@@ -879,6 +893,11 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
 
     if ((rc = commit_freelist(txn, nm, &chain, &ndelta)) != BS_OK)
         goto fail;
+    /* room for publishing (f), taken now: once the meta is written nothing may fail, or the
+     * in-memory free set would disagree with the persisted one */
+    if ((rc = pgvec_reserve(&db->fl.reusable, db->fl.reusable.n + txn->local_free.n)) != BS_OK ||
+        (rc = freelist_reserve_pend(&db->fl)) != BS_OK)
+        goto fail;
     nm->page_count = txn->page_count;
     nm->txid = txn->txid;
     if ((rc = collect(txn, 0, &v, &n)) != BS_OK)
@@ -918,11 +937,11 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
 
     /* publish: new transactions see this commit from here on */
     pthread_mutex_lock(&db->mu);
-    if (freelist_merge(&db->fl.reusable, txn->local_free.v, txn->local_free.n) != BS_OK ||
-        freelist_pend(&db->fl, txn->txid, &txn->freed) != BS_OK) {
-        /* out of memory here only loses track of free pages in memory: the file holds them
-         * on its freelist and reopening recovers them */
-    }
+    rc = freelist_merge(&db->fl.reusable, txn->local_free.v, txn->local_free.n);
+    if (rc == BS_OK)
+        rc = freelist_pend(&db->fl, txn->txid, &txn->freed);
+    assert(rc == BS_OK); /* both reserved above */
+    rc = BS_OK;
     db->meta = *nm;
     pthread_mutex_unlock(&db->mu);
     pgvec_free(&db->fl.chain);
@@ -952,21 +971,30 @@ fail:
 
 /* ------------------------------------------------------------------ savepoints */
 
-void pager_savepoint(bs_txn *txn, bs_savepoint *sp)
+int pager_savepoint(bs_txn *txn, bs_savepoint *sp)
 {
+    int rc = pgvec_copy(&sp->local_free, &txn->local_free);
+    if (rc)
+        return rc;
     sp->floor_prev = txn->floor;
     sp->page_count = txn->page_count;
     sp->freed_n = txn->freed.n;
     sp->alloc_n = txn->alloc_from_free.n;
-    pgvec_copy(&sp->local_free, &txn->local_free);
     memset(&sp->shadowed, 0, sizeof sp->shadowed);
     txn->gen++;
     txn->floor = txn->gen;
+    return BS_OK;
 }
 
-void pager_rollback(bs_txn *txn, bs_savepoint *sp)
+int pager_rollback(bs_txn *txn, bs_savepoint *sp)
 {
     bs_dirty *d = &txn->dirty;
+    /* the only allocation comes first: pages taken from the freelist since the savepoint
+     * stay ours (abort gives them back) and join the restored local_free */
+    size_t taken = txn->alloc_from_free.n - sp->alloc_n;
+    int rc = pgvec_reserve(&sp->local_free, sp->local_free.n + taken);
+    if (rc)
+        return rc;
     /* pages made since the savepoint disappear; shadowed ones come back */
     for (size_t i = 0; d->e && i <= d->mask;) {
         bs_dirty_ent *e = &d->e[i];
@@ -985,18 +1013,33 @@ void pager_rollback(bs_txn *txn, bs_savepoint *sp)
     pgvec_free(&txn->local_free);
     txn->local_free = sp->local_free;
     memset(&sp->local_free, 0, sizeof sp->local_free);
-    /* pages taken from the freelist since then stay ours (abort gives them back) */
     for (size_t i = sp->alloc_n; i < txn->alloc_from_free.n; i++)
-        pgvec_push(&txn->local_free, txn->alloc_from_free.v[i]);
+        txn->local_free.v[txn->local_free.n++] = txn->alloc_from_free.v[i];
     txn->page_count = sp->page_count;
     txn->freed.n = sp->freed_n;
     txn->floor = sp->floor_prev;
+    return BS_OK;
 }
 
-void pager_release(bs_txn *txn, bs_savepoint *sp)
+int pager_release(bs_txn *txn, bs_savepoint *sp)
 {
-    txn->floor = sp->floor_prev;
     bs_savepoint *parent = txn->nsp >= 2 ? &txn->sp[txn->nsp - 2] : NULL;
+    /* first the room for every page this moves (so that nothing fails half way) */
+    size_t nlocal = 0, nparent = 0;
+    for (size_t i = 0; i < sp->shadowed.n; i++) {
+        bs_dirty_ent *e = dirty_find(txn, sp->shadowed.v[i]);
+        if (!e)
+            continue;
+        if (e->gen >= sp->floor_prev || !parent)
+            nlocal += e->run ? e->run : 1;
+        else
+            nparent++;
+    }
+    int rc;
+    if ((rc = pgvec_reserve(&txn->local_free, txn->local_free.n + nlocal)) != BS_OK ||
+        (parent && (rc = pgvec_reserve(&parent->shadowed, parent->shadowed.n + nparent)) != BS_OK))
+        return rc;
+    txn->floor = sp->floor_prev;
     for (size_t i = 0; i < sp->shadowed.n; i++) {
         bs_dirty_ent *e = dirty_find(txn, sp->shadowed.v[i]);
         if (!e)
@@ -1004,16 +1047,13 @@ void pager_release(bs_txn *txn, bs_savepoint *sp)
         if (e->gen >= txn->floor || !parent) {
             uint64_t p = e->pgno, run = e->run;
             dirty_remove(txn, e);
-            if (run) {
-                for (uint64_t k = 0; k < run; k++)
-                    pgvec_push(&txn->local_free, p + k);
-            } else {
-                pgvec_push(&txn->local_free, p);
-            }
+            for (uint64_t k = 0; k < (run ? run : 1); k++)
+                txn->local_free.v[txn->local_free.n++] = p + k;
         } else {
-            pgvec_push(&parent->shadowed, e->pgno);
+            parent->shadowed.v[parent->shadowed.n++] = e->pgno;
         }
     }
     pgvec_free(&sp->shadowed);
     pgvec_free(&sp->local_free);
+    return BS_OK;
 }
