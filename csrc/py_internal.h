@@ -6,7 +6,8 @@
  *   DBObject    (py_db.c)      one bs_db; keeps the list of its live Txn objects
  *   TxnObject   (py_txn.c)     one bs_txn (a "root" Txn), or a "bound" view of another Txn's
  *                              bs_txn on another bucket (txn._bind), which cannot end it
- *   IterObject  (py_iter.c)    one bs_cursor; yields memoryviews over BufObjects it reuses
+ *   IterObject  (py_iter.c)    one bs_cursor; yields bytes, or memoryviews over BufObjects it
+ *                              reuses while nobody else holds them
  *   BufObject   (py_iter.c)    a byte buffer exporting the buffer protocol with an export count
  *   FaultIOObject (py_testing.c) a bs_fault controller (tests only)
  *
@@ -45,6 +46,7 @@ static inline PyObject *Py_NewRef(PyObject *o)
 typedef struct py_state {
     PyTypeObject *DB_type;
     PyTypeObject *Txn_type;
+    PyTypeObject *WriteTxn_type; /* subtype of Txn for write transactions */
     PyTypeObject *Iter_type;
     PyTypeObject *Buf_type;
     PyTypeObject *FaultIO_type;
@@ -197,9 +199,10 @@ int py_txn_open_bucket(bs_txn *t, const py_name *nm, int create, bs_bucket **out
 
 /* ---- Iterator (py_iter.c) ---- */
 int py_iter_init_type(PyObject *m, py_state *st);
-/* txn.iter(...) and iter(txn). */
+/* txn.iter(...) (memoryviews, copy=0), iter(txn) and txn.keys()/values()/items() (bytes,
+ * copy=1). */
 PyObject *py_iter_new(TxnObject *txn, const py_name *bucket, PyObject *start, PyObject *stop,
-                      PyObject *prefix, int reverse, int keys, int values);
+                      PyObject *prefix, int reverse, int keys, int values, int copy);
 
 /* ---- testing (py_testing.c) ---- */
 int py_testing_init(PyObject *m, py_state *st);

@@ -4,16 +4,22 @@
  *
  * Layer: CPython binding; calls the engine only through bs.h (cursor API).
  *
- * Buffers and views: each step copies the current key and value out of the page
- * (before bs_txn_leave) into buffers the iterator owns, and yields memoryviews over them.
- *  - A _Buffer counts its exports (live memoryviews). With no export it may be resized
- *    (realloc); with exports it is overwritten in place when big enough, else replaced by a
- *    NEW _Buffer (the old one lives on as long as its views): a view kept past its step shows
- *    old or overwritten bytes, never freed memory.
- *  - Steady state allocates nothing: the result tuple is reused when only the iterator holds
- *    it (like dict iterators), and a memoryview is yielded again (showing the new item) when
- *    it is not released, still views the current buffer and has the new length (its cached
- *    hash is reset); a view held from an earlier step therefore shows the current item.
+ * Two modes. A bytes iterator (iter(txn), txn.keys(), values(), items()) yields bytes
+ * copies. A view iterator (txn.iter()) copies each item out of the page (before
+ * bs_txn_leave) into byte buffers it owns and yields memoryviews over them; it reuses a
+ * buffer, its memoryview and the (key, value) tuple only when nobody else holds them:
+ *  - Each yielded object sits in a ring of two entries (two key views, two value views, two
+ *    tuples). A step takes an entry that is exclusively the iterator's: the tuple has no
+ *    other reference; the memoryview has no other reference, is not released and exports
+ *    nothing, its managed buffer has no other view, and the _Buffer has no other export or
+ *    reference than that view (baselines recorded when the view was made). Such an entry is
+ *    refilled in place (data, length, hash reset): nobody can observe the change.
+ *  - Two entries because the loop `for k, v in it:` still holds the previous step's views
+ *    (k, v) while next() runs; they are free again one step later. A loop that drops its
+ *    views therefore allocates nothing per step.
+ *  - When no entry is free (a view or tuple escaped: kept.append(k), dict(it)), the step
+ *    makes a fresh _Buffer and memoryview (or tuple) and drops the iterator's reference to
+ *    the old one: a kept view keeps its bytes forever.
  *
  * Range: [lo, hi) where lo = max(start, prefix) and hi = min(stop, successor(prefix)).
  * Forward iteration seeks >= lo and stops at hi; reverse seeks <= hi, skips hi itself, and
@@ -62,8 +68,8 @@ static BufObject *buf_new(py_state *st, Py_ssize_t cap)
     return b;
 }
 
-/* Resize a buffer that has no exports to hold n bytes (grows geometrically, shrinks a large
- * buffer that is mostly unused). */
+/* Resize the storage of a buffer nobody else can see to hold n bytes (grows geometrically,
+ * shrinks a large buffer that is mostly unused). */
 static int buf_reserve(BufObject *b, Py_ssize_t n)
 {
     Py_ssize_t cap = b->cap;
@@ -109,7 +115,7 @@ static void buf_dealloc(BufObject *self)
 }
 
 static PyType_Slot buf_slots[] = {
-    {Py_tp_doc, "Internal: a reusable byte buffer behind the memoryviews an Iterator yields."},
+    {Py_tp_doc, "Internal: the byte buffer behind a memoryview an Iterator yields."},
     {Py_tp_dealloc, buf_dealloc},
     {Py_bf_getbuffer, buf_getbuffer},
     {Py_bf_releasebuffer, buf_releasebuffer},
@@ -123,6 +129,112 @@ static PyType_Spec buf_spec = {
     .slots = buf_slots,
 };
 
+/* ---- view rings ---- */
+
+/* One entry: a _Buffer and (view mode) the memoryview over it, with the reference counts
+ * that mean "only the iterator holds them", taken when the view was made. */
+typedef struct vent {
+    BufObject *buf;
+    PyObject *mv;
+    Py_ssize_t buf_ref, mbuf_ref;
+} vent;
+
+typedef struct vring {
+    vent e[2];
+    int cur; /* entry holding the loaded item, -1 when none */
+} vring;
+
+/* The view of entry e is the iterator's alone: nobody can see a change to it. */
+static int vent_exclusive(const vent *e)
+{
+    PyObject *mv = e->mv;
+    if (!mv || Py_REFCNT(mv) != 1)
+        return 0;
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    if ((m->flags & _Py_MEMORYVIEW_RELEASED) || m->exports != 0 || !m->mbuf ||
+        m->mbuf->exports != 1 || Py_REFCNT(m->mbuf) != e->mbuf_ref)
+        return 0;
+    if (e->buf->exports != 1 || Py_REFCNT(e->buf) != e->buf_ref)
+        return 0;
+    return m->view.obj == (PyObject *)e->buf && m->view.buf == (void *)e->buf->data;
+}
+
+/* Point the exclusive view of e at n bytes of its (possibly moved) buffer. */
+static void vent_retarget(vent *e, Py_ssize_t n)
+{
+    PyMemoryViewObject *m = (PyMemoryViewObject *)e->mv;
+    Py_buffer *mb = &m->mbuf->master;
+    e->buf->len = n;
+    mb->buf = e->buf->data;
+    mb->len = n;
+    m->view.buf = e->buf->data;
+    m->view.len = n;
+    if (m->view.shape)
+        m->view.shape[0] = n;
+    m->hash = -1; /* a read-only memoryview caches its hash */
+}
+
+static void vent_clear(vent *e)
+{
+    Py_CLEAR(e->mv);
+    Py_CLEAR(e->buf);
+}
+
+static void vring_clear(vring *r)
+{
+    vent_clear(&r->e[0]);
+    vent_clear(&r->e[1]);
+    r->cur = -1;
+}
+
+/* Make an entry of r ready for n bytes; view: the entry must carry a memoryview to yield.
+ * The entry used becomes e[0] (the newest; e[1] is the older one). *dst receives where to
+ * write the n bytes. 0, or -1 with an exception set. */
+static int vring_take(py_state *st, vring *r, Py_ssize_t n, int view, char **dst)
+{
+    vent *e = &r->e[0];
+    r->cur = -1;
+    if (!view) {
+        /* only it.key reads this buffer: entry 0, never exported */
+        if (!e->buf && !(e->buf = buf_new(st, n)))
+            return -1;
+        if (buf_reserve(e->buf, n) < 0)
+            return -1;
+        e->buf->len = n;
+        r->cur = 0;
+        *dst = e->buf->data;
+        return 0;
+    }
+    /* the older entry first: the newest is usually still bound to the caller's loop variable */
+    int j = vent_exclusive(&r->e[1]) ? 1 : vent_exclusive(&r->e[0]) ? 0 : -1;
+    if (j == 1 || j < 0) {
+        vent t = r->e[0];
+        r->e[0] = r->e[1];
+        r->e[1] = t;
+    }
+    if (j >= 0) {
+        if (buf_reserve(e->buf, n) < 0)
+            return -1;
+        vent_retarget(e, n);
+    } else {
+        /* both escaped (or not made yet): a fresh buffer and view replace the older entry;
+         * whoever holds the old view keeps it and its bytes */
+        vent_clear(e);
+        if (!(e->buf = buf_new(st, n)))
+            return -1;
+        e->buf->len = n;
+        if (!(e->mv = PyMemoryView_FromObject((PyObject *)e->buf))) {
+            Py_CLEAR(e->buf);
+            return -1;
+        }
+        e->buf_ref = Py_REFCNT(e->buf);
+        e->mbuf_ref = Py_REFCNT(((PyMemoryViewObject *)e->mv)->mbuf);
+    }
+    r->cur = 0;
+    *dst = e->buf->data;
+    return 0;
+}
+
 /* ---- Iterator ---- */
 
 enum { IT_INIT, IT_PENDING, IT_YIELDED, IT_DONE };
@@ -135,12 +247,13 @@ typedef struct IterObject {
     PyObject *bucket;     /* bytes: the bucket name (for messages), or NULL */
     PyObject *lo, *hi;    /* bytes bounds, or NULL */
     int reverse, keys, values;
+    int copy;             /* yield bytes, not memoryviews */
     int state;
     int busy;
-    BufObject *kbuf, *vbuf;
-    Py_ssize_t klen, vlen; /* the loaded item */
-    PyObject *kmv, *vmv;  /* single-view mode: the cached memoryview */
-    PyObject *result;     /* (key, value) mode: the cached tuple */
+    vring kr, vr;         /* view mode: key / value buffers and views */
+    Py_ssize_t klen, vlen; /* view mode: the loaded item (-1: none) */
+    PyObject *kobj, *vobj; /* bytes mode: the loaded item as bytes (NULL: none) */
+    PyObject *tup[2];     /* (key, value) mode: tup[0] holds the loaded item */
     PyObject *weakreflist;
 } IterObject;
 
@@ -158,114 +271,127 @@ static int iter_cmp_obj(const void *a, size_t alen, PyObject *bytes)
     return iter_cmp(a, alen, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
 }
 
-/* A memoryview we made may be handed out again, showing the new item, when it is not
- * released, still views the current buffer, and has the new length. Whoever still holds it
- * from an earlier step sees the new bytes: "a view is valid until the next step". */
-static int mv_reusable(PyObject *mv, BufObject *b, Py_ssize_t n)
+/* Empty every tuple only we hold (so that its old items do not pin the views), and return
+ * the index of one of them (the older first), or -1 when both escaped. Empty means None,
+ * never NULL: an allocation below may run a finalizer that finds the tuple
+ * (gc.get_objects()) and reads its items. */
+static int iter_free_tuple(IterObject *it)
 {
-    if (!mv)
-        return 0;
-    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
-    if (m->flags & _Py_MEMORYVIEW_RELEASED)
-        return 0;
-    Py_buffer *v = PyMemoryView_GET_BUFFER(mv);
-    if (v->obj != (PyObject *)b || v->buf != (void *)b->data || v->len != n)
-        return 0;
-    m->hash = -1; /* a read-only memoryview caches its hash */
-    return 1;
+    int free_i = -1;
+    for (int i = 1; i >= 0; i--) {
+        PyObject *t = it->tup[i];
+        if (t && Py_REFCNT(t) == 1) {
+            PyObject **items = ((PyTupleObject *)t)->ob_item;
+            Py_SETREF(items[0], Py_NewRef(Py_None));
+            Py_SETREF(items[1], Py_NewRef(Py_None));
+            if (free_i < 0)
+                free_i = i;
+        }
+    }
+    return free_i;
 }
 
-/* Make *bufp ready to receive n bytes for the view in *slot (slot NULL: no view wanted).
- * *dst receives where to write; *need_view tells whether a new memoryview must be made
- * (after the bytes are written). */
-static int iter_prepare(py_state *st, BufObject **bufp, PyObject **slot, Py_ssize_t n,
-                        char **dst, int *need_view)
+/* Put (k, v) (new references, stolen) into tup[0]: a free tuple, or a new one. */
+static int iter_fill_tuple(IterObject *it, int free_i, PyObject *k, PyObject *v)
 {
-    BufObject *b = *bufp;
-    if (slot && mv_reusable(*slot, b, n)) {
-        *dst = b->data;
-        *need_view = 0;
+    PyObject *t;
+    if (free_i >= 0) {
+        t = it->tup[free_i];
+        PyObject **items = ((PyTupleObject *)t)->ob_item;
+        Py_SETREF(items[0], k);
+        Py_SETREF(items[1], v);
+        if (!PyObject_GC_IsTracked(t)) /* the GC may have untracked it */
+            PyObject_GC_Track(t);
+        if (free_i == 1) {
+            it->tup[1] = it->tup[0];
+            it->tup[0] = t;
+        }
         return 0;
     }
-    if (slot)
-        Py_CLEAR(*slot); /* may drop our own export */
-    if (b->exports == 0) {
-        if (buf_reserve(b, n) < 0)
-            return -1;
-    } else if (b->cap < n) {
-        BufObject *nb = buf_new(st, n);
-        if (!nb)
-            return -1;
-        Py_SETREF(*bufp, nb);
-        b = nb;
+    if (!(t = PyTuple_New(2))) {
+        Py_DECREF(k);
+        Py_DECREF(v);
+        return -1;
     }
-    b->len = n;
-    *dst = b->data;
-    *need_view = slot != NULL;
+    PyTuple_SET_ITEM(t, 0, k);
+    PyTuple_SET_ITEM(t, 1, v);
+    /* the older tuple escaped: its holder keeps it */
+    Py_XSETREF(it->tup[1], it->tup[0]);
+    it->tup[0] = t;
     return 0;
 }
 
-/* Copy the current item into the buffers and prepare the views. Inside enter/leave.
- * Returns BS_OK, an engine rc (exception not set), or -1 (exception set). */
-static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v)
+/* Read an overflow value into dst with the GIL released. */
+static int iter_read_ov(bs_txn *t, const bs_val *v, char *dst)
 {
-    PyObject **kslot = it->keys ? &it->kmv : NULL;
-    PyObject **vslot = it->values ? &it->vmv : NULL;
-    if (it->keys && it->values) {
-        /* Empty our tuple when only we hold it (it is refilled below without allocating),
-         * so that its old views do not pin the buffers; else let the holder keep it. Empty
-         * means None, never NULL: an allocation below may run a finalizer that finds the
-         * tuple (gc.get_objects()) and reads its items. */
-        if (it->result && Py_REFCNT(it->result) == 1) {
-            PyObject **items = ((PyTupleObject *)it->result)->ob_item;
-            Py_SETREF(items[0], Py_NewRef(Py_None));
-            Py_SETREF(items[1], Py_NewRef(Py_None));
-        } else {
-            Py_CLEAR(it->result);
+    int rc;
+    bs_txn_set_noio(t, 0);
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_read_value(t, v, dst);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/* Bytes mode: the item as bytes objects. */
+static int iter_load_bytes(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v)
+{
+    Py_CLEAR(it->kobj);
+    Py_CLEAR(it->vobj);
+    if (!(it->kobj = PyBytes_FromStringAndSize(k->data, (Py_ssize_t)k->len)))
+        return -1;
+    if (!it->values)
+        return BS_OK;
+    if (v->data) {
+        it->vobj = PyBytes_FromStringAndSize(v->data, (Py_ssize_t)v->len);
+    } else if ((it->vobj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v->len))) {
+        int rc = iter_read_ov(t, v, PyBytes_AS_STRING(it->vobj));
+        if (rc != BS_OK) {
+            Py_CLEAR(it->vobj);
+            return rc;
         }
     }
+    return it->vobj ? BS_OK : -1;
+}
+
+/* View mode: copy the item into free buffers. */
+static int iter_load_views(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v)
+{
     char *dst;
-    int need_view;
-    /* The key: always copied (it.key), viewed only when keys are yielded. */
     it->klen = it->vlen = -1;
-    if (iter_prepare(it->st, &it->kbuf, kslot, (Py_ssize_t)k->len, &dst, &need_view) < 0)
+    /* The key: always copied (it.key), viewed only when keys are yielded. */
+    if (vring_take(it->st, &it->kr, (Py_ssize_t)k->len, it->keys, &dst) < 0)
         return -1;
     if (k->len)
         memcpy(dst, k->data, k->len);
     it->klen = (Py_ssize_t)k->len;
-    if (need_view && !(*kslot = PyMemoryView_FromObject((PyObject *)it->kbuf)))
-        return -1;
     if (!it->values)
         return BS_OK;
-    if (iter_prepare(it->st, &it->vbuf, vslot, (Py_ssize_t)v->len, &dst, &need_view) < 0)
+    if (vring_take(it->st, &it->vr, (Py_ssize_t)v->len, 1, &dst) < 0)
         return -1;
     if (v->data) {
         if (v->len)
             memcpy(dst, v->data, v->len);
     } else {
-        int rc;
-        bs_txn_set_noio(t, 0);
-        Py_BEGIN_ALLOW_THREADS
-        rc = bs_read_value(t, v, dst);
-        Py_END_ALLOW_THREADS
+        int rc = iter_read_ov(t, v, dst);
         if (rc != BS_OK)
             return rc;
     }
     it->vlen = (Py_ssize_t)v->len;
-    if (need_view && !(*vslot = PyMemoryView_FromObject((PyObject *)it->vbuf)))
-        return -1;
-    if (it->keys && it->values) {
-        if (it->result) {
-            PyObject **items = ((PyTupleObject *)it->result)->ob_item;
-            Py_SETREF(items[0], Py_NewRef(it->kmv));
-            Py_SETREF(items[1], Py_NewRef(it->vmv));
-            if (!PyObject_GC_IsTracked(it->result)) /* the GC may have untracked it */
-                PyObject_GC_Track(it->result);
-        } else if (!(it->result = PyTuple_Pack(2, it->kmv, it->vmv))) {
-            return -1;
-        }
-    }
     return BS_OK;
+}
+
+/* Load the current item (inside enter/leave). Returns BS_OK, an engine rc (exception not
+ * set), or -1 (exception set). */
+static int iter_load(IterObject *it, bs_txn *t, const bs_val *k, const bs_val *v)
+{
+    int pair = it->keys && it->values;
+    int free_i = pair ? iter_free_tuple(it) : -1;
+    int rc = it->copy ? iter_load_bytes(it, t, k, v) : iter_load_views(it, t, k, v);
+    if (rc != BS_OK || !pair)
+        return rc;
+    PyObject *ko = it->copy ? it->kobj : it->kr.e[0].mv;
+    PyObject *vo = it->copy ? it->vobj : it->vr.e[0].mv;
+    return iter_fill_tuple(it, free_i, Py_NewRef(ko), Py_NewRef(vo)) < 0 ? -1 : BS_OK;
 }
 
 static int iter_usable(IterObject *it)
@@ -370,8 +496,10 @@ static int iter_move(IterObject *it, int how, const char *key, size_t klen)
 static PyObject *iter_current(IterObject *it)
 {
     if (it->keys && it->values)
-        return Py_NewRef(it->result);
-    return Py_NewRef(it->keys ? it->kmv : it->vmv);
+        return Py_NewRef(it->tup[0]);
+    if (it->copy)
+        return Py_NewRef(it->keys ? it->kobj : it->vobj);
+    return Py_NewRef(it->keys ? it->kr.e[0].mv : it->vr.e[0].mv);
 }
 
 static PyObject *iter_next(IterObject *it)
@@ -425,9 +553,13 @@ static PyObject *iter_get_key(IterObject *it, void *c)
     (void)c;
     if (iter_alive(it) < 0)
         return NULL;
-    if ((it->state != IT_PENDING && it->state != IT_YIELDED) || it->klen < 0)
+    if (it->state != IT_PENDING && it->state != IT_YIELDED)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize(it->kbuf->data, it->klen);
+    if (it->copy)
+        return Py_NewRef(it->kobj ? it->kobj : Py_None);
+    if (it->klen < 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(it->kr.e[0].buf->data, it->klen);
 }
 
 static PyObject *iter_get_value(IterObject *it, void *c)
@@ -435,9 +567,13 @@ static PyObject *iter_get_value(IterObject *it, void *c)
     (void)c;
     if (iter_alive(it) < 0)
         return NULL;
-    if ((it->state != IT_PENDING && it->state != IT_YIELDED) || it->vlen < 0)
+    if (it->state != IT_PENDING && it->state != IT_YIELDED)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize(it->vbuf->data, it->vlen);
+    if (it->copy)
+        return Py_NewRef(it->vobj ? it->vobj : Py_None);
+    if (it->vlen < 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(it->vr.e[0].buf->data, it->vlen);
 }
 
 static PyObject *iter_get_reverse(IterObject *it, void *c)
@@ -480,7 +616,7 @@ static PyObject *iter_prefix_end(PyObject *p)
 }
 
 PyObject *py_iter_new(TxnObject *txn, const py_name *bucket, PyObject *start, PyObject *stop,
-                      PyObject *prefix, int reverse, int keys, int values)
+                      PyObject *prefix, int reverse, int keys, int values, int copy)
 {
     py_state *st = txn->st;
     if (!keys && !values) {
@@ -518,16 +654,18 @@ PyObject *py_iter_new(TxnObject *txn, const py_name *bucket, PyObject *start, Py
     it->reverse = reverse;
     it->keys = keys;
     it->values = values;
+    it->copy = copy;
     it->state = IT_INIT;
     it->busy = 0;
-    it->kbuf = it->vbuf = NULL;
+    memset(&it->kr, 0, sizeof it->kr);
+    memset(&it->vr, 0, sizeof it->vr);
+    it->kr.cur = it->vr.cur = -1;
     it->klen = it->vlen = -1;
-    it->kmv = it->vmv = it->result = NULL;
+    it->kobj = it->vobj = NULL;
+    it->tup[0] = it->tup[1] = NULL;
     it->weakreflist = NULL;
     PyObject_GC_Track(it);
     if (bucket->p && !(it->bucket = PyBytes_FromStringAndSize(bucket->p, bucket->n)))
-        goto fail;
-    if (!(it->kbuf = buf_new(st, 64)) || !(it->vbuf = buf_new(st, 64)))
         goto fail;
     if (it->lo && it->hi &&
         iter_cmp_obj(PyBytes_AS_STRING(it->lo), (size_t)PyBytes_GET_SIZE(it->lo), it->hi) >= 0)
@@ -575,17 +713,30 @@ static int iter_traverse(IterObject *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     Py_VISIT(it->txn);
-    Py_VISIT(it->kmv);
-    Py_VISIT(it->vmv);
-    Py_VISIT(it->result);
+    Py_VISIT(it->kr.e[0].mv);
+    Py_VISIT(it->kr.e[1].mv);
+    Py_VISIT(it->vr.e[0].mv);
+    Py_VISIT(it->vr.e[1].mv);
+    Py_VISIT(it->tup[0]);
+    Py_VISIT(it->tup[1]);
+    Py_VISIT(it->kobj);
+    Py_VISIT(it->vobj);
     return 0;
 }
 
+/* Drop what the iterator yields (a cycle through a kept tuple or view is broken here). The
+ * loaded item is gone afterwards: it.key / it.value then read None. */
 static int iter_clear(IterObject *it)
 {
-    Py_CLEAR(it->kmv);
-    Py_CLEAR(it->vmv);
-    Py_CLEAR(it->result);
+    Py_CLEAR(it->tup[0]);
+    Py_CLEAR(it->tup[1]);
+    vring_clear(&it->kr);
+    vring_clear(&it->vr);
+    it->klen = it->vlen = -1;
+    Py_CLEAR(it->kobj);
+    Py_CLEAR(it->vobj);
+    if (it->state == IT_PENDING || it->state == IT_YIELDED)
+        it->state = IT_DONE;
     return 0;
 }
 
@@ -596,11 +747,7 @@ static void iter_dealloc(IterObject *it)
     if (it->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)it);
     iter_close_cursor(it);
-    Py_CLEAR(it->kmv);
-    Py_CLEAR(it->vmv);
-    Py_CLEAR(it->result);
-    Py_CLEAR(it->kbuf);
-    Py_CLEAR(it->vbuf);
+    iter_clear(it);
     Py_CLEAR(it->lo);
     Py_CLEAR(it->hi);
     Py_CLEAR(it->bucket);

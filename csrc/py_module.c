@@ -43,6 +43,7 @@ static int py_module_traverse(PyObject *m, visitproc visit, void *arg)
         return 0;
     Py_VISIT(st->DB_type);
     Py_VISIT(st->Txn_type);
+    Py_VISIT(st->WriteTxn_type);
     Py_VISIT(st->Iter_type);
     Py_VISIT(st->Buf_type);
     Py_VISIT(st->FaultIO_type);
@@ -65,6 +66,7 @@ static int py_module_clear(PyObject *m)
         return 0;
     Py_CLEAR(st->DB_type);
     Py_CLEAR(st->Txn_type);
+    Py_CLEAR(st->WriteTxn_type);
     Py_CLEAR(st->Iter_type);
     Py_CLEAR(st->Buf_type);
     Py_CLEAR(st->FaultIO_type);

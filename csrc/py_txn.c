@@ -103,7 +103,7 @@ static PyObject *txn_raise(TxnObject *self, const py_name *nm, int rc)
 
 TxnObject *py_txn_alloc(DBObject *db, int write, PyObject *bucket)
 {
-    TxnObject *self = PyObject_GC_New(TxnObject, db->st->Txn_type);
+    TxnObject *self = PyObject_GC_New(TxnObject, write ? db->st->WriteTxn_type : db->st->Txn_type);
     if (!self)
         return NULL;
     self->st = db->st;
@@ -498,7 +498,7 @@ static PyObject *txn_iter_slot(TxnObject *self)
     py_name nm;
     if (py_txn_bucket(self, NULL, &nm) < 0)
         return NULL;
-    return py_iter_new(self, &nm, NULL, NULL, NULL, 0, 1, 0);
+    return py_iter_new(self, &nm, NULL, NULL, NULL, 0, 1, 0, 1);
 }
 
 static PyObject *txn_iter(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -519,7 +519,48 @@ static PyObject *txn_iter(TxnObject *self, PyObject *const *args, Py_ssize_t nar
     if (py_txn_bucket(self, a[3], &nm) < 0)
         return NULL;
     return py_iter_new(self, &nm, a[0] == Py_None ? NULL : a[0], a[1] == Py_None ? NULL : a[1],
-                       a[6] == Py_None ? NULL : a[6], reverse, keys, values);
+                       a[6] == Py_None ? NULL : a[6], reverse, keys, values, 0);
+}
+
+/* keys() / values() / items(): bytes iterators over a range. */
+static PyObject *txn_iter_bytes(TxnObject *self, const py_argspec *spec, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames, int keys, int values)
+{
+    PyObject *a[5];
+    if (py_parse_args(spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int reverse = py_arg_bool(a[2], 0);
+    if (reverse < 0)
+        return NULL;
+    py_name nm;
+    if (py_txn_bucket(self, a[3], &nm) < 0)
+        return NULL;
+    return py_iter_new(self, &nm, a[0] == Py_None ? NULL : a[0], a[1] == Py_None ? NULL : a[1],
+                       a[4] == Py_None ? NULL : a[4], reverse, keys, values, 1);
+}
+
+static const char *const txn_range_names[] = {"start", "stop", "reverse", "bucket", "prefix",
+                                              NULL};
+
+static PyObject *txn_keys(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const py_argspec spec = {"keys", txn_range_names, 2, 0};
+    return txn_iter_bytes(self, &spec, args, nargs, kwnames, 1, 0);
+}
+
+static PyObject *txn_values(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const py_argspec spec = {"values", txn_range_names, 2, 0};
+    return txn_iter_bytes(self, &spec, args, nargs, kwnames, 0, 1);
+}
+
+static PyObject *txn_items(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const py_argspec spec = {"items", txn_range_names, 2, 0};
+    return txn_iter_bytes(self, &spec, args, nargs, kwnames, 1, 1);
 }
 
 /* ---- buckets ---- */
@@ -829,7 +870,7 @@ static PyObject *txn_bind(TxnObject *self, PyObject *const *args, Py_ssize_t nar
     if (rc != BS_OK)
         return NULL;
     TxnObject *r = PY_TXN_ROOT(self);
-    TxnObject *v = PyObject_GC_New(TxnObject, self->st->Txn_type);
+    TxnObject *v = PyObject_GC_New(TxnObject, r->write ? self->st->WriteTxn_type : self->st->Txn_type);
     if (!v)
         return NULL;
     v->st = self->st;
@@ -959,9 +1000,20 @@ static PyMethodDef txn_methods[] = {
      "values=True, prefix=None)\n--\n\n"
      "Iterate keys in [start, stop) in byte order (reverse: downwards from below stop), only\n"
      "those starting with prefix if given. Yields (key, value) memoryviews, or only keys or\n"
-     "values. A view stays valid until the next step: bytes(view) keeps it. On a write\n"
+     "values; a buffer is reused only once nobody holds its view, so a kept view never\n"
+     "changes. keys()/values()/items() yield bytes instead. On a write\n"
      "transaction the iterator continues after the last key it yielded, so it sees this\n"
      "transaction's changes to keys it has not reached yet."},
+    {"keys", FASTKW(txn_keys),
+     "keys($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
+     "An Iterator over the keys in [start, stop) (and with prefix), as bytes. iter(txn) is\n"
+     "keys() of the whole bucket. Like every Iterator it makes one pass."},
+    {"values", FASTKW(txn_values),
+     "values($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
+     "An Iterator over the values of the keys in [start, stop) (and with prefix), as bytes."},
+    {"items", FASTKW(txn_items),
+     "items($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
+     "An Iterator over the (key, value) pairs in [start, stop) (and with prefix), as bytes."},
     {"create_bucket", FASTKW(txn_create_bucket),
      "create_bucket($self, /, name, exist_ok=True)\n--\n\nCreate a named bucket (Error if it exists and "
      "not exist_ok)."},
@@ -1025,8 +1077,27 @@ static PyType_Slot txn_slots[] = {
 static PyType_Spec txn_spec = {
     .name = "btree_store.Txn",
     .basicsize = sizeof(TxnObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | PY_TPFLAGS_NONEW,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | PY_TPFLAGS_NONEW,
     .slots = txn_slots,
+};
+
+/* A write transaction: a Txn whose type says it is writable, so that it can be registered
+ * as a MutableMapping while read transactions are only Mappings. */
+static PyType_Slot wtxn_slots[] = {
+    {Py_tp_doc, "A write transaction (a Txn that may change the database).\n\n"
+                "Use as a context manager: commits on normal exit, aborts on exception."},
+    {Py_tp_traverse, txn_traverse},
+    {Py_tp_clear, txn_clear},
+    {Py_tp_dealloc, txn_dealloc},
+    {Py_tp_finalize, txn_finalize},
+    {0, NULL},
+};
+
+static PyType_Spec wtxn_spec = {
+    .name = "btree_store.WriteTxn",
+    .basicsize = sizeof(TxnObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | PY_TPFLAGS_NONEW,
+    .slots = wtxn_slots,
 };
 
 int py_txn_init_type(PyObject *m, py_state *st)
@@ -1035,5 +1106,12 @@ int py_txn_init_type(PyObject *m, py_state *st)
     if (!st->Txn_type)
         return -1;
     py_no_new(st->Txn_type);
-    return py_add_type(m, "Txn", st->Txn_type);
+    if (py_add_type(m, "Txn", st->Txn_type) < 0)
+        return -1;
+    st->WriteTxn_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &wtxn_spec,
+                                                                  (PyObject *)st->Txn_type);
+    if (!st->WriteTxn_type)
+        return -1;
+    py_no_new(st->WriteTxn_type);
+    return py_add_type(m, "WriteTxn", st->WriteTxn_type);
 }

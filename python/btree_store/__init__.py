@@ -11,9 +11,11 @@ transactions (MVCC: readers never block the writer) and range iterators.
             print(txn.get(b"key"))
 
 Keys and values are bytes-like objects (bytes, bytearray, memoryview; str is a TypeError).
-Iterators yield memoryviews over buffers they reuse: a view is valid until the next step;
-``bytes(view)`` keeps it.
+txn.iter() yields memoryviews over buffers it reuses only once nobody holds their views (a
+kept view never changes); iter(txn), keys(), values() and items() yield bytes.
 """
+import collections.abc as _abc
+
 from . import _core
 from ._core import (
     BucketNotFoundError,
@@ -27,6 +29,7 @@ from ._core import (
     PanicError,
     ReadonlyError,
     Txn,
+    WriteTxn,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DB",
     "Txn",
+    "WriteTxn",
     "Iterator",
     "Error",
     "CorruptionError",
@@ -46,6 +50,12 @@ __all__ = [
     "BucketNotFoundError",
     "__version__",
 ]
+
+
+# A transaction is a mapping of bytes keys to bytes values (its default or bound bucket);
+# a write transaction is a mutable one.
+_abc.Mapping.register(Txn)
+_abc.MutableMapping.register(WriteTxn)
 
 
 class _Multi:
