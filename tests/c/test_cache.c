@@ -1,0 +1,143 @@
+// build: csrc/cache.c csrc/util.c csrc/crc32c.c
+/*
+ * test_cache.c - the shared page cache on its own: inserts and lookups, the capacity bound
+ * under CLOCK eviction, a pointer held inside an epoch (a "pin") staying valid while its frame
+ * is evicted and the pool recycles frames, reclamation once the epoch is left, replacement of
+ * an image, cache_evict, and the statistics.
+ *
+ * Layer: test program; calls cache.h (and reads its private counters to see reclamation).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "internal.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fputc('\n', stderr);                                           \
+            if (++failures > 20)                                           \
+                exit(1);                                                   \
+        }                                                                  \
+    } while (0)
+
+#define P 1024u
+
+/* insert an image of pgno filled with a byte derived from (pgno, version) */
+static const uint8_t *put(bs_cache *c, uint64_t pgno, int version, bool replace)
+{
+    bs_frame *f = cache_frame_alloc(c);
+    CHECK(f != NULL, "frame alloc");
+    memset(cache_frame_data(f), (int)((pgno * 7 + (uint64_t)version) & 0xff), P);
+    return cache_insert(c, f, pgno, replace);
+}
+
+static int filled(const uint8_t *pg, int byte)
+{
+    for (uint32_t i = 0; i < P; i++)
+        if (pg[i] != (uint8_t)byte)
+            return 0;
+    return 1;
+}
+
+static uint32_t retired_count(bs_cache *c)
+{
+    uint32_t n = 0;
+    for (bs_frame *f = c->retired; f; f = f->next)
+        n++;
+    return n;
+}
+
+static void test_basic_and_bound(void)
+{
+    bs_cache *c;
+    CHECK(cache_open(P, 16 * P, &c) == BS_OK, "open");
+    CHECK(cache_capacity(c) == 16, "capacity %u", cache_capacity(c));
+    bs_slot *s = cache_slot_acquire(c);
+    cache_enter(c, s);
+    for (uint64_t p = 2; p < 12; p++)
+        put(c, p, 0, false);
+    for (uint64_t p = 2; p < 12; p++) {
+        const uint8_t *pg = cache_find(c, p);
+        CHECK(pg && filled(pg, (int)((p * 7) & 0xff)), "page %llu cached", (unsigned long long)p);
+    }
+    CHECK(cache_find(c, 1000) == NULL, "absent page");
+    /* a second insert without replace keeps the first image */
+    const uint8_t *pg = put(c, 5, 1, false);
+    CHECK(filled(pg, 35), "kept the older image");
+    pg = put(c, 5, 1, true);
+    CHECK(filled(pg, 36), "replaced");
+    CHECK(filled(cache_find(c, 5), 36), "lookup sees the replacement");
+    cache_evict(c, 6);
+    CHECK(cache_find(c, 6) == NULL, "evicted");
+    cache_leave(s);
+    /* far more pages than frames: the bound holds */
+    for (uint64_t p = 100; p < 1100; p++) {
+        cache_enter(c, s);
+        put(c, p, 0, false);
+        cache_leave(s);
+        CHECK(c->nframes <= cache_capacity(c), "%u frames > capacity", c->nframes);
+    }
+    uint64_t pages, hits, misses;
+    cache_count(c, 3, 4);
+    cache_stats(c, &pages, &hits, &misses);
+    CHECK(pages == c->nframes && pages == 16, "pages %llu", (unsigned long long)pages);
+    CHECK(hits == 3 && misses == 4, "stats %llu %llu", (unsigned long long)hits,
+          (unsigned long long)misses);
+    cache_slot_release(c, s);
+    cache_close(c);
+}
+
+static void test_pins_and_reclamation(void)
+{
+    bs_cache *c;
+    CHECK(cache_open(P, 16 * P, &c) == BS_OK, "open");
+    bs_slot *reader = cache_slot_acquire(c), *writer = cache_slot_acquire(c);
+    CHECK(reader && writer && reader != writer, "slots");
+    put(c, 2, 0, false);
+    cache_enter(c, reader);
+    const uint8_t *pinned = cache_find(c, 2);
+    CHECK(pinned != NULL, "page 2 cached");
+    int byte = 14;
+    /* another transaction churns the cache: page 2 is evicted, many frames are retired and
+     * (when reclaimable) recycled through the pool for new images */
+    for (uint64_t p = 100; p < 400; p++) {
+        cache_enter(c, writer);
+        put(c, p, 0, false);
+        cache_leave(writer);
+    }
+    CHECK(cache_find(c, 2) == NULL, "page 2 was evicted");
+    CHECK(filled(pinned, byte), "a pinned image stays intact while its reader is inside");
+    CHECK(retired_count(c) > 0, "frames retired after the pin wait for the reader");
+    /* once nobody is inside an epoch, the next cache operation reclaims everything retired
+     * (the frame its own insert evicts included) */
+    cache_leave(reader);
+    put(c, 1000, 0, false);
+    CHECK(retired_count(c) == 0, "%u frames still retired", retired_count(c));
+    CHECK(c->retired_tables == NULL, "old tables reclaimed");
+    /* a released slot is reused */
+    cache_slot_release(c, reader);
+    bs_slot *again = cache_slot_acquire(c);
+    CHECK(again == reader, "slot reused");
+    cache_slot_release(c, again);
+    cache_slot_release(c, writer);
+    cache_close(c);
+}
+
+int main(void)
+{
+    test_basic_and_bound();
+    test_pins_and_reclamation();
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("test_cache: ok\n");
+    return 0;
+}
