@@ -109,6 +109,29 @@ int bs_db_stat(bs_db *db, bs_stat *st);
  * with bs_errmsg() describing the first problem. Runs in its own read transaction. */
 int bs_db_check(bs_db *db);
 
+/* ---- backup and compaction (copy.c) ---- */
+#define BS_COPY_COMPACT 1u   /* write only live data, every tree freshly packed */
+#define BS_COPY_OVERWRITE 2u /* replace an existing dest (else BS_IOERR with errno EEXIST) */
+/* Write a consistent copy of the newest commit to a new file dest while other threads go on
+ * reading and committing (a read transaction pins the snapshot for the duration). Without
+ * BS_COPY_COMPACT the snapshot's pages are copied as they are (free pages as zeros) under
+ * meta pages naming that snapshot; with it, each bucket becomes a fresh tree built in key
+ * order with full leaves, overflow values copied, no free pages. The source is read through
+ * its own I/O table, dest is always written with the POSIX one. dest is written under a
+ * temporary name in its directory, fsynced and renamed into place: on any failure nothing is
+ * left at dest or under the temporary name. Errors: BS_IOERR/BS_FULL with errno (ENOENT for a
+ * missing directory, EEXIST for an existing dest, EISDIR), BS_MISUSE when dest is the
+ * database's own file, BS_CORRUPT for damage met on the way. Long: call without locks. */
+int bs_db_copy(bs_db *db, const char *dest, unsigned flags);
+/* Compact in place: a compact copy of the newest commit is written next to the file (under
+ * the writer lock), opened, renamed over the file, and then the old handle is closed: on
+ * BS_OK *dbp is a new handle on the compacted file, with the same options. The file keeps
+ * only its live pages (the free tail goes back to the OS). Needs that no transaction of this
+ * handle is open (BS_MISUSE), a writable database (BS_READONLY) and a file-based I/O table
+ * (BS_MISUSE otherwise). On failure *dbp is unchanged and usable, except in the one case where
+ * the new file was in place but could not be reopened: then *dbp is NULL (closed). */
+int bs_db_compact(bs_db **dbp);
+
 /* ---- transactions ---- */
 #define BS_TXN_WRITE 1u
 /* Begin. Write: waits for the writer lock up to timeout_ms (<0: forever; 0: try once);

@@ -107,6 +107,7 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     pthread_mutex_init(&db->wmu, NULL);
     pthread_cond_init(&db->wcond, NULL);
     db->io = o.io;
+    db->io_arg = o.io_arg;
     db->readonly = o.readonly;
     db->sync = o.sync;
     db->fork_gen = atomic_load(&bs_fork_generation);

@@ -139,6 +139,7 @@ typedef struct bs_reader {
 
 struct bs_db {
     const bs_io_methods *io;
+    void *io_arg;           /* bs_options.io_arg (compact reopens with it) */
     bs_file *file;
     char *path;
     uint32_t page_size;

@@ -2,7 +2,7 @@
  * py_db.c - the DB type of btree_store._core: open/close, begin, check, stat, buckets.
  *
  * Layer: CPython binding; calls the engine only through bs.h. bs_db_open, bs_txn_begin,
- * bs_db_check, bs_db_stat and bs_db_close run with the GIL released.
+ * bs_db_check, bs_db_stat, bs_db_copy, bs_db_compact and bs_db_close run with the GIL released.
  *
  * Closing: close() first sets `closed` (every new call raises ClosedError), then
  * aborts every live transaction that no thread is inside, waits (GIL released, short sleeps)
@@ -11,6 +11,7 @@
  */
 #include "py_internal.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
@@ -29,6 +30,10 @@ int py_db_check_usable(DBObject *db)
     }
     if (db->fork_gen != py_fork_gen) {
         py_raise_forked(db->st);
+        return -1;
+    }
+    if (db->switching) { /* only compact() switches an open handle */
+        PyErr_SetString(db->st->Error, "the database is being compacted by another thread");
         return -1;
     }
     return 0;
@@ -480,6 +485,112 @@ static PyObject *db_check(DBObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ---- copy / compact (engine: copy.c) ---- */
+
+/* An engine error of copy(): file-name errors become the standard OSError subclasses
+ * (FileNotFoundError, FileExistsError, ...) with .filename; the rest as everywhere. */
+static PyObject *db_copy_raise(DBObject *self, int rc, PyObject *dest)
+{
+    int err = bs_errno();
+    if (rc == BS_IOERR && (err == ENOENT || err == EEXIST || err == EISDIR || err == ENOTDIR ||
+                           err == EACCES || err == EPERM || err == EROFS)) {
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "isO", err, bs_errmsg(), dest);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    if (rc == BS_MISUSE)
+        return py_raise_msg(PyExc_ValueError, "%s", bs_errmsg());
+    return py_raise(self->st, rc);
+}
+
+static PyObject *db_copy(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    static const char *const names[] = {"dest", "compact", "overwrite", NULL};
+    static const py_argspec spec = {"copy", names, 2, 1};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int compact = py_arg_bool(a[1], 0);
+    if (compact < 0)
+        return NULL;
+    int overwrite = py_arg_bool(a[2], 0);
+    if (overwrite < 0)
+        return NULL;
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    PyObject *fspath = PyOS_FSPath(a[0]);
+    if (!fspath)
+        return NULL;
+    PyObject *pbytes = NULL;
+    if (!PyUnicode_FSConverter(fspath, &pbytes)) {
+        Py_DECREF(fspath);
+        return NULL;
+    }
+    /* __fspath__ may have run anything, close() included */
+    if (py_db_check_usable(self) < 0) {
+        Py_DECREF(fspath);
+        Py_DECREF(pbytes);
+        return NULL;
+    }
+    unsigned flags = (compact ? BS_COPY_COMPACT : 0) | (overwrite ? BS_COPY_OVERWRITE : 0);
+    bs_db *d = self->db;
+    const char *cpath = PyBytes_AS_STRING(pbytes);
+    int rc;
+    self->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_copy(d, cpath, flags);
+    Py_END_ALLOW_THREADS
+    self->active--;
+    Py_DECREF(pbytes);
+    if (rc != BS_OK) {
+        db_copy_raise(self, rc, fspath);
+        Py_DECREF(fspath);
+        return NULL;
+    }
+    Py_DECREF(fspath);
+    Py_RETURN_NONE;
+}
+
+static PyObject *db_compact(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    if (self->readonly)
+        return py_raise_msg(self->st->ReadonlyError, "compact() needs a writable database "
+                                                     "(this one was opened read-only)");
+    if (self->txns || self->active) {
+        size_t n = 0;
+        for (TxnObject *t = self->txns; t; t = t->next)
+            n++;
+        return py_raise_msg(self->st->Error, "compact() needs that no transaction is open on "
+                            "this database (%zu open, %zd calls in progress): end them first",
+                            n, self->active);
+    }
+    /* switching: other threads' calls raise Error, close() waits for us */
+    self->switching = 1;
+    bs_db *d = self->db;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_compact(&d);
+    Py_END_ALLOW_THREADS
+    self->db = d;
+    self->switching = 0;
+    if (!d) { /* the compacted file is in place but could not be reopened */
+        self->closed = 1;
+        db_release_io(self);
+    }
+    if (rc != BS_OK) {
+        if (rc == BS_MISUSE)
+            return py_raise_msg(self->st->Error, "%s", bs_errmsg());
+        return py_raise(self->st, rc);
+    }
+    Py_RETURN_NONE;
+}
+
 static int db_dict_set(PyObject *d, const char *key, unsigned long long v)
 {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
@@ -616,6 +727,17 @@ static PyMethodDef db_methods[] = {
     {"check", (PyCFunction)db_check, METH_NOARGS,
      "check($self, /)\n--\n\nVerify the whole file; raise CorruptionError describing the first problem."},
     {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat($self, /)\n--\n\nStatistics of the database."},
+    {"copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL | METH_KEYWORDS,
+     "copy($self, /, dest, compact=False, *, overwrite=False)\n--\n\n"
+     "Write a consistent copy of the newest commit to the new file `dest` (str, bytes or\n"
+     "os.PathLike) while other threads go on reading and writing. compact=True writes only\n"
+     "live data, every bucket freshly packed (smaller, no free pages). dest is written under\n"
+     "a temporary name, fsynced and renamed into place; an existing dest raises\n"
+     "FileExistsError unless overwrite=True; a failed copy leaves no file behind."},
+    {"compact", (PyCFunction)db_compact, METH_NOARGS,
+     "compact($self, /)\n--\n\nRewrite the file in place with only its live data (a compact copy swapped in\n"
+     "atomically, the handle reopened on it), giving the free space back to the OS. No\n"
+     "transaction may be open on this DB."},
     {"buckets", (PyCFunction)db_buckets, METH_NOARGS,
      "buckets($self, /)\n--\n\nSorted names of the named buckets."},
     {"__enter__", (PyCFunction)db_enter, METH_NOARGS, NULL},
