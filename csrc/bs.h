@@ -9,6 +9,14 @@
  *    calling thread can read a message naming the detail (page number, errno, limit) with
  *    bs_errmsg() and the saved errno with bs_errno(); both are thread-local and stay valid
  *    until the thread's next engine call.
+ *  - Each function below lists the errors it can return. Some come from any call that reads
+ *    pages and are listed as "read errors": BS_CORRUPT (a page failed verification; the
+ *    message names it), BS_IOERR (bs_errno() holds the errno), BS_NOMEM, and BS_WOULDBLOCK
+ *    (no-I/O mode only: the call needs the disk and changed nothing). Every call that takes a
+ *    bs_db or bs_txn also returns BS_FORKED when used in a child after fork() (open again in
+ *    the child). Calls inside a write transaction return BS_BADTXN once an earlier change
+ *    failed half way: only abort (or rolling back to a savepoint taken before the failure)
+ *    is left.
  *  - Ownership: bs_db_open gives a bs_db the caller frees with bs_db_close. bs_txn_begin
  *    gives a bs_txn that bs_txn_commit or bs_txn_abort frees (commit frees it even when it
  *    fails). Buckets handles belong to their transaction. Cursors are freed by
@@ -77,15 +85,19 @@ typedef struct bs_options {
     void *io_arg;         /* passed to io->open */
 } bs_options;
 
-/* Open or create a database. Errors: BS_NOTDB, BS_VERSION, BS_CORRUPT, BS_LOCKED (another
- * handle holds the file lock), BS_IOERR, BS_MISUSE (bad option), BS_READONLY (readonly and
- * missing). */
+/* Open or create a database.
+ * Errors: BS_NOTDB (not a btree_store file, or empty and readonly), BS_VERSION (a newer
+ * format), BS_CORRUPT (no valid meta page; a damaged freelist instead opens the file for
+ * reading and refuses writes), BS_LOCKED (another handle or process holds the file lock),
+ * BS_IOERR (missing file without create, permissions, ...; bs_errno() has the errno),
+ * BS_FULL (no space to create it), BS_MISUSE (bad page_size), BS_NOMEM. */
 int bs_db_open(const char *path, const bs_options *opt, bs_db **out);
 /* Close: all transactions must have ended (else BS_MISUSE and nothing happens).
- * In a child after fork() it only releases the child's memory and descriptor. */
+ * In a child after fork() it only closes the child's descriptor (BS_OK).
+ * Errors: BS_MISUSE, BS_IOERR (closing the descriptor failed; the handle is freed anyway). */
 int bs_db_close(bs_db *db);
-uint32_t bs_db_page_size(const bs_db *db);
-size_t bs_db_max_key(const bs_db *db);
+uint32_t bs_db_page_size(const bs_db *db);   /* no errors */
+size_t bs_db_max_key(const bs_db *db);       /* no errors: the longest key in bytes */
 
 typedef struct bs_stat {
     uint32_t page_size;
@@ -102,11 +114,13 @@ typedef struct bs_stat {
     uint64_t cache_pages;    /* pages in the shared cache */
     uint64_t cache_hits, cache_misses;
 } bs_stat;
+/* Errors: BS_FORKED, BS_IOERR (reading the file size). */
 int bs_db_stat(bs_db *db, bs_stat *st);
 
 /* Integrity check of the newest commit: every page below page_count reachable exactly once
  * or free exactly once, checksums, key order, node bounds, counts. BS_OK or BS_CORRUPT
- * with bs_errmsg() describing the first problem. Runs in its own read transaction. */
+ * with bs_errmsg() describing the first problem. Runs in its own read transaction.
+ * Errors: BS_CORRUPT, BS_IOERR, BS_NOMEM, BS_FORKED. */
 int bs_db_check(bs_db *db);
 
 /* ---- backup and compaction (copy.c) ---- */
@@ -134,38 +148,56 @@ int bs_db_compact(bs_db **dbp);
 
 /* ---- transactions ---- */
 #define BS_TXN_WRITE 1u
-/* Begin. Write: waits for the writer lock up to timeout_ms (<0: forever; 0: try once);
- * BS_LOCKED on expiry; BS_MISUSE if this thread already has an open write transaction;
- * BS_PANIC after a failed commit; BS_READONLY on a read-only database. */
+/* Begin. Write: waits for the writer lock up to timeout_ms (<0: forever; 0: try once).
+ * Errors: BS_LOCKED (the wait expired), BS_MISUSE (this thread already has an open write
+ * transaction), BS_PANIC (an earlier commit failed while writing: reopen), BS_READONLY (a
+ * write transaction on a read-only database), BS_CORRUPT (write: the freelist is damaged,
+ * the database can only be read), BS_NOMEM, BS_FORKED. */
 int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out);
-/* Commit frees txn, also on failure; BS_INUSE (txn untouched) while another thread is inside
- * it. Abort frees txn; it must not be called while another thread is inside the transaction
- * (the binding serializes this). */
+/* Commit frees txn, also on failure. A read transaction, or one that changed nothing, just
+ * ends. Errors: BS_INUSE (txn untouched) while another thread is inside it; BS_BADTXN (a
+ * change failed earlier: rolled back); BS_IOERR or BS_FULL while writing or syncing: the
+ * previous commit stays the durable one, and the database panics (later write transactions
+ * get BS_PANIC until it is reopened) unless the error was BS_FULL on the data pages; read
+ * errors (deferred rebalancing reads pages); BS_NOMEM (nothing durable changes); BS_FORKED. Debug builds checking commits (BTREE_STORE_CHECK_COMMITS=1) return BS_CORRUPT
+ * when the state after a durable commit breaks an invariant.
+ * Abort frees txn (no errors); it must not be called while another thread is inside the
+ * transaction (the binding serializes this). */
 int bs_txn_commit(bs_txn *txn);
 void bs_txn_abort(bs_txn *txn);
-int bs_txn_is_write(const bs_txn *txn);
-uint64_t bs_txn_id(const bs_txn *txn); /* snapshot txid (read) or the txid being built (write) */
+int bs_txn_is_write(const bs_txn *txn); /* no errors: 1 or 0 */
+uint64_t bs_txn_id(const bs_txn *txn); /* no errors: snapshot txid (read) or the txid being
+                                        * built (write) */
 
-int bs_txn_enter(bs_txn *txn);    /* BS_INUSE, BS_FORKED, BS_BADTXN */
-void bs_txn_leave(bs_txn *txn);
-void bs_txn_set_noio(bs_txn *txn, int on);
+int bs_txn_enter(bs_txn *txn);    /* Errors: BS_INUSE (another thread is inside), BS_FORKED */
+void bs_txn_leave(bs_txn *txn);   /* no errors */
+void bs_txn_set_noio(bs_txn *txn, int on); /* no errors */
 
 /* Savepoints (write transactions): a stack. rollback undoes everything since the newest
- * savepoint and removes it; release keeps the changes and removes it. */
+ * savepoint and removes it (a failure inside the savepoint is undone with it); release keeps
+ * the changes and removes it. On an error nothing changes (the stack included).
+ * Errors: savepoint: BS_READONLY (read transaction), BS_BADTXN, BS_NOMEM; rollback and
+ * release: BS_MISUSE (no savepoint, or a read transaction), BS_NOMEM. */
 int bs_txn_savepoint(bs_txn *txn);
 int bs_txn_rollback(bs_txn *txn);
 int bs_txn_release(bs_txn *txn);
 
 /* ---- buckets ---- */
-/* name == NULL: the default bucket (always exists). create: make it if missing (write txn).
- * BS_NOBUCKET if missing and !create. The handle lives as long as the transaction. Names
- * are 1..255 bytes. */
+/* name == NULL: the default bucket (always exists, no errors). create: make it if missing
+ * (write txn). The handle lives as long as the transaction. Names are 1..255 bytes.
+ * Errors: BS_NOBUCKET (missing and !create), BS_MISUSE (bad name length), BS_READONLY
+ * (create on a read transaction), BS_BADTXN, read errors, BS_FULL (creating it grew the
+ * file past its maximum). */
 int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bucket **out);
-/* Drop a named bucket and free all its pages (overflow included). BS_NOBUCKET if missing. */
+/* Drop a named bucket and free all its pages (overflow included).
+ * Errors: BS_NOBUCKET (missing), BS_MISUSE (bad name), BS_READONLY, BS_BADTXN, read errors
+ * (BS_WOULDBLOCK always in no-I/O mode: dropping walks the tree). */
 int bs_bucket_drop(bs_txn *txn, const void *name, size_t nlen);
-/* Calls fn for each named bucket in name order; stops early if fn returns nonzero. */
+/* Calls fn for each named bucket in name order; stops early if fn returns nonzero.
+ * Errors: read errors. */
 int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nlen), void *ctx);
-/* Entries in the bucket (O(1)). */
+/* Entries in the bucket (O(1)). Errors: BS_NOBUCKET (dropped), BS_BADTXN, read errors (a
+ * handle opened after a rolled-back savepoint is reloaded from the catalog). */
 int bs_bucket_count(bs_txn *txn, bs_bucket *b, uint64_t *out);
 
 /* ---- data ---- */
@@ -175,10 +207,20 @@ typedef struct bs_val {
     uint64_t ovpgno;   /* first page of the overflow run, or 0 */
 } bs_val;
 
+/* Errors: BS_NOTFOUND (no such key, also for a key longer than any stored), BS_NOBUCKET
+ * (the bucket was dropped), BS_BADTXN, read errors. */
 int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val);
-/* Copy a value (inline or overflow, checksum verified) into dst[0..val->len). */
+/* Copy a value (inline or overflow, checksum verified) into dst[0..val->len).
+ * Errors: read errors (an overflow run: BS_CORRUPT on a checksum mismatch). */
 int bs_read_value(bs_txn *txn, const bs_val *val, void *dst);
 
+/* Put (flags BS_NOOVERWRITE: keep an existing value) and delete.
+ * Errors: BS_EXISTS (put with BS_NOOVERWRITE and the key is there), BS_NOTFOUND (delete of a
+ * missing key), BS_TOOBIG (key over bs_db_max_key, value over 2^32-1 bytes), BS_READONLY
+ * (read transaction), BS_NOBUCKET (dropped), BS_BADTXN, BS_FULL (disk full while spilling or
+ * writing an overflow run, or the file reached its maximum size), read errors. These leave
+ * the transaction usable: BS_EXISTS, BS_NOTFOUND, BS_TOOBIG, BS_WOULDBLOCK; any other error
+ * marks it failed (BS_BADTXN from then on). */
 #define BS_NOOVERWRITE 1u
 int bs_put(bs_txn *txn, bs_bucket *b, const void *key, size_t klen,
            const void *val, size_t vlen, unsigned flags);
@@ -186,14 +228,17 @@ int bs_del(bs_txn *txn, bs_bucket *b, const void *key, size_t klen);
 
 /* ---- cursors ---- */
 enum { BS_SEEK_GE = 1, BS_SEEK_LE, BS_SEEK_FIRST, BS_SEEK_LAST };
-int bs_cursor_open(bs_txn *txn, bs_bucket *b, bs_cursor **out);
-void bs_cursor_close(bs_cursor *cur);
+/* Every cursor call also returns BS_NOBUCKET (its bucket was dropped) and BS_BADTXN. */
+int bs_cursor_open(bs_txn *txn, bs_bucket *b, bs_cursor **out); /* Errors: BS_NOMEM */
+void bs_cursor_close(bs_cursor *cur);                           /* no errors */
 /* Position: BS_SEEK_GE (first key >= key), BS_SEEK_LE (last key <= key), FIRST, LAST.
- * BS_NOTFOUND when no such key (cursor unpositioned). */
+ * Errors: BS_NOTFOUND (no such key; cursor unpositioned), BS_MISUSE (bad op), read errors. */
 int bs_cursor_seek(bs_cursor *cur, int op, const void *key, size_t klen);
-int bs_cursor_next(bs_cursor *cur);   /* BS_NOTFOUND past the end */
+/* Errors: BS_NOTFOUND past the end (or unpositioned), read errors. */
+int bs_cursor_next(bs_cursor *cur);
 int bs_cursor_prev(bs_cursor *cur);
-/* Current item; key->data points into a page or the cursor (valid until leave/next step). */
+/* Current item; key->data points into a page or the cursor (valid until leave/next step).
+ * Errors: BS_NOTFOUND (unpositioned), read errors. */
 int bs_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val);
 
 #ifdef __cplusplus
