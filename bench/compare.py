@@ -418,7 +418,8 @@ class Data:
 
     def __init__(self, n, seed):
         rnd = random.Random(seed)
-        blob = rnd.randbytes(n * VALUE_SIZE)
+        blob = b"".join(rnd.randbytes(min(1 << 20, n - i) * VALUE_SIZE)  # randbytes < 2**31 bits
+                       for i in range(0, n, 1 << 20))
         self.keys = [b"%016d" % i for i in range(n)]
         vals = [blob[i * VALUE_SIZE:(i + 1) * VALUE_SIZE] for i in range(n)]
         del blob

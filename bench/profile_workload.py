@@ -1,0 +1,60 @@
+"""profile_workload.py - one workload of compare.py, alone, to run under a profiler.
+
+    python bench/profile_workload.py build  ENGINE FOLDER N          # random fill, one txn
+    python bench/profile_workload.py fill   ENGINE FOLDER N          # same (profile this)
+    python bench/profile_workload.py gen    ENGINE FOLDER N          # fill's data only
+    python bench/profile_workload.py reads  ENGINE FOLDER N M        # M random gets
+    python bench/profile_workload.py hits   ENGINE FOLDER N M        # M gets over 1000 keys
+    python bench/profile_workload.py noop   ENGINE FOLDER N M        # open + key list only
+
+ENGINE is btree_store or lmdb, default settings (the 64 MiB default cache for btree_store).
+`noop` does everything `reads` does except the gets, so the instruction count of the gets is
+reads - noop. Used for bench/PROFILE.md, e.g.
+
+    valgrind --tool=callgrind --callgrind-out-file=cg.reads python bench/profile_workload.py \
+        reads btree_store /tmp/p 1000000 200000
+    callgrind_annotate --inclusive=yes cg.reads | head -60
+
+Layer: benchmark; the public Python API of btree_store and py-lmdb.
+"""
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    import btree_store  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+sys.path.insert(0, HERE)
+import extras  # noqa: E402
+
+
+def main():
+    what, engine, folder, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    cls = extras.STORES[engine]
+    if what == "gen":  # the data of `fill` only: subtract it from fill's count
+        extras.make_items(n)
+        return
+    if what in ("build", "fill"):
+        os.makedirs(folder, exist_ok=True)
+        items = extras.make_items(n)
+        st = cls(folder)
+        st.fill(items)
+        st.close()
+        return
+    m = int(sys.argv[5])
+    rnd = random.Random(7)
+    if what == "hits":
+        few = [b"%016d" % rnd.randrange(n) for _ in range(1000)]
+        keys = [few[i % 1000] for i in range(m)]
+    else:
+        keys = [b"%016d" % rnd.randrange(n) for _ in range(m)]
+    st = cls(folder)
+    if what != "noop":
+        st.gets(keys)
+    st.close()
+
+
+if __name__ == "__main__":
+    main()
