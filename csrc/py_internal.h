@@ -183,13 +183,24 @@ int py_txn_bucket(TxnObject *self, PyObject *arg, py_name *out);
 /* Open a bucket inside enter/leave (PY_CALL); returns a bs_rc. */
 int py_txn_open_bucket(bs_txn *t, const py_name *nm, int create, bs_bucket **out);
 
+/* ---- no-wait mode (py_nowait.c) ----
+ * Set on a thread by _core._try_nowait: PY_CALL then gives up on BS_WOULDBLOCK (setting
+ * py_blocked) instead of repeating the call with the disk allowed; code that reads an
+ * overflow value checks PY_NOWAIT_REFUSE() first. */
+extern _Thread_local int py_nowait;
+extern _Thread_local int py_blocked;
+int py_nowait_init(PyObject *m);
+/* True (and py_blocked set) when this thread may not wait for the disk now. */
+#define PY_NOWAIT_REFUSE() (py_nowait ? (py_blocked = 1) : 0)
+
 /* Try an engine call in no-I/O mode with the GIL held; on BS_WOULDBLOCK repeat it with the
- * GIL released. EXPR is evaluated once or twice: it must be a plain engine call. */
+ * GIL released (unless in no-wait mode). EXPR is evaluated once or twice: it must be a plain
+ * engine call. */
 #define PY_CALL(rc, t, EXPR)                                                                  \
     do {                                                                                      \
         bs_txn_set_noio((t), 1);                                                              \
         (rc) = (EXPR);                                                                        \
-        if ((rc) == BS_WOULDBLOCK) {                                                          \
+        if ((rc) == BS_WOULDBLOCK && !PY_NOWAIT_REFUSE()) {                                   \
             bs_txn_set_noio((t), 0);                                                          \
             Py_BEGIN_ALLOW_THREADS                                                            \
             (rc) = (EXPR);                                                                    \

@@ -325,6 +325,8 @@ static int iter_fill_tuple(IterObject *it, int free_i, PyObject *k, PyObject *v)
 static int iter_read_ov(bs_txn *t, const bs_val *v, char *dst)
 {
     int rc;
+    if (PY_NOWAIT_REFUSE())
+        return BS_WOULDBLOCK;
     bs_txn_set_noio(t, 0);
     Py_BEGIN_ALLOW_THREADS
     rc = bs_read_value(t, v, dst);

@@ -385,6 +385,8 @@ static int py_module_exec(PyObject *m)
         return -1;
     if (py_testing_init(m, st) < 0)
         return -1;
+    if (py_nowait_init(m) < 0)
+        return -1;
     return 0;
 }
 

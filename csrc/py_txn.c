@@ -168,6 +168,10 @@ static PyObject *txn_value_bytes(TxnObject *self, bs_txn *t, const bs_val *v)
         return NULL;
     char *dst = PyBytes_AS_STRING(b);
     int rc;
+    if (PY_NOWAIT_REFUSE()) {
+        Py_DECREF(b);
+        return py_raise(self->st, BS_WOULDBLOCK);
+    }
     bs_txn_set_noio(t, 0);
     Py_BEGIN_ALLOW_THREADS
     rc = bs_read_value(t, v, dst);
