@@ -11,7 +11,35 @@ Layer: build tooling; compiles csrc/ (engine + binding) and packages python/btre
 import glob
 import os
 
+import setuptools
 from setuptools import Extension, setup
+
+
+def _old_setuptools_compat():
+    """pyproject.toml gives the license as an SPDX string (setuptools >= 77, which pip uses:
+    the build-system pin). An older setuptools running this file directly (python setup.py
+    build_ext --inplace) rejects that form: hand it the older {text = ...} form instead."""
+    try:
+        major = int(setuptools.__version__.split(".")[0])
+        from setuptools.config import pyprojecttoml
+    except (ValueError, ImportError):
+        return
+    if major >= 77 or not hasattr(pyprojecttoml, "load_file"):
+        return
+    load_file = pyprojecttoml.load_file
+
+    def compat_load_file(path):
+        data = load_file(path)
+        project = data.get("project", {})
+        if isinstance(project.get("license"), str):
+            project["license"] = {"text": project["license"]}
+            project.pop("license-files", None)
+        return data
+
+    pyprojecttoml.load_file = compat_load_file
+
+
+_old_setuptools_compat()
 
 debug = os.environ.get("BTREE_STORE_DEBUG") == "1"
 args = ["-std=c11", "-Wall", "-Wextra", "-fvisibility=hidden", "-D_GNU_SOURCE"]
