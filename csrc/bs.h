@@ -48,7 +48,7 @@ typedef enum bs_rc {
     BS_EXISTS,     /* put with BS_NOOVERWRITE on an existing key; bucket exists (create only) */
     BS_CORRUPT,    /* a page or meta failed verification; message names the page */
     BS_NOTDB,      /* the file is not a btree_store database */
-    BS_VERSION,    /* the file's format is newer than this library */
+    BS_VERSION,    /* the file's format is newer, or older (convert it with the upgrade command) */
     BS_IOERR,      /* a system call failed; bs_errno() has errno */
     BS_FULL,       /* ENOSPC / EDQUOT / EFBIG while writing; bs_errno() has errno */
     BS_NOMEM,
@@ -205,6 +205,7 @@ typedef struct bs_val {
     const void *data;  /* NULL when the value lives in an overflow run: use bs_read_value */
     size_t len;
     uint64_t ovpgno;   /* first page of the overflow run, or 0 */
+    uint64_t ovtxid;   /* txid the run's header must carry (engine-internal) */
 } bs_val;
 
 /* Errors: BS_NOTFOUND (no such key, also for a key longer than any stored), BS_NOBUCKET

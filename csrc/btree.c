@@ -107,7 +107,7 @@ static unsigned branch_search(const uint8_t *pg, const uint8_t *key, size_t klen
  * branch: p = key bytes, child. size = cell bytes without the slot. */
 typedef struct vcell {
     const uint8_t *p;
-    uint64_t child;
+    uint64_t child, txid;  /* branch: the child and the txid the pointer expects of it */
     uint32_t klen;
     uint32_t size;
 } vcell;
@@ -118,12 +118,13 @@ static inline vcell vcell_of(const uint8_t *pg, unsigned i, int leaf)
     vcell v;
     if (leaf) {
         v.p = c;
-        v.child = 0;
+        v.child = v.txid = 0;
         v.klen = lcell_klen(c);
         v.size = lcell_size(c);
     } else {
         v.p = bcell_key(c);
         v.child = bcell_child(c);
+        v.txid = bcell_txid(c);
         v.klen = bcell_klen(c);
         v.size = BRANCH_CELL_HDR + v.klen;
     }
@@ -155,8 +156,8 @@ static void node_put_cell(uint8_t *pg, unsigned i, const vcell *v, int leaf)
     if (leaf) {
         memcpy(c, v->p, v->size);
     } else {
-        put64(c, v->child);
-        put16(c + 8, (uint16_t)v->klen);
+        bcell_set_child(c, v->child, v->txid);
+        put16(c + BC_KLEN, (uint16_t)v->klen);
         if (v->klen)
             memcpy(c + BRANCH_CELL_HDR, v->p, v->klen);
     }
@@ -226,7 +227,7 @@ static void node_build(uint8_t *pg, uint32_t P, int leaf, const vcell *v, unsign
 }
 
 static void leaf_cell_write(uint8_t *c, const uint8_t *key, size_t klen, const uint8_t *val,
-                            size_t vlen, uint64_t ovpgno)
+                            size_t vlen, uint64_t ovpgno, uint64_t ovtxid)
 {
     put16(c, (uint16_t)klen);
     c[2] = ovpgno ? LEAF_F_OVERFLOW : 0;
@@ -234,9 +235,10 @@ static void leaf_cell_write(uint8_t *c, const uint8_t *key, size_t klen, const u
     put32(c + 4, (uint32_t)vlen);
     if (klen)
         memcpy(c + LEAF_CELL_HDR, key, klen);
-    if (ovpgno)
+    if (ovpgno) {
         put64(c + LEAF_CELL_HDR + klen, ovpgno);
-    else if (vlen)
+        put64(c + LEAF_CELL_HDR + klen + 8, ovtxid);
+    } else if (vlen)
         memcpy(c + LEAF_CELL_HDR + klen, val, vlen);
 }
 
@@ -321,14 +323,19 @@ int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
                 if (inl)
                     return bs_fail(BS_CORRUPT, "page %llu: cell %u: value of %u bytes should "
                                    "be inline", pgno, i, vlen);
-                sz = LEAF_CELL_HDR + klen + 8;
+                sz = LEAF_CELL_HDR + klen + LEAF_OVREF;
                 if (sz > P - off)
                     return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
                 uint64_t ov = get64(c + LEAF_CELL_HDR + klen);
+                uint64_t otx = get64(c + LEAF_CELL_HDR + klen + 8);
                 uint64_t np = fmt_overflow_pages(P, vlen);
                 if (ov < BS_META_PAGES || ov >= page_count || np > page_count - ov)
                     return bs_fail(BS_CORRUPT, "page %llu: cell %u: overflow run %llu (+%llu "
                                    "pages) out of range", pgno, i, ULL(ov), ULL(np));
+                if (otx == 0 || otx > pg_txid(pg))
+                    return bs_fail(BS_CORRUPT, "page %llu: cell %u: overflow run %llu expected "
+                                   "at txid %llu, but this page is txid %llu", pgno, i,
+                                   ULL(ov), ULL(otx), ULL(pg_txid(pg)));
             } else {
                 if (!inl)
                     return bs_fail(BS_CORRUPT, "page %llu: cell %u: inline value of %u bytes "
@@ -348,10 +355,15 @@ int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
             sz = BRANCH_CELL_HDR + klen;
             if (sz > P - off)
                 return bs_fail(BS_CORRUPT, "page %llu: cell %u runs past the page", pgno, i);
-            uint64_t child = bcell_child(c);
+            uint64_t child = bcell_child(c), ctx = bcell_txid(c);
             if (child < BS_META_PAGES || child >= page_count)
                 return bs_fail(BS_CORRUPT, "page %llu: cell %u: child page %llu out of range",
                                pgno, i, ULL(child));
+            /* a child is never newer than its parent: copying it rewrites the parent too */
+            if (ctx == 0 || ctx > pg_txid(pg))
+                return bs_fail(BS_CORRUPT, "page %llu: cell %u: child page %llu expected at "
+                               "txid %llu, but this page is txid %llu", pgno, i, ULL(child),
+                               ULL(ctx), ULL(pg_txid(pg)));
             if (i == 0 && klen)
                 return bs_fail(BS_CORRUPT, "page %llu: first branch cell has a key", pgno);
             k = c + BRANCH_CELL_HDR;
@@ -368,6 +380,82 @@ int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
         return bs_fail(BS_CORRUPT, "page %llu: cell sizes (%llu) and fragments (%u) do not "
                        "fill the cell area (%u)", pgno, ULL(sum), frag, P - upper);
     return BS_OK;
+}
+
+/* ------------------------------------------------------------------ key ranges
+ * A descent narrows the key range [lo, hi) at each level to the separators around the child
+ * it takes, and checks the node it reaches against it: the node's smallest and largest key
+ * (its own order was verified when it was read), so a node that another parent's separators
+ * describe (a stale or misplaced page) is corrupt, not data. NULL bound = unbounded. */
+typedef struct bt_rng {
+    const uint8_t *lo, *hi;
+    size_t lol, hil;
+} bt_rng;
+
+static const bt_rng RNG_ALL = {NULL, NULL, 0, 0};
+
+/* narrow r to child i of the branch pg */
+static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
+{
+    if (i > 0) {
+        const uint8_t *c = node_cell(pg, i);
+        r->lo = bcell_key(c);
+        r->lol = bcell_klen(c);
+    }
+    if (i + 1u < pg_nkeys(pg)) {
+        const uint8_t *c = node_cell(pg, i + 1);
+        r->hi = bcell_key(c);
+        r->hil = bcell_klen(c);
+    }
+}
+
+/* node pg's keys lie in r: leaf keys in [lo, hi), branch separators in [lo, hi] */
+static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
+{
+    unsigned n = pg_nkeys(pg), first;
+    int leaf = pg_type(pg) == PT_LEAF;
+    const uint8_t *k;
+    size_t kl;
+    first = leaf ? 0 : 1;
+    if (n <= first || (!r->lo && !r->hi))
+        return BS_OK;
+    if (r->lo) {
+        const uint8_t *c = node_cell(pg, first);
+        k = leaf ? lcell_key(c) : bcell_key(c);
+        kl = leaf ? lcell_klen(c) : bcell_klen(c);
+        if (key_cmp(k, kl, r->lo, r->lol) < 0)
+            goto bad;
+    }
+    if (r->hi) {
+        const uint8_t *c = node_cell(pg, n - 1);
+        k = leaf ? lcell_key(c) : bcell_key(c);
+        kl = leaf ? lcell_klen(c) : bcell_klen(c);
+        if (key_cmp(k, kl, r->hi, r->hil) >= leaf)
+            goto bad;
+    }
+    return BS_OK;
+bad:
+    return bs_fail(BS_CORRUPT, "page %llu: keys outside the range of its parent's separators "
+                   "(stale or misplaced page)", ULL(pgno));
+}
+
+/* pager_get_ref through child i of the branch parent (pgno ppgno), checked against the range
+ * r of the child (already narrowed) */
+static inline int bt_child(bs_txn *txn, const uint8_t *par, uint64_t ppgno, unsigned i, int type,
+                           const bt_rng *r, uint64_t *pgno, const uint8_t **pg)
+{
+    const uint8_t *c = node_cell(par, i);
+    int rc;
+    *pgno = bcell_child(c);
+    if ((rc = pager_get_ref(txn, *pgno, type, bcell_txid(c), ppgno, pg)) != BS_OK)
+        return rc;
+    return rng_check(r, *pg, *pgno);
+}
+
+/* the root page of t */
+static inline int bt_root(bs_txn *txn, const bs_tree *t, int type, const uint8_t **pg)
+{
+    return pager_get_ref(txn, t->root, type, t->root_txid, PAGER_FROM_RECORD, pg);
 }
 
 /* ------------------------------------------------------------------ descent */
@@ -392,13 +480,14 @@ static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t 
     unsigned D = t->depth, L;
     uint64_t pgno = t->root;
     const uint8_t *pg;
+    bt_rng r = RNG_ALL;
     int rc, edge = 1;
     if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
         return bad_depth(t);
     p->rm = 0;
+    if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
+        return rc;
     for (L = 0; L + 1 < D; L++) {
-        if ((rc = pager_get(txn, pgno, PT_BRANCH, &pg)) != BS_OK)
-            return rc;
         unsigned i = branch_search(pg, key, klen);
         p->pgno[L] = pgno;
         p->idx[L] = i;
@@ -407,10 +496,11 @@ static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t 
             p->rm = L + 1;
         else
             edge = 0;
-        pgno = node_child(pg, i);
+        rng_child(&r, pg, i);
+        if ((rc = bt_child(txn, pg, pgno, i, L + 2 < D ? PT_BRANCH : PT_LEAF, &r, &pgno, &pg)) !=
+            BS_OK)
+            return rc;
     }
-    if ((rc = pager_get(txn, pgno, PT_LEAF, &pg)) != BS_OK)
-        return rc;
     p->pgno[L] = pgno;
     p->idx[L] = leaf_search(pg, key, klen, exact);
     p->rp[L] = pg;
@@ -427,10 +517,13 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
             return rc;
         if (np != p->pgno[L]) {
             txn->mod_seq++; /* pages moved: cursors must not reuse their stacks */
-            if (L == 0)
+            if (L == 0) {
                 t->root = np;
-            else
-                put64(p->wp[L - 1] + node_slot(p->wp[L - 1], p->idx[L - 1]), np);
+                t->root_txid = txn->txid;
+            } else {
+                bcell_set_child(p->wp[L - 1] + node_slot(p->wp[L - 1], p->idx[L - 1]), np,
+                                txn->txid);
+            }
             p->pgno[L] = np;
         }
     }
@@ -446,9 +539,10 @@ static void cell_value(const uint8_t *c, bs_val *out)
     if (lcell_flags(c) & LEAF_F_OVERFLOW) {
         out->data = NULL;
         out->ovpgno = lcell_ovpgno(c);
+        out->ovtxid = lcell_ovtxid(c);
     } else {
         out->data = lcell_val(c);
-        out->ovpgno = 0;
+        out->ovpgno = out->ovtxid = 0;
     }
 }
 
@@ -457,18 +551,21 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
     unsigned D = t->depth;
     uint64_t pgno = t->root;
     const uint8_t *pg;
+    bt_rng r = RNG_ALL;
     int rc, exact;
     if (!pgno)
         return BS_NOTFOUND;
     if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
         return bad_depth(t);
-    for (unsigned L = 1; L < D; L++) {
-        if ((rc = pager_get(txn, pgno, PT_BRANCH, &pg)) != BS_OK)
-            return rc;
-        pgno = node_child(pg, branch_search(pg, key, klen));
-    }
-    if ((rc = pager_get(txn, pgno, PT_LEAF, &pg)) != BS_OK)
+    if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
         return rc;
+    for (unsigned L = 1; L < D; L++) {
+        unsigned i = branch_search(pg, key, klen);
+        rng_child(&r, pg, i);
+        if ((rc = bt_child(txn, pg, pgno, i, L + 1 < D ? PT_BRANCH : PT_LEAF, &r, &pgno, &pg)) !=
+            BS_OK)
+            return rc;
+    }
     unsigned i = leaf_search(pg, key, klen, &exact);
     if (!exact)
         return BS_NOTFOUND;
@@ -533,7 +630,7 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
             sl = sep_len(vcell_key(&v[k - 1], 1), v[k - 1].klen, sp, sl);
         if (sl)
             memcpy(sepb[sw], sp, sl);
-        nv = (vcell){sepb[sw], rno, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+        nv = (vcell){sepb[sw], rno, txn->txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
         sw ^= 1;
         if (L == 0) {
             /* the root split: a new root above it */
@@ -545,10 +642,11 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
             }
             if ((rc = pager_new(txn, PT_BRANCH, &root, &rootno)) != BS_OK)
                 break;
-            vcell c0 = {NULL, p->pgno[0], 0, BRANCH_CELL_HDR};
+            vcell c0 = {NULL, p->pgno[0], txn->txid, 0, BRANCH_CELL_HDR};
             node_put_cell(root, 0, &c0, 0);
             node_put_cell(root, 1, &nv, 0);
             t->root = rootno;
+            t->root_txid = txn->txid;
             t->depth++;
             break;
         }
@@ -600,6 +698,7 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
         if ((rc = pager_new(txn, PT_LEAF, &p.wp[0], &pgno)) != BS_OK)
             goto fail_ov;
         t->root = pgno;
+        t->root_txid = txn->txid;
         t->depth = D = 1;
         t->count = 0;
         p.pgno[0] = pgno;
@@ -610,7 +709,7 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
     }
     uint8_t *lf = p.wp[D - 1];
     unsigned i = p.idx[D - 1];
-    uint32_t csize = LEAF_CELL_HDR + (uint32_t)klen + (ov ? 8u : (uint32_t)vlen);
+    uint32_t csize = LEAF_CELL_HDR + (uint32_t)klen + (ov ? LEAF_OVREF : (uint32_t)vlen);
     t->dirty = true;
     txn->mod_seq++;
     if (exact) {
@@ -619,7 +718,7 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
             (rc = pager_ov_free(txn, lcell_ovpgno(c), lcell_vlen(c))) != BS_OK)
             return rc;
         if (lcell_size(c) == csize) {
-            leaf_cell_write(c, key, klen, val, vlen, ovpgno);
+            leaf_cell_write(c, key, klen, val, vlen, ovpgno, txn->txid);
             return BS_OK;
         }
         node_remove(lf, i, 1);
@@ -628,15 +727,15 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
     }
     uint32_t need = csize + 2;
     if (BS_LIKELY(node_gap(lf) >= need)) {
-        leaf_cell_write(node_alloc(lf, i, csize), key, klen, val, vlen, ovpgno);
+        leaf_cell_write(node_alloc(lf, i, csize), key, klen, val, vlen, ovpgno, txn->txid);
         return BS_OK;
     }
     /* compaction or a split: go through a built cell */
     uint8_t *cbuf = malloc(csize);
     if (!cbuf)
         return bs_fail(BS_NOMEM, "out of memory inserting a key");
-    leaf_cell_write(cbuf, key, klen, val, vlen, ovpgno);
-    vcell nv = {cbuf, 0, (uint32_t)klen, csize};
+    leaf_cell_write(cbuf, key, klen, val, vlen, ovpgno, txn->txid);
+    vcell nv = {cbuf, 0, 0, (uint32_t)klen, csize};
     rc = bt_insert(txn, t, &p, D - 1, i, nv);
     free(cbuf);
     return rc;
@@ -672,7 +771,7 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
     if (D > 1 && top == 0 && nroot <= 2) {
         /* the root branch keeps one child (collapse) or none (the tree empties) */
         uint8_t *pg;
-        uint64_t pgno, newroot = 0;
+        uint64_t pgno, newroot = 0, newtxid = txn->txid;
         unsigned newdepth = D - 1;
         if (nroot == 1) {
             if ((rc = pager_new(txn, PT_LEAF, &pg, &pgno)) != BS_OK)
@@ -680,7 +779,9 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
             newroot = pgno;
             newdepth = 1;
         } else {
-            newroot = node_child(p.rp[0], 1 - p.idx[0]);
+            const uint8_t *oc = node_cell(p.rp[0], 1 - p.idx[0]);
+            newroot = bcell_child(oc);
+            newtxid = bcell_txid(oc);
         }
         if (ovpgno && (rc = pager_ov_free(txn, ovpgno, vlen)) != BS_OK)
             return rc;
@@ -688,6 +789,7 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
             if ((rc = pager_free(txn, p.pgno[L])) != BS_OK)
                 return rc;
         t->root = newroot;
+        t->root_txid = newtxid;
         t->depth = newdepth;
         t->needs_rebalance = true;
     } else {
@@ -706,7 +808,7 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
             uint8_t *c0 = pg + node_slot(pg, 0);
             uint32_t k = bcell_klen(c0);
             if (k) {
-                put16(c0 + 8, 0);
+                put16(c0 + BC_KLEN, 0);
                 pg_set_frag(pg, pg_frag(pg) + k);
             }
         }
@@ -725,15 +827,16 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
 static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
 {
     uint32_t P = PSIZE(txn);
-    uint64_t lno = node_child(par, a), rno = node_child(par, a + 1), np;
+    uint64_t lno = node_child(par, a), rno, np;
     const uint8_t *rp;
     uint8_t *lw;
     int rc;
-    if ((rc = pager_get(txn, rno, leaf ? PT_LEAF : PT_BRANCH, &rp)) != BS_OK ||
+    if ((rc = bt_child(txn, par, pg_pgno(par), a + 1, leaf ? PT_LEAF : PT_BRANCH, &RNG_ALL, &rno,
+                       &rp)) != BS_OK ||
         (rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
         return rc;
     if (np != lno)
-        put64(par + node_slot(par, a), np);
+        bcell_set_child(par + node_slot(par, a), np, txn->txid);
     const uint8_t *sc = node_cell(par, a + 1);
     uint32_t need = node_used(rp, P) + (leaf ? 0 : bcell_klen(sc));
     if (node_gap(lw) < need && (rc = node_compact_alloc(lw, P, leaf)) != BS_OK)
@@ -759,7 +862,7 @@ static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
 static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
 {
     uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
-    uint64_t lno = node_child(par, a), rno = node_child(par, a + 1), np;
+    uint64_t lno, rno, np;
     const uint8_t *lp, *rp;
     uint8_t *lw, *rw, *lb = malloc(P), *rb = malloc(P), *sb = malloc(fmt_max_key(P));
     vcell *v = malloc((2 * (cap / (2 + LEAF_CELL_HDR)) + 2) * sizeof *v);
@@ -768,8 +871,8 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
         rc = bs_fail(BS_NOMEM, "out of memory rebalancing");
         goto out;
     }
-    if ((rc = pager_get(txn, lno, type, &lp)) != BS_OK ||
-        (rc = pager_get(txn, rno, type, &rp)) != BS_OK)
+    if ((rc = bt_child(txn, par, pg_pgno(par), a, type, &RNG_ALL, &lno, &lp)) != BS_OK ||
+        (rc = bt_child(txn, par, pg_pgno(par), a + 1, type, &RNG_ALL, &rno, &rp)) != BS_OK)
         goto out;
     memcpy(lb, lp, P);
     memcpy(rb, rp, P);
@@ -801,7 +904,7 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
     if ((rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
         goto out;
     if (np != lno)
-        put64(par + node_slot(par, a), np);
+        bcell_set_child(par + node_slot(par, a), np, txn->txid);
     if ((rc = pager_write(txn, rno, &rw, &np)) != BS_OK)
         goto out;
     node_build(lw, P, leaf, v, k);
@@ -809,7 +912,7 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
     node_remove(par, a + 1, 0);
     if (node_gap(par) < BRANCH_CELL_HDR + sl + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
         goto out;
-    vcell nc = {sp, np, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+    vcell nc = {sp, np, txn->txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
     node_put_cell(par, a + 1, &nc, 0);
 out:
     free(lb);
@@ -827,12 +930,12 @@ static int bt_fix(bs_txn *txn, uint8_t *par, unsigned i, int leaf, unsigned *nex
     unsigned n = pg_nkeys(par);
     int type = leaf ? PT_LEAF : PT_BRANCH, rc;
     const uint8_t *pg;
-    uint64_t uc, ul = 0, ur = 0;
-    if ((rc = pager_get(txn, node_child(par, i), type, &pg)) != BS_OK)
+    uint64_t uc, ul = 0, ur = 0, cno, ppg = pg_pgno(par);
+    if ((rc = bt_child(txn, par, ppg, i, type, &RNG_ALL, &cno, &pg)) != BS_OK)
         return rc;
     uc = node_used(pg, P);
     if (i > 0) {
-        if ((rc = pager_get(txn, node_child(par, i - 1), type, &pg)) != BS_OK)
+        if ((rc = bt_child(txn, par, ppg, i - 1, type, &RNG_ALL, &cno, &pg)) != BS_OK)
             return rc;
         ul = node_used(pg, P);
         if (ul + uc + (leaf ? 0 : bcell_klen(node_cell(par, i))) <= cap) {
@@ -841,7 +944,7 @@ static int bt_fix(bs_txn *txn, uint8_t *par, unsigned i, int leaf, unsigned *nex
         }
     }
     if (i + 1 < n) {
-        if ((rc = pager_get(txn, node_child(par, i + 1), type, &pg)) != BS_OK)
+        if ((rc = bt_child(txn, par, ppg, i + 1, type, &RNG_ALL, &cno, &pg)) != BS_OK)
             return rc;
         ur = node_used(pg, P);
         if (uc + ur + (leaf ? 0 : bcell_klen(node_cell(par, i + 1))) <= cap) {
@@ -867,7 +970,7 @@ static int bt_rebal(bs_txn *txn, bs_tree *t, uint8_t *pg, unsigned L)
             if ((rc = pager_write(txn, child, &cp, &np)) != BS_OK)
                 return rc;
             if (np != child)
-                put64(cell, np);
+                bcell_set_child(cell, np, txn->txid);
             if ((rc = bt_rebal(txn, t, cp, L + 1)) != BS_OK)
                 return rc;
         }
@@ -879,7 +982,8 @@ static int bt_rebal(bs_txn *txn, bs_tree *t, uint8_t *pg, unsigned L)
             i++;
             continue;
         }
-        if ((rc = pager_get(txn, child, cleaf ? PT_LEAF : PT_BRANCH, &cp)) != BS_OK)
+        if ((rc = bt_child(txn, pg, pg_pgno(pg), i, cleaf ? PT_LEAF : PT_BRANCH, &RNG_ALL, &child,
+                           &cp)) != BS_OK)
             return rc;
         if (node_used(cp, P) >= node_thresh(P)) {
             i++;
@@ -905,19 +1009,23 @@ int btree_rebalance(bs_txn *txn, bs_tree *t)
             uint64_t np;
             if ((rc = pager_write(txn, t->root, &wp, &np)) != BS_OK)
                 return rc;
-            t->root = np;
+            if (np != t->root) {
+                t->root = np;
+                t->root_txid = txn->txid;
+            }
             if ((rc = bt_rebal(txn, t, wp, 0)) != BS_OK)
                 return rc;
         }
         while (t->depth > 1) {
-            if ((rc = pager_get(txn, t->root, PT_BRANCH, &pg)) != BS_OK)
+            if ((rc = bt_root(txn, t, PT_BRANCH, &pg)) != BS_OK)
                 return rc;
             if (pg_nkeys(pg) != 1)
                 break;
-            uint64_t child = node_child(pg, 0);
+            uint64_t child = node_child(pg, 0), ctx = bcell_txid(node_cell(pg, 0));
             if ((rc = pager_free(txn, t->root)) != BS_OK)
                 return rc;
             t->root = child;
+            t->root_txid = ctx;
             t->depth--;
         }
     }
@@ -963,11 +1071,12 @@ static int ext_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, unsigned L, unsigned D)
+static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, uint64_t txid, uint64_t from,
+                      unsigned L, unsigned D)
 {
     const uint8_t *pg;
     int leaf = L + 1 == D, rc;
-    if ((rc = pager_get(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, &pg)) != BS_OK ||
+    if ((rc = pager_get_ref(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, txid, from, &pg)) != BS_OK ||
         (rc = ext_add(e, pgno, 1, 0, false)) != BS_OK)
         return rc;
     unsigned n = pg_nkeys(pg);
@@ -978,7 +1087,8 @@ static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, unsigned L, unsign
                 (rc = ext_add(e, lcell_ovpgno(c), fmt_overflow_pages(PSIZE(txn), lcell_vlen(c)),
                               lcell_vlen(c), true)) != BS_OK)
                 return rc;
-        } else if ((rc = bt_collect(txn, e, bcell_child(c), L + 1, D)) != BS_OK) {
+        } else if ((rc = bt_collect(txn, e, bcell_child(c), bcell_txid(c), pgno, L + 1, D)) !=
+                   BS_OK) {
             return rc;
         }
     }
@@ -992,7 +1102,8 @@ int btree_free_all(bs_txn *txn, bs_tree *t)
     if (t->root) {
         if (t->depth == 0 || t->depth > BS_MAX_DEPTH)
             return bad_depth(t);
-        if ((rc = bt_collect(txn, &e, t->root, 0, t->depth)) != BS_OK)
+        if ((rc = bt_collect(txn, &e, t->root, t->root_txid, PAGER_FROM_RECORD, 0, t->depth)) !=
+            BS_OK)
             goto out;
         qsort(e.v, e.n, sizeof *e.v, ext_cmp);
         for (size_t i = 1; i < e.n; i++) {
@@ -1010,6 +1121,7 @@ int btree_free_all(bs_txn *txn, bs_tree *t)
         }
     }
     t->root = 0;
+    t->root_txid = 0;
     t->depth = 0;
     t->count = 0;
     t->dirty = true;
@@ -1027,7 +1139,23 @@ out:
 
 static inline int cur_fetch(bs_cursor *c, int L, const uint8_t **pg)
 {
-    return pager_get(c->txn, c->stack[L].pgno, L + 1 == c->depth ? PT_LEAF : PT_BRANCH, pg);
+    return pager_get_ref(c->txn, c->stack[L].pgno, L + 1 == c->depth ? PT_LEAF : PT_BRANCH,
+                         c->stack[L].txid, L ? c->stack[L - 1].pgno : PAGER_FROM_RECORD, pg);
+}
+
+/* point level L + 1 of the stack at child idx of the branch pg at level L, fetch it and check
+ * it against the separators around it in pg */
+static int cur_child(bs_cursor *c, int L, const uint8_t **pg, unsigned idx)
+{
+    const uint8_t *par = *pg, *cell = node_cell(par, idx);
+    bt_rng r = RNG_ALL;
+    int rc;
+    c->stack[L + 1].pgno = bcell_child(cell);
+    c->stack[L + 1].txid = bcell_txid(cell);
+    if ((rc = cur_fetch(c, L + 1, pg)) != BS_OK)
+        return rc;
+    rng_child(&r, par, idx);
+    return rng_check(&r, *pg, c->stack[L + 1].pgno);
 }
 
 static int cur_badidx(bs_cursor *c, int L)
@@ -1045,8 +1173,7 @@ static int cur_down(bs_cursor *c, int L, const uint8_t **pg, int last)
         int idx = c->stack[L].idx;
         if (idx < 0 || idx >= pg_nkeys(*pg))
             return cur_badidx(c, L);
-        c->stack[L + 1].pgno = node_child(*pg, (unsigned)idx);
-        if ((rc = cur_fetch(c, L + 1, pg)) != BS_OK)
+        if ((rc = cur_child(c, L, pg, (unsigned)idx)) != BS_OK)
             return rc;
         c->stack[L + 1].idx = last ? pg_nkeys(*pg) - 1 : 0;
     }
@@ -1138,8 +1265,9 @@ static int cur_seek(bs_cursor *c, int op, const uint8_t *key, size_t klen, const
                     int *exact)
 {
     const bs_tree *t = c->tree;
-    const uint8_t *pg;
-    uint64_t pgno = t->root;
+    const uint8_t *pg = NULL, *par = NULL;
+    uint64_t pgno = t->root, txid = t->root_txid;
+    bt_rng r = RNG_ALL;
     int rc, D = (int)t->depth;
     *exact = 0;
     if (!pgno)
@@ -1149,12 +1277,20 @@ static int cur_seek(bs_cursor *c, int op, const uint8_t *key, size_t klen, const
     c->depth = D;
     for (int L = 0; L < D; L++) {
         c->stack[L].pgno = pgno;
+        c->stack[L].txid = txid;
         if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
             return rc;
+        if (par) {
+            rng_child(&r, par, (unsigned)c->stack[L - 1].idx);
+            if ((rc = rng_check(&r, pg, pgno)) != BS_OK)
+                return rc;
+        }
         int n = pg_nkeys(pg), i;
         if (L + 1 < D) {
             i = op == BS_SEEK_FIRST ? 0 : op == BS_SEEK_LAST ? n - 1 : (int)branch_search(pg, key, klen);
             pgno = node_child(pg, (unsigned)i);
+            txid = bcell_txid(node_cell(pg, (unsigned)i));
+            par = pg;
         } else if (op == BS_SEEK_FIRST) {
             i = 0;
         } else if (op == BS_SEEK_LAST) {
@@ -1250,7 +1386,7 @@ int btree_cursor_step(bs_cursor *cur, int dir)
     if (cur->txn->write && cur->mod_seq != cur->txn->mod_seq)
         return cur_reseek(cur, dir > 0 ? 1 : -1);
     int L = cur->depth - 1, idx = cur->stack[L].idx + (dir > 0 ? 1 : -1);
-    if ((rc = pager_get(cur->txn, cur->stack[L].pgno, PT_LEAF, &pg)) != BS_OK)
+    if ((rc = cur_fetch(cur, L, &pg)) != BS_OK)
         return rc;
     if (BS_LIKELY(idx >= 0 && idx < pg_nkeys(pg))) {
         if (cur->txn->write) {
@@ -1285,7 +1421,7 @@ int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
         (rc = cur_reseek(cur, 0)) != BS_OK)
         return rc;
     int L = cur->depth - 1, idx = cur->stack[L].idx;
-    if ((rc = pager_get(cur->txn, cur->stack[L].pgno, PT_LEAF, &pg)) != BS_OK)
+    if ((rc = cur_fetch(cur, L, &pg)) != BS_OK)
         return rc;
     if (idx < 0 || idx >= pg_nkeys(pg))
         return cur_badidx(cur, L);

@@ -27,6 +27,7 @@ typedef struct chk_bucket {
     uint8_t name[BS_MAX_NAME];
     uint8_t nlen;
     bs_tree tree;
+    uint64_t from;           /* the catalog leaf holding its record */
 } chk_bucket;
 
 typedef struct chk {
@@ -110,20 +111,31 @@ static int chk_catalog_entry(chk *ck, uint64_t pgno, const uint8_t *c)
     b->tree.root = get64(r + BREC_ROOT);
     b->tree.count = get64(r + BREC_COUNT);
     b->tree.depth = get32(r + BREC_DEPTH);
+    b->tree.root_txid = get64(r + BREC_TXID);
+    b->from = pgno;
     return BS_OK;
 }
 
-/* Keys of the subtree at pgno (level L) must lie in [lo, hi) (NULL = unbounded). */
-static int chk_node(chk *ck, uint64_t pgno, unsigned L, const uint8_t *lo, size_t lol,
-                    const uint8_t *hi, size_t hil)
+/* Keys of the subtree at pgno (level L), reached through a pointer on page `from` that
+ * expects txid, must lie in [lo, hi) (NULL = unbounded). */
+static int chk_node(chk *ck, uint64_t pgno, uint64_t txid, uint64_t from, unsigned L,
+                    const uint8_t *lo, size_t lol, const uint8_t *hi, size_t hil)
 {
     const bs_tree *t = ck->tree;
     const uint8_t *pg;
     int rc, leaf = L + 1 == t->depth;
     char msg[96];
-    if ((rc = chk_mark(ck, pgno, ck->cur)) != BS_OK ||
-        (rc = pager_get(ck->txn, pgno, 0, &pg)) != BS_OK)
+    if ((rc = chk_mark(ck, pgno, ck->cur)) != BS_OK)
         return rc;
+    if ((rc = pager_get_ref(ck->txn, pgno, 0, txid, from, &pg)) != BS_OK) {
+        if (rc == BS_CORRUPT) { /* say which tree */
+            char a[160], m[512];
+            snprintf(m, sizeof m, "%s", bs_errmsg());
+            chk_name(ck, ck->cur, a, sizeof a);
+            return bs_fail(BS_CORRUPT, "%s: %s", a, m);
+        }
+        return rc;
+    }
     if (pg_type(pg) != (leaf ? PT_LEAF : PT_BRANCH)) {
         snprintf(msg, sizeof msg, "page type %d at level %u of a tree of depth %u", pg_type(pg),
                  L + 1, t->depth);
@@ -144,7 +156,8 @@ static int chk_node(chk *ck, uint64_t pgno, unsigned L, const uint8_t *lo, size_
                 for (uint64_t j = 0; j < np; j++)
                     if ((rc = chk_mark(ck, ov + j, ck->cur)) != BS_OK)
                         return rc;
-                if ((rc = pager_ov_check(ck->txn, ov, lcell_vlen(c), 1)) != BS_OK)
+                if ((rc = pager_ov_check(ck->txn, ov, lcell_ovtxid(c), lcell_vlen(c), 1)) !=
+                    BS_OK)
                     return rc;
             }
             if (ck->cur == OWN_CATALOG && (rc = chk_catalog_entry(ck, pgno, c)) != BS_OK)
@@ -168,13 +181,14 @@ static int chk_node(chk *ck, uint64_t pgno, unsigned L, const uint8_t *lo, size_
             khi = bcell_key(nc);
             khl = bcell_klen(nc);
         }
-        if ((rc = chk_node(ck, bcell_child(c), L + 1, klo, kll, khi, khl)) != BS_OK)
+        if ((rc = chk_node(ck, bcell_child(c), bcell_txid(c), pgno, L + 1, klo, kll, khi,
+                           khl)) != BS_OK)
             return rc;
     }
     return BS_OK;
 }
 
-static int chk_tree(chk *ck, const bs_tree *t, uint32_t own)
+static int chk_tree(chk *ck, const bs_tree *t, uint64_t from, uint32_t own)
 {
     char a[160];
     int rc;
@@ -190,7 +204,7 @@ static int chk_tree(chk *ck, const bs_tree *t, uint32_t own)
     }
     if (t->depth < 1 || t->depth > BS_MAX_DEPTH)
         return bs_fail(BS_CORRUPT, "%s: depth %u out of range", a, t->depth);
-    if ((rc = chk_node(ck, t->root, 0, NULL, 0, NULL, 0)) != BS_OK)
+    if ((rc = chk_node(ck, t->root, t->root_txid, from, 0, NULL, 0, NULL, 0)) != BS_OK)
         return rc;
     if (ck->found != t->count)
         return bs_fail(BS_CORRUPT, "%s: %llu entries recorded, %llu found", a, ULL(t->count),
@@ -228,12 +242,12 @@ int check_db(bs_txn *txn)
         goto out;
     }
 
-    if ((rc = chk_tree(&ck, &txn->meta.main, OWN_MAIN)) != BS_OK ||
-        (rc = chk_tree(&ck, &txn->meta.catalog, OWN_CATALOG)) != BS_OK)
+    if ((rc = chk_tree(&ck, &txn->meta.main, txn->meta.txid % 2, OWN_MAIN)) != BS_OK ||
+        (rc = chk_tree(&ck, &txn->meta.catalog, txn->meta.txid % 2, OWN_CATALOG)) != BS_OK)
         goto out;
     for (size_t i = 0; i < ck.nbk; i++) {
         bs_tree t = ck.bk[i].tree;
-        if ((rc = chk_tree(&ck, &t, (uint32_t)(OWN_BUCKET0 + i))) != BS_OK)
+        if ((rc = chk_tree(&ck, &t, ck.bk[i].from, (uint32_t)(OWN_BUCKET0 + i))) != BS_OK)
             goto out;
     }
 

@@ -442,6 +442,7 @@ static void encode_record(const bs_tree *t, uint8_t *r)
     put64(r + BREC_ROOT, t->root);
     put64(r + BREC_COUNT, t->count);
     put32(r + BREC_DEPTH, t->depth);
+    put64(r + BREC_TXID, t->root_txid);
 }
 
 static int decode_record(const bs_val *v, uint64_t page_count, bs_tree *t)
@@ -453,8 +454,9 @@ static int decode_record(const bs_val *v, uint64_t page_count, bs_tree *t)
     t->root = get64(r + BREC_ROOT);
     t->count = get64(r + BREC_COUNT);
     t->depth = get32(r + BREC_DEPTH);
+    t->root_txid = get64(r + BREC_TXID);
     if ((t->root == 0) != (t->depth == 0) || (t->root && (t->root < 2 || t->root >= page_count)) ||
-        t->depth > BS_MAX_DEPTH || (!t->root && t->count))
+        t->depth > BS_MAX_DEPTH || (!t->root && t->count) || (t->root == 0) != (t->root_txid == 0))
         return bs_fail(BS_CORRUPT, "catalog: bad bucket record (root %llu, depth %u)",
                        (unsigned long long)t->root, t->depth);
     return BS_OK;
@@ -812,7 +814,7 @@ int bs_read_value(bs_txn *txn, const bs_val *val, void *dst)
         memcpy(dst, val->data, val->len);
         return BS_OK;
     }
-    return pager_ov_read(txn, val->ovpgno, val->len, dst);
+    return pager_ov_read(txn, val->ovpgno, val->ovtxid, val->len, dst);
 }
 
 static int write_prologue(bs_txn *txn, bs_bucket *b, size_t klen)

@@ -28,12 +28,22 @@
  *    32   2*n   slot array: u16 offset of cell i, cells in ascending key order
  *   ...         free gap up to `upper`, then the cells
  *   Keys compare as unsigned bytes (memcmp), a shorter key before its extensions.
- *   Branch cell:  0 u64 child pgno | 8 u16 klen | 10 key[klen]
+ *   Branch cell:  OFFSET SIZE MEANING
+ *                   0     8   child pgno
+ *                   8     8   child txid: the txid the child page's header must carry
+ *                  16     2   klen
+ *                  18  klen   key
  *                 Cell 0's key is ignored and stored empty (it stands for minus infinity);
  *                 child i holds the keys k with key_i <= k < key_{i+1}.
- *   Leaf cell:    0 u16 klen | 2 u8 flags (bit 0: value lives in an overflow run) | 3 u8 0 |
- *                 4 u32 vlen | 8 key[klen] | then value[vlen] inline, or u64 first pgno of
- *                 the overflow run (its length in pages is derived from vlen).
+ *   Leaf cell:    OFFSET SIZE MEANING
+ *                   0     2   klen
+ *                   2     1   flags (bit 0: the value lives in an overflow run)
+ *                   3     1   0
+ *                   4     4   vlen
+ *                   8  klen   key
+ *                   -  vlen   the value inline, or (overflow) 16 bytes: u64 first pgno of the
+ *                             run | u64 txid its header must carry (the run's length in
+ *                             pages is derived from vlen)
  *
  * OVERFLOW RUN (n = ceil((32 + vlen) / P) contiguous pages)
  *    32  vlen   the value bytes, spanning the run; the common header appears only on the
@@ -42,9 +52,10 @@
  * FREELIST PAGE (a chain from the meta's fl_head; each commit that changes the free set
  *                prepends a delta record; every so often a commit writes a complete base)
  *    32     8   next freelist page (0 = end of chain)
- *    40     4   nadd: page numbers this record puts on the freelist
- *    44     4   ndel: page numbers this record takes off it
- *    48   8*(nadd+ndel)  the page numbers, the nadd first
+ *    40     8   txid the next page's header must carry (0 when next is 0)
+ *    48     4   nadd: page numbers this record puts on the freelist
+ *    52     4   ndel: page numbers this record takes off it
+ *    56   8*(nadd+ndel)  the page numbers, the nadd first
  *    header flags bit 0 (FL_F_BASE): a base record, a complete list (ndel = 0); a base is the
  *    tail of the chain. The free set is the chain replayed from the tail to the head: the
  *    newest record that mentions a page decides whether it is free. The add and del lists of
@@ -60,9 +71,10 @@
  *    72     8   number of free page numbers stored in the freelist chain
  *    80    32   default bucket record (below)
  *   112    32   catalog record: the tree of named buckets (name -> bucket record)
- *   144     4   n = number of entries in the commit list (0: a two-sync commit)
- *   148     4   0
- *   152  12*n   commit list: u64 pgno | u32 CRC32C of every page this commit wrote. A commit
+ *   144     8   txid the freelist head page's header must carry (0 when the head is 0)
+ *   152     4   n = number of entries in the commit list (0: a two-sync commit)
+ *   156     4   0
+ *   160  12*n   commit list: u64 pgno | u32 CRC32C of every page this commit wrote. A commit
  *               made with one fsync (data and meta together) is valid only if every listed
  *               page has that CRC and carries this meta's txid; otherwise opening falls back
  *               to the other meta page. n <= fmt_commit_list_cap(P).
@@ -73,7 +85,41 @@
  *     8     8   number of entries (keys)
  *    16     4   depth (0 when root is 0; 1 = the root is a leaf)
  *    20     4   flags (0)
- *    24     8   reserved (0)
+ *    24     8   txid the root page's header must carry (0 when root is 0)
+ *
+ * PARENTS VOUCH FOR THEIR CHILDREN (format version 2)
+ *   A page's own header (CRC, pgno, txid) proves that it is *a* page once written at its
+ *   place, not that it is the version its parent means: an older, valid image (a lost write,
+ *   a stale cache in the storage stack, a page restored from a backup) vouches for itself just
+ *   as well. So every pointer to a page also records the txid that page's header must carry:
+ *   branch cells, bucket records (meta and catalog), overflow references, the freelist chain's
+ *   next links and the meta's freelist head. The pager compares the header with the pointer
+ *   whenever it hands out a page reached through one (disk read or cache hit; a cache hit that
+ *   mismatches is reread from the file once, which also keeps several processes' caches
+ *   coherent when a page number is reused) and reports a mismatch as BS_CORRUPT naming the
+ *   page, the pointer's page and both txids. Reads also check that a node's keys lie within
+ *   the separators its parent gives it (search and cursors check the first and last key of
+ *   each node against the bounds they descended through; check() checks every key).
+ *
+ *   Why the txid and not a checksum of the child (a Merkle tree, as redb does): the writer
+ *   copies pages top-down and knows a page's txid when it makes the pointer (it is the
+ *   writing transaction's own txid), while a child checksum is known only once the child's
+ *   bytes are final, which for a spilled page or a deferred rebalance is long after its
+ *   parent was changed: it would need a bottom-up pass over every dirty path at commit and a
+ *   parent rewrite for every spill. The txid costs 8 bytes per pointer and one compare.
+ *
+ *   What it detects: any page image older than the transaction that last wrote the page as
+ *   its parent knows it: a lost write of a committed page, a page whose number was freed and
+ *   reused (the old image has an older txid), a page transplanted from another place (pgno),
+ *   or from another file or state whose txids differ.
+ *   What it does not: two images written by the same transaction. A page written more than
+ *   once in one transaction (spilled, then changed and written again at commit; written,
+ *   freed and reused inside the transaction; rewritten after a savepoint rollback) has the
+ *   same txid every time, so losing the later write leaves an image its parent accepts. Such
+ *   a commit is still caught by the commit list when it used one fsync; with two fsyncs the
+ *   file's own sync is the only guard. Nor does it detect a whole-file rollback to an older
+ *   consistent state (both meta pages lost with their data), or a page transplanted from
+ *   another file that happens to carry the same pgno and txid.
  */
 #ifndef BS_FORMAT_H
 #define BS_FORMAT_H
@@ -81,7 +127,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BS_FORMAT_VERSION 1u
+#define BS_FORMAT_VERSION 2u
 #define BS_MAGIC "btree_store\0\0\0\0\0"
 #define BS_MAGIC_LEN 16
 #define BS_PAGE_MIN 1024u
@@ -102,13 +148,18 @@ enum { PT_META = 1, PT_BRANCH = 2, PT_LEAF = 3, PT_OVERFLOW = 4, PT_FREELIST = 5
 #define PH_SIZE 32u
 
 #define LEAF_CELL_HDR 8u   /* klen u16, flags u8, pad u8, vlen u32 */
-#define BRANCH_CELL_HDR 10u /* child u64, klen u16 */
+#define LEAF_OVREF 16u     /* overflow reference: first pgno u64, txid u64 */
+#define BRANCH_CELL_HDR 18u /* child u64, child txid u64, klen u16 */
+#define BC_CHILD 0
+#define BC_TXID 8
+#define BC_KLEN 16
 #define LEAF_F_OVERFLOW 1u
 
 #define FL_NEXT 32
-#define FL_NADD 40
-#define FL_NDEL 44
-#define FL_ENTRIES 48
+#define FL_NEXT_TXID 40
+#define FL_NADD 48
+#define FL_NDEL 52
+#define FL_ENTRIES 56
 #define FL_F_BASE 1u
 
 #define META_MAGIC 32
@@ -119,14 +170,16 @@ enum { PT_META = 1, PT_BRANCH = 2, PT_LEAF = 3, PT_OVERFLOW = 4, PT_FREELIST = 5
 #define META_FL_COUNT 72
 #define META_DEFAULT 80
 #define META_CATALOG 112
-#define META_LIST_N 144
-#define META_LIST 152
+#define META_FL_TXID 144
+#define META_LIST_N 152
+#define META_LIST 160
 #define META_LIST_ENT 12u
 
 #define BREC_ROOT 0
 #define BREC_COUNT 8
 #define BREC_DEPTH 16
 #define BREC_FLAGS 20
+#define BREC_TXID 24
 #define BREC_SIZE 32u
 
 /* ---- little-endian loads and stores (compile to plain moves on x86/arm64) ---- */
@@ -164,16 +217,25 @@ static inline uint32_t lcell_vlen(const uint8_t *c) { return get32(c + 4); }
 static inline const uint8_t *lcell_key(const uint8_t *c) { return c + LEAF_CELL_HDR; }
 static inline const uint8_t *lcell_val(const uint8_t *c) { return c + LEAF_CELL_HDR + lcell_klen(c); }
 static inline uint64_t lcell_ovpgno(const uint8_t *c) { return get64(lcell_val(c)); }
+static inline uint64_t lcell_ovtxid(const uint8_t *c) { return get64(lcell_val(c) + 8); }
 static inline uint32_t lcell_size(const uint8_t *c)
 {
-    return LEAF_CELL_HDR + lcell_klen(c) + ((lcell_flags(c) & LEAF_F_OVERFLOW) ? 8u : lcell_vlen(c));
+    return LEAF_CELL_HDR + lcell_klen(c) +
+           ((lcell_flags(c) & LEAF_F_OVERFLOW) ? LEAF_OVREF : lcell_vlen(c));
 }
 
 /* branch cell fields */
-static inline uint64_t bcell_child(const uint8_t *c) { return get64(c); }
-static inline uint16_t bcell_klen(const uint8_t *c) { return get16(c + 8); }
+static inline uint64_t bcell_child(const uint8_t *c) { return get64(c + BC_CHILD); }
+static inline uint64_t bcell_txid(const uint8_t *c) { return get64(c + BC_TXID); }
+static inline uint16_t bcell_klen(const uint8_t *c) { return get16(c + BC_KLEN); }
 static inline const uint8_t *bcell_key(const uint8_t *c) { return c + BRANCH_CELL_HDR; }
 static inline uint32_t bcell_size(const uint8_t *c) { return BRANCH_CELL_HDR + bcell_klen(c); }
+/* repoint a branch cell at a (new) child and the txid that child carries */
+static inline void bcell_set_child(uint8_t *c, uint64_t child, uint64_t txid)
+{
+    put64(c + BC_CHILD, child);
+    put64(c + BC_TXID, txid);
+}
 
 /* ---- size limits derived from the page size ---- */
 /* largest cell, slot included, that a node accepts: two always fit, so a split always works */

@@ -229,10 +229,16 @@ int freelist_verify_page(const uint8_t *pg, uint32_t P, uint64_t pgno, uint64_t 
         ((pg[PH_FLAGS] & FL_F_BASE) && nd))
         return bs_fail(BS_CORRUPT, "page %llu: freelist page claims %u + %u entries",
                        (unsigned long long)pgno, na, nd);
-    uint64_t next = get64(pg + FL_NEXT);
+    uint64_t next = get64(pg + FL_NEXT), ntx = get64(pg + FL_NEXT_TXID);
     if (next && (next < BS_META_PAGES || next >= page_count))
         return bs_fail(BS_CORRUPT, "page %llu: freelist next page %llu out of range",
                        (unsigned long long)pgno, (unsigned long long)next);
+    /* the chain runs from newer records to older ones */
+    if ((next == 0) != (ntx == 0) || ntx > pg_txid(pg))
+        return bs_fail(BS_CORRUPT, "page %llu: freelist next page %llu expected at txid %llu, "
+                       "but this page is txid %llu", (unsigned long long)pgno,
+                       (unsigned long long)next, (unsigned long long)ntx,
+                       (unsigned long long)pg_txid(pg));
     for (uint32_t i = 0; i < na + nd; i++) {
         uint64_t x = get64(pg + FL_ENTRIES + 8 * i);
         if (x < BS_META_PAGES || x >= page_count)
@@ -457,7 +463,10 @@ int freelist_fill(const bs_freelist *fl, const bs_txn *txn, fl_record *r, uint32
             pg[PH_FLAGS] |= FL_F_BASE;
         uint64_t next = i + 1 < npages ? chain->v[i + 1]
                                        : (r->compact || !fl->chain.n ? 0 : fl->chain.v[0]);
+        /* the txid the next page carries: ours, or the old head's (format.h) */
+        uint64_t ntx = !next ? 0 : i + 1 < npages ? txn->txid : txn->meta.fl_head_txid;
         put64(pg + FL_NEXT, next);
+        put64(pg + FL_NEXT_TXID, ntx);
     }
     if (!r->compact) {
         if ((rc = pgvec_reserve(chain, chain->n + fl->chain.n + 1)) != BS_OK)

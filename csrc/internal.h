@@ -54,6 +54,7 @@ void bs_clear_error(void);
  * needs_rebalance when a delete left an underfull node (fixed at commit). */
 typedef struct bs_tree {
     uint64_t root;   /* 0 = empty, no page */
+    uint64_t root_txid; /* txid the root page carries (format.h: parents vouch for children) */
     uint64_t count;  /* entries */
     uint32_t depth;  /* 0 when root == 0, 1 when the root is a leaf */
     bool dirty;
@@ -76,6 +77,7 @@ typedef struct bs_meta {
     struct { uint64_t pgno; uint32_t crc; } list[64];
     uint64_t page_count;
     uint64_t fl_head, fl_count;
+    uint64_t fl_head_txid; /* txid the freelist head page carries */
     bs_tree main;     /* default bucket */
     bs_tree catalog;  /* named buckets: name -> 32-byte bucket record */
 } bs_meta;
@@ -212,6 +214,13 @@ void pager_leave(bs_txn *txn);
  * btree_verify_page, child numbers < txn->page_count): BS_CORRUPT naming the page.
  * BS_WOULDBLOCK if it needs the disk and txn->noio. */
 int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out);
+/* pager_get through a pointer (format.h: parents vouch for their children): the page's header
+ * txid must equal `txid`, what the pointer recorded; `from` names the pointer's page for the
+ * message (PAGER_FROM_RECORD: a bucket record). Checked on cache hits too: a cached page that
+ * mismatches is dropped and reread from the file once. BS_CORRUPT naming both on mismatch. */
+#define PAGER_FROM_RECORD UINT64_MAX
+int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,
+                  const uint8_t **out);
 /* Writable copy of pgno. If this txn owns it (and its generation allows), in place:
  * *newpgno == pgno. Else copy-on-write: a new page with the same bytes (header pgno/txid
  * updated), the old one freed; *newpgno is the new number and the caller must repoint the
@@ -228,11 +237,11 @@ bool pager_owned(bs_txn *txn, uint64_t pgno);
  * memory; BS_WOULDBLOCK in noio mode), read one back (checksum verified against the header
  * and the expected length), free one. */
 int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno);
-int pager_ov_read(bs_txn *txn, uint64_t pgno, size_t len, void *dst);
+int pager_ov_read(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, void *dst);
 int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len);
 /* Header-only check of an overflow run (checker): type, pgno, npages, length, and the run
  * inside page_count. With full != 0 also reads the run and verifies its CRC. */
-int pager_ov_check(bs_txn *txn, uint64_t pgno, size_t len, int full);
+int pager_ov_check(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, int full);
 
 /* Write out dirty leaf pages when more than db->spill_limit pages are in memory (io mode). */
 int pager_spill(bs_txn *txn);
@@ -284,7 +293,8 @@ struct bs_cursor {
     bs_txn *txn;
     bs_tree *tree;
     int depth;                 /* entries used in stack */
-    struct { uint64_t pgno; int idx; } stack[BS_MAX_DEPTH];
+    struct { uint64_t pgno, txid; int idx; } stack[BS_MAX_DEPTH]; /* txid: what the pointer
+                                * to that page expects (format.h) */
     bool valid;                /* positioned on an item */
     uint64_t mod_seq;          /* txn->mod_seq when positioned (write txns re-seek on change) */
     uint8_t *kbuf; size_t klen, kcap; /* copy of the current key (write txns) */

@@ -22,12 +22,14 @@ void meta_encode(const bs_meta *m, uint32_t P, uint8_t *pg)
     put64(pg + META_PAGECOUNT, m->page_count);
     put64(pg + META_FL_HEAD, m->fl_head);
     put64(pg + META_FL_COUNT, m->fl_count);
+    put64(pg + META_FL_TXID, m->fl_head_txid);
     const bs_tree *t[2] = {&m->main, &m->catalog};
     for (int i = 0; i < 2; i++) {
         uint8_t *r = pg + (i ? META_CATALOG : META_DEFAULT);
         put64(r + BREC_ROOT, t[i]->root);
         put64(r + BREC_COUNT, t[i]->count);
         put32(r + BREC_DEPTH, t[i]->depth);
+        put64(r + BREC_TXID, t[i]->root_txid);
     }
     put32(pg + META_LIST_N, m->nlist);
     for (uint32_t i = 0; i < m->nlist; i++) {
@@ -37,16 +39,18 @@ void meta_encode(const bs_meta *m, uint32_t P, uint8_t *pg)
     put32(pg + PH_CRC, bs_page_crc(pg, P));
 }
 
-static int tree_decode(const uint8_t *r, uint64_t page_count, bs_tree *t)
+static int tree_decode(const uint8_t *r, uint64_t page_count, uint64_t txid, bs_tree *t)
 {
     t->root = get64(r + BREC_ROOT);
     t->count = get64(r + BREC_COUNT);
     t->depth = get32(r + BREC_DEPTH);
+    t->root_txid = get64(r + BREC_TXID);
     t->dirty = t->needs_rebalance = false;
     if (t->root == 0)
-        return (t->depth == 0 && t->count == 0) ? 0 : -1;
+        return (t->depth == 0 && t->count == 0 && t->root_txid == 0) ? 0 : -1;
+    /* the root was written by this commit or an earlier one */
     if (t->root < BS_META_PAGES || t->root >= page_count || t->depth < 1 ||
-        t->depth > BS_MAX_DEPTH)
+        t->depth > BS_MAX_DEPTH || t->root_txid == 0 || t->root_txid > txid)
         return -1;
     return 0;
 }
@@ -58,6 +62,8 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
         return *why = "no magic", -1;
     if (get32(pg + META_VERSION) > BS_FORMAT_VERSION)
         return *why = "newer version", -1;
+    if (get32(pg + META_VERSION) < BS_FORMAT_VERSION)
+        return *why = "older version", -1;
     if (get32(pg + META_PAGESIZE) != P)
         return *why = "page size", -1;
     if (get32(pg + PH_CRC) != bs_page_crc(pg, P))
@@ -68,14 +74,17 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
     m->page_count = get64(pg + META_PAGECOUNT);
     m->fl_head = get64(pg + META_FL_HEAD);
     m->fl_count = get64(pg + META_FL_COUNT);
+    m->fl_head_txid = get64(pg + META_FL_TXID);
     if (m->page_count < BS_META_PAGES || m->page_count > (UINT64_MAX >> 1) / P)
         return *why = "fields", -1;
     if (m->fl_head && (m->fl_head < BS_META_PAGES || m->fl_head >= m->page_count))
         return *why = "freelist head", -1;
+    if ((m->fl_head == 0) != (m->fl_head_txid == 0) || m->fl_head_txid > m->txid)
+        return *why = "freelist head txid", -1;
     if (m->fl_count >= m->page_count)
         return *why = "freelist count", -1;
-    if (tree_decode(pg + META_DEFAULT, m->page_count, &m->main) ||
-        tree_decode(pg + META_CATALOG, m->page_count, &m->catalog))
+    if (tree_decode(pg + META_DEFAULT, m->page_count, m->txid, &m->main) ||
+        tree_decode(pg + META_CATALOG, m->page_count, m->txid, &m->catalog))
         return *why = "tree record", -1;
     m->nlist = get32(pg + META_LIST_N);
     if (m->nlist > fmt_commit_list_cap(P))
@@ -110,7 +119,7 @@ int meta_read(bs_db *db, bs_meta *out)
     uint8_t *buf = malloc(BS_PAGE_MAX);
     if (!buf)
         return bs_fail(BS_NOMEM, "out of memory reading the meta pages");
-    int rc = BS_OK, found = 0, magic = 0, newer = 0;
+    int rc = BS_OK, found = 0, magic = 0, newer = 0, older = 0;
     bs_meta best = {0};
     uint32_t best_p = 0;
     size_t got = 0;
@@ -151,6 +160,10 @@ int meta_read(bs_db *db, bs_meta *out)
                 if (get32(buf + META_VERSION) > BS_FORMAT_VERSION &&
                     get32(buf + META_PAGESIZE) == P && get32(buf + PH_CRC) == bs_page_crc(buf, P))
                     newer = (int)get32(buf + META_VERSION);
+                /* one of an older format: refused, the upgrade command converts it */
+                if (get32(buf + META_VERSION) < BS_FORMAT_VERSION &&
+                    get32(buf + META_PAGESIZE) == P && get32(buf + PH_CRC) == bs_page_crc(buf, P))
+                    older = (int)get32(buf + META_VERSION);
             }
             if (meta_decode(buf, P, slot, &cand[ncand], &why) == 0)
                 ncand++;
@@ -161,7 +174,7 @@ int meta_read(bs_db *db, bs_meta *out)
             cand[0] = cand[1];
             cand[1] = tmp;
         }
-        if (newer)
+        if (newer || older)
             break;
         for (int i = 0; i < ncand && !found; i++) {
             rc = meta_commit_complete(db, &cand[i], P, buf);
@@ -175,10 +188,15 @@ int meta_read(bs_db *db, bs_meta *out)
         }
         rc = BS_OK;
     }
-    if (!found || newer) {
+    if (!found || newer || older) {
         if (newer)
             rc = bs_fail(BS_VERSION, "file format version %d is newer than supported version %u",
                          newer, BS_FORMAT_VERSION);
+        else if (older)
+            rc = bs_fail(BS_VERSION, "%s uses file format version %d, which this version of "
+                         "btree_store no longer opens (it needs format %u); convert it with: "
+                         "python -m btree_store upgrade %s", db->path, older,
+                         BS_FORMAT_VERSION, db->path);
         else if (!magic)
             rc = bs_fail(BS_NOTDB, "%s is not a btree_store database (no magic)", db->path);
         else

@@ -51,6 +51,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -415,6 +416,57 @@ int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out)
     return check_type(*out, pgno, type);
 }
 
+/* The page carries another txid than the pointer that led to it (format.h: parents vouch for
+ * their children): an older image at its place (a lost write, a stale cache, a restored
+ * page), or a page of another state. */
+static int ref_mismatch(uint64_t pgno, uint64_t have, uint64_t want, uint64_t from)
+{
+    char by[64];
+    if (from == PAGER_FROM_RECORD)
+        snprintf(by, sizeof by, "its bucket record");
+    else if (from < BS_META_PAGES)
+        snprintf(by, sizeof by, "meta page %llu", (unsigned long long)from);
+    else
+        snprintf(by, sizeof by, "its parent page %llu", (unsigned long long)from);
+    return bs_fail(BS_CORRUPT, "page %llu: stale or misplaced page: it was written by "
+                   "transaction %llu, but %s expects transaction %llu", (unsigned long long)pgno,
+                   (unsigned long long)have, by, (unsigned long long)want);
+}
+
+int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,
+                  const uint8_t **out)
+{
+    int rc;
+    if (BS_UNLIKELY(pgno < BS_META_PAGES || pgno >= txn->page_count))
+        return bs_fail(BS_CORRUPT, "page %llu: out of range (page count %llu)",
+                       (unsigned long long)pgno, (unsigned long long)txn->page_count);
+    if (txn->write && txn->dirty.n) {
+        bs_dirty_ent *e = dirty_find(txn, pgno);
+        if (e) {
+            if (!e->fr && (rc = dirty_reload(txn, e)) != BS_OK)
+                return rc;
+            *out = cache_frame_data(e->fr);
+            if (BS_UNLIKELY(pg_txid(*out) != txid))
+                return ref_mismatch(pgno, pg_txid(*out), txid, from);
+            return check_type(*out, pgno, type);
+        }
+    }
+    if ((rc = load_shared(txn, pgno, out)) != BS_OK)
+        return rc;
+    if (BS_UNLIKELY(pg_txid(*out) != txid)) {
+        /* A cached image the pointer does not vouch for: the page number was reused (by
+         * another process, or a frame outlived its page) or the read was stale. Drop it and
+         * read the file once more; readers holding the old frame keep it until their epoch
+         * ends. */
+        cache_evict(txn->db->cache, pgno);
+        if ((rc = load_shared(txn, pgno, out)) != BS_OK)
+            return rc;
+        if (pg_txid(*out) != txid)
+            return ref_mismatch(pgno, pg_txid(*out), txid, from);
+    }
+    return check_type(*out, pgno, type);
+}
+
 bool pager_owned(bs_txn *txn, uint64_t pgno)
 {
     if (!txn->write)
@@ -560,7 +612,8 @@ fail:
     return rc;
 }
 
-static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint8_t *hdr, uint64_t *npages)
+static int ov_header(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, uint8_t *hdr,
+                     uint64_t *npages)
 {
     bs_db *db = txn->db;
     uint64_t n = fmt_overflow_pages(db->page_size, len);
@@ -581,6 +634,11 @@ static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint8_t *hdr, uint6
                        (unsigned long long)pgno, pg_type(hdr),
                        (unsigned long long)pg_pgno(hdr), get32(hdr + PH_UPPER),
                        get32(hdr + PH_FRAG), (unsigned long long)n, len);
+    if (pg_txid(hdr) != txid)
+        return bs_fail(BS_CORRUPT, "page %llu: stale or misplaced overflow run: it was written "
+                       "by transaction %llu, but the leaf cell that points to it expects "
+                       "transaction %llu", (unsigned long long)pgno,
+                       (unsigned long long)pg_txid(hdr), (unsigned long long)txid);
     *npages = n;
     return BS_OK;
 }
@@ -600,14 +658,14 @@ static int ov_read_data(bs_txn *txn, uint64_t pgno, size_t len, uint8_t *dst)
     return BS_OK;
 }
 
-int pager_ov_read(bs_txn *txn, uint64_t pgno, size_t len, void *dst)
+int pager_ov_read(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, void *dst)
 {
     uint8_t hdr[PH_SIZE];
     uint64_t n;
     int rc;
     if (txn->noio)
         return BS_WOULDBLOCK;
-    if ((rc = ov_header(txn, pgno, len, hdr, &n)) != BS_OK ||
+    if ((rc = ov_header(txn, pgno, txid, len, hdr, &n)) != BS_OK ||
         (rc = ov_read_data(txn, pgno, len, dst)) != BS_OK)
         return rc;
     uint32_t crc = bs_crc32c(bs_crc32c(0, hdr + 4, PH_SIZE - 4), dst, len);
@@ -617,12 +675,12 @@ int pager_ov_read(bs_txn *txn, uint64_t pgno, size_t len, void *dst)
     return BS_OK;
 }
 
-int pager_ov_check(bs_txn *txn, uint64_t pgno, size_t len, int full)
+int pager_ov_check(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, int full)
 {
     uint8_t hdr[PH_SIZE];
     uint64_t n;
     int rc;
-    if ((rc = ov_header(txn, pgno, len, hdr, &n)) != BS_OK || !full)
+    if ((rc = ov_header(txn, pgno, txid, len, hdr, &n)) != BS_OK || !full)
         return rc;
     size_t chunk = len < (1u << 20) ? len : (1u << 20);
     uint8_t *buf = malloc(chunk ? chunk : 1);
@@ -763,7 +821,7 @@ int pager_spill(bs_txn *txn)
 static int read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain,
                          size_t *ndelta)
 {
-    uint64_t pgno = m->fl_head;
+    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->txid % 2;
     int rc = BS_OK;
     fl_replay r;
     freelist_replay_init(&r, m->page_count);
@@ -773,12 +831,14 @@ static int read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec 
             rc = freelist_replay_page(&r, pgno, NULL); /* reports the loop */
             goto out;
         }
-        if ((rc = pager_get(txn, pgno, PT_FREELIST, &pg)) != BS_OK)
+        if ((rc = pager_get_ref(txn, pgno, PT_FREELIST, want, from, &pg)) != BS_OK)
             goto out;
         if (chain && (rc = pgvec_push(chain, pgno)) != BS_OK)
             goto out;
         if ((rc = freelist_replay_page(&r, pgno, pg)) != BS_OK)
             goto out;
+        from = pgno;
+        want = get64(pg + FL_NEXT_TXID);
         pgno = get64(pg + FL_NEXT);
     }
     rc = freelist_replay_finish(&r, m->fl_count, out, ndelta);
@@ -877,6 +937,9 @@ static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain, size_t *nd
         goto out;
     rc = freelist_fill(&db->fl, txn, &r, db->page_size, pgs, chain, &nm->fl_head,
                        &nm->fl_count, ndelta);
+    /* the head is a page written now, or the base's head kept as it was */
+    nm->fl_head_txid = !nm->fl_head ? 0 : (!r.keep && r.npages) ? txn->txid
+                                                               : txn->meta.fl_head_txid;
 out:
     freelist_record_free(&r);
     free(pgs);

@@ -11,6 +11,12 @@ import struct
 PT_META, PT_BRANCH, PT_LEAF, PT_OVERFLOW, PT_FREELIST = 1, 2, 3, 4, 5
 PH_SIZE = 32
 MAGIC = b"btree_store\0\0\0\0\0"
+VERSION = 2
+# format version 2: every pointer carries the txid its target's header must have
+BRANCH_CELL_HDR = 18          # child u64 | child txid u64 | klen u16 | key
+LEAF_OVREF = 16               # overflow reference in a leaf cell: pgno u64 | txid u64
+FL_NEXT, FL_NEXT_TXID, FL_NADD, FL_NDEL, FL_ENTRIES = 32, 40, 48, 52, 56
+META_FL_TXID, META_LIST_N, META_LIST = 144, 152, 160
 
 
 class FormatError(Exception):
@@ -50,17 +56,19 @@ def parse_meta(page):
         return None
 
     def brec(o):
-        return dict(root=u64(page, o), count=u64(page, o + 8), depth=u32(page, o + 16))
+        return dict(root=u64(page, o), count=u64(page, o + 8), depth=u32(page, o + 16),
+                    txid=u64(page, o + 24))
 
-    nlist = u32(page, 144)
-    if 152 + 12 * nlist > len(page):
+    nlist = u32(page, META_LIST_N)
+    if META_LIST + 12 * nlist > len(page):
         return None
     return dict(
         txid=u64(page, 16), pgno=u64(page, 8), version=u32(page, 48), page_size=u32(page, 52),
         page_count=u64(page, 56), fl_head=u64(page, 64), fl_count=u64(page, 72),
-        default=brec(80), catalog=brec(112),
+        fl_head_txid=u64(page, META_FL_TXID), default=brec(80), catalog=brec(112),
         # single-fsync commits list (pgno, crc) of every page they wrote; empty for two-sync
-        commit_list=[(u64(page, 152 + 12 * i), u32(page, 160 + 12 * i)) for i in range(nlist)],
+        commit_list=[(u64(page, META_LIST + 12 * i), u32(page, META_LIST + 8 + 12 * i))
+                     for i in range(nlist)],
     )
 
 
@@ -114,11 +122,14 @@ class Layout:
             self.owner[pgno] = owner
         return True
 
-    def _check_page(self, pgno, want_type):
+    def _check_page(self, pgno, want_type, want_txid=None):
         pg = self.page(pgno)
         if len(pg) < self.page_size:
             self.problems.append("page %d past end of file" % pgno)
             return None
+        if want_txid is not None and u64(pg, 16) != want_txid:
+            self.problems.append("page %d txid %d, its pointer expects %d (stale)"
+                                 % (pgno, u64(pg, 16), want_txid))
         if pg[4] != want_type:
             self.problems.append("page %d type %d, expected %d" % (pgno, pg[4], want_type))
             return None
@@ -128,28 +139,29 @@ class Layout:
             self.problems.append("page %d bad checksum" % pgno)
         return pg
 
-    def _walk_tree(self, root, depth, bucket, catalog=False):
+    def _walk_tree(self, root, depth, bucket, catalog=False, root_txid=None):
         """Walk one B+tree; returns {key: value} (catalog: {name: bucket record})."""
         out = {}
         if root == 0:
             return out
         prefix = "catalog-" if catalog else ""
-        stack = [(root, depth)]
+        stack = [(root, depth, root_txid)]
         items = []
         while stack:
-            pgno, d = stack.pop()
+            pgno, d, want = stack.pop()
             t = self.page(pgno)[4:5]
             is_branch = t == bytes([PT_BRANCH])
             if not self._claim(pgno, prefix + ("branch" if is_branch else "leaf"), bucket):
                 continue
-            pg = self._check_page(pgno, PT_BRANCH if is_branch else PT_LEAF)
+            pg = self._check_page(pgno, PT_BRANCH if is_branch else PT_LEAF, want)
             if pg is None:
                 continue
             n = u16(pg, 6)
             if is_branch:
-                kids = [u64(pg, u16(pg, 32 + 2 * i)) for i in range(n)]
-                for c in reversed(kids):
-                    stack.append((c, d - 1))
+                kids = [(u64(pg, u16(pg, 32 + 2 * i)), u64(pg, u16(pg, 32 + 2 * i) + 8))
+                        for i in range(n)]
+                for c, ctx in reversed(kids):
+                    stack.append((c, d - 1, ctx))
             else:
                 if d != 1:
                     self.problems.append("leaf %d at depth %d" % (pgno, d))
@@ -159,7 +171,7 @@ class Layout:
                     key = pg[c + 8:c + 8 + klen]
                     if flags & 1:
                         ov = u64(pg, c + 8 + klen)
-                        val = self._overflow(ov, vlen, bucket)
+                        val = self._overflow(ov, vlen, bucket, u64(pg, c + 16 + klen))
                     else:
                         val = pg[c + 8 + klen:c + 8 + klen + vlen]
                     items.append((key, val))
@@ -169,7 +181,7 @@ class Layout:
         out = dict(items)
         return out
 
-    def _overflow(self, first, vlen, bucket):
+    def _overflow(self, first, vlen, bucket, want_txid=None):
         P = self.page_size
         n = (PH_SIZE + vlen + P - 1) // P
         self.overflow_runs.append((first, n, bucket))
@@ -183,6 +195,9 @@ class Layout:
             return None
         if run[4] != PT_OVERFLOW or u32(run, 24) != n or u32(run, 28) != vlen:
             self.problems.append("overflow run %d bad header" % first)
+        if want_txid is not None and u64(run, 16) != want_txid:
+            self.problems.append("overflow run %d txid %d, its pointer expects %d (stale)"
+                                 % (first, u64(run, 16), want_txid))
         # the run's checksum covers [4, 32 + vlen): the padding after the value is not covered
         if self.verify_crc and _crc32c(run[4:PH_SIZE + vlen]) != u32(run, 0):
             self.problems.append("overflow run %d bad checksum" % first)
@@ -190,17 +205,19 @@ class Layout:
 
     def _walk(self):
         m = self.meta
-        self.contents[None] = self._walk_tree(m["default"]["root"], m["default"]["depth"], None)
+        self.contents[None] = self._walk_tree(m["default"]["root"], m["default"]["depth"], None,
+                                              root_txid=m["default"]["txid"])
         if len(self.contents[None]) != m["default"]["count"]:
             self.problems.append("default bucket count %d != %d entries"
                                  % (m["default"]["count"], len(self.contents[None])))
-        cat = self._walk_tree(m["catalog"]["root"], m["catalog"]["depth"], "", catalog=True)
+        cat = self._walk_tree(m["catalog"]["root"], m["catalog"]["depth"], "", catalog=True,
+                              root_txid=m["catalog"]["txid"])
         self.catalog = {}
         for name, rec in cat.items():
             name = name.decode("utf-8", "replace")
-            root, count, depth = u64(rec, 0), u64(rec, 8), u32(rec, 16)
-            self.catalog[name] = dict(root=root, count=count, depth=depth)
-            self.contents[name] = self._walk_tree(root, depth, name)
+            root, count, depth, rtx = u64(rec, 0), u64(rec, 8), u32(rec, 16), u64(rec, 24)
+            self.catalog[name] = dict(root=root, count=count, depth=depth, txid=rtx)
+            self.contents[name] = self._walk_tree(root, depth, name, root_txid=rtx)
             if len(self.contents[name]) != count:
                 self.problems.append("bucket %r count %d != %d entries"
                                      % (name, count, len(self.contents[name])))
@@ -208,20 +225,20 @@ class Layout:
         self.free = []
         self.freelist_pages = []
         records = []
-        pgno, seen = m["fl_head"], 0
+        pgno, want, seen = m["fl_head"], m["fl_head_txid"], 0
         while pgno:
             if not self._claim(pgno, "freelist"):
                 break
             self.freelist_pages.append(pgno)
-            pg = self._check_page(pgno, PT_FREELIST)
+            pg = self._check_page(pgno, PT_FREELIST, want)
             if pg is None:
                 break
             # records from the newest to the base: the newest mention of a page decides
-            nadd, ndel = u32(pg, 40), u32(pg, 44)
-            adds = [u64(pg, 48 + 8 * i) for i in range(nadd)]
-            dels = [u64(pg, 48 + 8 * (nadd + i)) for i in range(ndel)]
+            nadd, ndel = u32(pg, FL_NADD), u32(pg, FL_NDEL)
+            adds = [u64(pg, FL_ENTRIES + 8 * i) for i in range(nadd)]
+            dels = [u64(pg, FL_ENTRIES + 8 * (nadd + i)) for i in range(ndel)]
             records.append((adds, dels))
-            pgno = u64(pg, 32)
+            pgno, want = u64(pg, FL_NEXT), u64(pg, FL_NEXT_TXID)
             seen += 1
             if seen > self.page_count:
                 self.problems.append("freelist chain loops")

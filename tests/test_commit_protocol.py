@@ -19,7 +19,7 @@ import btree_store
 from btree_store import _testing
 
 P = 4096
-META_LIST_N, META_LIST, ENT = 144, 152, 12
+META_LIST_N, META_LIST, ENT = 152, 160, 12  # format.h (version 2)
 
 
 def meta_pages(data):

@@ -17,7 +17,7 @@ import pytest
 import btree_store
 from btree_store import CorruptionError, _testing
 
-from _format import Layout, u16, u32
+from _format import FL_ENTRIES, FL_NADD, FL_NEXT, FL_NEXT_TXID, Layout, u16, u32, u64
 from _util import LONG, dump
 
 P = 1024
@@ -332,7 +332,15 @@ def _node_mutations(pg, lay, pgno):
                              ("child=1", 1), ("child=self", pgno)):
             muts.append(("branch " + label,
                          lambda b, child=child: b.__setitem__(slice(c, c + 8), struct.pack("<Q", child))))
-        muts.append(("branch klen=max", lambda b: b.__setitem__(slice(c + 8, c + 10), struct.pack("<H", 0xFFFF))))
+        # format.h (version 2): child u64 @0, child txid u64 @8, klen u16 @16
+        muts.append(("branch klen=max", lambda b: b.__setitem__(slice(c + 16, c + 18), struct.pack("<H", 0xFFFF))))
+        ctx = u64(pg, c + 8)
+        muts.append(("branch child-txid+1",
+                     lambda b: b.__setitem__(slice(c + 8, c + 16), struct.pack("<Q", ctx + 1))))
+        muts.append(("branch child-txid-1",
+                     lambda b: b.__setitem__(slice(c + 8, c + 16), struct.pack("<Q", ctx - 1))))
+        muts.append(("branch child-txid=0",
+                     lambda b: b.__setitem__(slice(c + 8, c + 16), struct.pack("<Q", 0))))
     if c is not None and pg[4] == 3:  # leaf: last cell
         klen = u16(pg, c)
         muts.append(("leaf klen=max", lambda b: b.__setitem__(slice(c, c + 2), struct.pack("<H", 0xFFFF))))
@@ -343,6 +351,11 @@ def _node_mutations(pg, lay, pgno):
             for label, ov in (("ov=pc", pc), ("ov=0", 0), ("ov=1", 1), ("ov=huge", 2**62)):
                 muts.append(("leaf " + label,
                              lambda b, ov=ov, o=o: b.__setitem__(slice(o, o + 8), struct.pack("<Q", ov))))
+            otx = u64(pg, o + 8)  # the overflow reference's txid (format version 2)
+            muts.append(("leaf ov-txid-1",
+                         lambda b, o=o: b.__setitem__(slice(o + 8, o + 16), struct.pack("<Q", otx - 1))))
+            muts.append(("leaf ov-txid+1",
+                         lambda b, o=o: b.__setitem__(slice(o + 8, o + 16), struct.pack("<Q", otx + 1))))
             muts.append(("leaf ov-vlen+P", lambda b: b.__setitem__(
                 slice(c + 4, c + 8), struct.pack("<I", u32(pg, c + 4) + P))))
     return muts
@@ -376,23 +389,31 @@ def test_freelist_damage_detected(tmp_path, corpus):
     lay, data = corpus["layout"], corpus["data"]
     live = lay.live_pages()
     # records with at least two "add" entries, so that the entry mutations hit adds
-    pages = [p for p in lay.freelist_pages if u32(data[p * P:(p + 1) * P], 40) >= 2]
+    pages = [p for p in lay.freelist_pages if u32(data[p * P:(p + 1) * P], FL_NADD) >= 2]
     assert pages, "corpus has no freelist record with two added pages"
     for pgno in pages[:2]:
         orig = data[pgno * P:(pgno + 1) * P]
-        # format.h: next u64 @32, nadd u32 @40, ndel u32 @44, entries from 48 (adds first)
-        cnt = u32(orig, 40)
+        # format.h: next u64 @32, next txid u64 @40, nadd u32 @48, ndel u32 @52, entries from
+        # 56 (adds first)
+        E, NA, NX, NT = FL_ENTRIES, FL_NADD, FL_NEXT, FL_NEXT_TXID
+        cnt = u32(orig, NA)
         muts = [
-            ("entry=live", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", live[len(live) // 2]))),
-            ("entry=meta", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", 1))),
-            ("entry=pc", lambda b: b.__setitem__(slice(48, 56), struct.pack("<Q", lay.page_count + 5))),
-            ("dup-entry", lambda b: b.__setitem__(slice(56, 64), bytes(b[48:56]))),
-            ("count=max", lambda b: b.__setitem__(slice(40, 44), struct.pack("<I", 0xFFFFFFFF))),
-            ("count-1", lambda b: b.__setitem__(slice(40, 44), struct.pack("<I", max(cnt, 1) - 1))),
-            ("next=self", lambda b: b.__setitem__(slice(32, 40), struct.pack("<Q", pgno))),
-            ("next=pc", lambda b: b.__setitem__(slice(32, 40), struct.pack("<Q", lay.page_count))),
+            ("entry=live", lambda b: b.__setitem__(slice(E, E + 8), struct.pack("<Q", live[len(live) // 2]))),
+            ("entry=meta", lambda b: b.__setitem__(slice(E, E + 8), struct.pack("<Q", 1))),
+            ("entry=pc", lambda b: b.__setitem__(slice(E, E + 8), struct.pack("<Q", lay.page_count + 5))),
+            ("dup-entry", lambda b: b.__setitem__(slice(E + 8, E + 16), bytes(b[E:E + 8]))),
+            ("count=max", lambda b: b.__setitem__(slice(NA, NA + 4), struct.pack("<I", 0xFFFFFFFF))),
+            ("count-1", lambda b: b.__setitem__(slice(NA, NA + 4), struct.pack("<I", max(cnt, 1) - 1))),
+            ("next=self", lambda b: b.__setitem__(slice(NX, NX + 8), struct.pack("<Q", pgno))),
+            ("next=pc", lambda b: b.__setitem__(slice(NX, NX + 8), struct.pack("<Q", lay.page_count))),
             ("type=leaf", lambda b: b.__setitem__(4, 3)),
         ]
+        if u64(orig, NX):
+            ntx = u64(orig, NT)
+            muts += [
+                ("next-txid-1", lambda b: b.__setitem__(slice(NT, NT + 8), struct.pack("<Q", ntx - 1))),
+                ("next-txid+1", lambda b: b.__setitem__(slice(NT, NT + 8), struct.pack("<Q", ntx + 1))),
+            ]
         for what, mut in muts:
             page = bytearray(orig)
             mut(page)

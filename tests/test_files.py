@@ -96,7 +96,7 @@ def test_crc32c_helper():
 def test_newer_version_refused(db_path):
     _make_db(db_path, n=20)
     for pg in (0, 1):
-        _rewrite_meta(db_path, pg, 4096, lambda p: p.__setitem__(slice(48, 52), struct.pack("<I", 2)))
+        _rewrite_meta(db_path, pg, 4096, lambda p: p.__setitem__(slice(48, 52), struct.pack("<I", 3)))
     _assert_open_refused(db_path, ["newer", "version"])
     _assert_open_refused(db_path, ["newer", "version"], readonly=True)
 
@@ -155,7 +155,7 @@ def test_format_read_back_independently(db_path, page_size):
     lay = layout_of(db_path)
     assert lay.page_size == page_size
     assert lay.problems == []
-    assert lay.meta["version"] == 1
+    assert lay.meta["version"] == 2
     for b, m in model.items():
         assert lay.contents[b] == m, b
     assert sorted(lay.catalog) == ["b1", "zeta"]

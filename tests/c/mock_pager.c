@@ -279,6 +279,17 @@ int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out)
     return BS_OK;
 }
 
+int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,
+                  const uint8_t **out)
+{
+    int rc = pager_get(txn, pgno, type, out);
+    if (rc == BS_OK && pg_txid(*out) != txid)
+        return bs_fail(BS_CORRUPT, "page %llu: txid %llu, but the pointer on page %llu expects "
+                       "%llu", (unsigned long long)pgno, (unsigned long long)pg_txid(*out),
+                       (unsigned long long)from, (unsigned long long)txid);
+    return rc;
+}
+
 int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
 {
     int rc;
@@ -378,7 +389,7 @@ int pager_ov_write(bs_txn *txn, const void *data, size_t len, uint64_t *pgno)
     return BS_OK;
 }
 
-static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint64_t *np)
+static int ov_header(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, uint64_t *np)
 {
     uint64_t n = fmt_overflow_pages(M.P, len);
     if (pgno < 2 || pgno + n > txn->page_count || pgno + n > M.n)
@@ -389,19 +400,19 @@ static int ov_header(bs_txn *txn, uint64_t pgno, size_t len, uint64_t *np)
             return bs_fail(BS_CORRUPT, "overflow run at %llu: page %llu is free",
                            (unsigned long long)pgno, (unsigned long long)(pgno + i));
     if (pg_type(d) != PT_OVERFLOW || pg_pgno(d) != pgno || get32(d + PH_UPPER) != n ||
-        get32(d + PH_FRAG) != len)
+        get32(d + PH_FRAG) != len || (txid && pg_txid(d) != txid))
         return bs_fail(BS_CORRUPT, "page %llu: bad overflow header", (unsigned long long)pgno);
     *np = n;
     return BS_OK;
 }
 
-int pager_ov_read(bs_txn *txn, uint64_t pgno, size_t len, void *dst)
+int pager_ov_read(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, void *dst)
 {
     uint64_t n;
     int rc;
     if (txn->noio)
         return BS_WOULDBLOCK;
-    if ((rc = ov_header(txn, pgno, len, &n)) != BS_OK)
+    if ((rc = ov_header(txn, pgno, txid, len, &n)) != BS_OK)
         return rc;
     uint8_t *o = dst;
     for (size_t off = 0; off < len;) {
@@ -419,7 +430,7 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
 {
     uint64_t n;
     M.mutations++;
-    if (ov_header(txn, pgno, len, &n) != BS_OK)
+    if (ov_header(txn, pgno, 0, len, &n) != BS_OK)
         die("pager_ov_free of a bad run at %llu", pgno);
     for (uint64_t i = 0; i < n; i++) {
         uint8_t st = M.pg[pgno + i].st;
@@ -431,11 +442,11 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
     return BS_OK;
 }
 
-int pager_ov_check(bs_txn *txn, uint64_t pgno, size_t len, int full)
+int pager_ov_check(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, int full)
 {
     uint64_t n;
     (void)full;
-    return ov_header(txn, pgno, len, &n);
+    return ov_header(txn, pgno, txid, len, &n);
 }
 
 int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain)

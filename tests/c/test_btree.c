@@ -195,7 +195,7 @@ static void check_value(const bs_val *v, const ent *e, const char *what)
     const uint8_t *d = v->data;
     if (!d) {
         CHECK(!fmt_value_inline(P, e->kl, e->vl), "%s: inline value stored in overflow", what);
-        int rc = pager_ov_read(&txn, v->ovpgno, v->len, vbuf2);
+        int rc = pager_ov_read(&txn, v->ovpgno, v->ovtxid, v->len, vbuf2);
         CHECK(rc == BS_OK, "%s: pager_ov_read rc %d", what, rc);
         d = vbuf2;
     } else {
@@ -448,6 +448,7 @@ static void commit(void)
         put64(rec + BREC_ROOT, trees[i].root);
         put64(rec + BREC_COUNT, trees[i].count);
         put32(rec + BREC_DEPTH, trees[i].depth);
+        put64(rec + BREC_TXID, trees[i].root_txid);
         rc = btree_put(&txn, &catalog, (const uint8_t *)bucket_names[i], bucket_nlens[i], rec,
                        BREC_SIZE, 0);
         CHECK(rc == BS_OK, "catalog put rc %d", rc);
@@ -552,7 +553,9 @@ static void corrupt_trees(void)
             uint8_t *c = pg + node_slot(pg, i);
             uint64_t root = trees[rn(NT)].root;
             uint64_t to = rn(3) && root ? root : 2 + rn((uint32_t)(n - 2));
-            put64(c, to == bcell_child(c) && root ? root : to);
+            to = to == bcell_child(c) && root ? root : to;
+            /* keep the txid check satisfied half of the time, so that the walks meet cycles */
+            bcell_set_child(c, to, rn(2) ? pg_txid(mock_page(to)) : bcell_txid(c));
         } else {
             pg[PH_TYPE] = PT_BRANCH;
         }
