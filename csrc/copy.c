@@ -118,12 +118,14 @@ static void meta_build(const bs_meta *m, uint32_t P, uint64_t slot, uint8_t *pg)
     put64(pg + META_PAGECOUNT, m->page_count);
     put64(pg + META_FL_HEAD, m->fl_head);
     put64(pg + META_FL_COUNT, m->fl_count);
+    put64(pg + META_FL_TXID, m->fl_head_txid);
     const bs_tree *t[2] = {&m->main, &m->catalog};
     for (int i = 0; i < 2; i++) {
         uint8_t *r = pg + (i ? META_CATALOG : META_DEFAULT);
         put64(r + BREC_ROOT, t[i]->root);
         put64(r + BREC_COUNT, t[i]->count);
         put32(r + BREC_DEPTH, t[i]->depth);
+        put64(r + BREC_TXID, t[i]->root_txid);
     }
     put32(pg + META_LIST_N, 0);
     put32(pg + PH_CRC, page_crc(pg, P));
@@ -313,8 +315,8 @@ static int branch_add(cp_build *b, int L, const uint8_t *key, size_t klen, uint6
         klen = 0; /* cell 0 stands for minus infinity */
     }
     uint8_t *c = level_cell(lv, BRANCH_CELL_HDR + (uint32_t)klen);
-    put64(c, child);
-    put16(c + 8, (uint16_t)klen);
+    bcell_set_child(c, child, b->txid); /* every page of the copy carries b->txid */
+    put16(c + BC_KLEN, (uint16_t)klen);
     memcpy(c + BRANCH_CELL_HDR, key, klen);
     return BS_OK;
 }
@@ -324,7 +326,7 @@ static int leaf_add(cp_build *b, const uint8_t *key, size_t klen, const void *va
                     uint64_t ovpgno)
 {
     cp_level *lv = &b->lv[0];
-    uint32_t size = LEAF_CELL_HDR + (uint32_t)klen + (ovpgno ? 8u : (uint32_t)vlen);
+    uint32_t size = LEAF_CELL_HDR + (uint32_t)klen + (ovpgno ? LEAF_OVREF : (uint32_t)vlen);
     int rc;
     if (b->count && key_cmp(key, klen, b->last, b->lastlen) <= 0)
         return bs_fail(BS_CORRUPT, "compacting: keys out of order");
@@ -352,9 +354,10 @@ static int leaf_add(cp_build *b, const uint8_t *key, size_t klen, const void *va
     c[3] = 0;
     put32(c + 4, (uint32_t)vlen);
     memcpy(c + LEAF_CELL_HDR, key, klen);
-    if (ovpgno)
+    if (ovpgno) {
         put64(c + LEAF_CELL_HDR + klen, ovpgno);
-    else if (vlen)
+        put64(c + LEAF_CELL_HDR + klen + 8, b->txid); /* copy_overflow wrote the run so */
+    } else if (vlen)
         memcpy(c + LEAF_CELL_HDR + klen, val, vlen);
     memcpy(b->last, key, klen);
     b->lastlen = klen;
@@ -377,6 +380,7 @@ static int build_finish(cp_build *b, bs_tree *t)
             return rc;
         if (root) {
             t->root = pgno;
+            t->root_txid = b->txid;
             t->depth = (uint32_t)L + 1;
             t->count = b->count;
             return BS_OK;
@@ -389,15 +393,15 @@ static int build_finish(cp_build *b, bs_tree *t)
 
 /* Copy the overflow run of a value to the output (verifying its checksum); *out = its first
  * page there. scratch holds COPY_CHUNK bytes. */
-static int copy_overflow(bs_txn *txn, cp_out *o, uint64_t src, size_t len, uint64_t txid,
-                         uint8_t *scratch, uint64_t *out)
+static int copy_overflow(bs_txn *txn, cp_out *o, uint64_t src, uint64_t srctxid, size_t len,
+                         uint64_t txid, uint8_t *scratch, uint64_t *out)
 {
     bs_db *db = txn->db;
     uint32_t P = o->P;
     uint8_t sh[PH_SIZE], dh[PH_SIZE];
     size_t got = 0;
     int rc, err;
-    if ((rc = pager_ov_check(txn, src, len, 0)) != BS_OK)
+    if ((rc = pager_ov_check(txn, src, srctxid, len, 0)) != BS_OK)
         return rc;
     if ((err = db->io->read_at(db->file, sh, PH_SIZE, src * (uint64_t)P, &got)) != 0)
         return bs_fail_io(err, "reading overflow page %llu", ULL(src));
@@ -457,7 +461,7 @@ static int compact_bucket(bs_txn *txn, cp_out *o, bs_bucket *bk, uint64_t txid,
         if ((rc = bs_cursor_current(cur, &k, &v)) != BS_OK)
             goto fail;
         uint64_t ov = 0;
-        if (!v.data && (rc = copy_overflow(txn, o, v.ovpgno, v.len, txid, scratch, &ov)) != BS_OK)
+        if (!v.data && (rc = copy_overflow(txn, o, v.ovpgno, v.ovtxid, v.len, txid, scratch, &ov)) != BS_OK)
             goto fail;
         if ((rc = leaf_add(&b, k.data, k.len, v.data, v.len, ov)) != BS_OK)
             goto fail;
@@ -550,6 +554,7 @@ static int copy_compact(bs_txn *txn, cp_out *o, bs_meta *nm)
         put64(rec + BREC_ROOT, ns.v[i].t.root);
         put64(rec + BREC_COUNT, ns.v[i].t.count);
         put32(rec + BREC_DEPTH, ns.v[i].t.depth);
+        put64(rec + BREC_TXID, ns.v[i].t.root_txid);
         if ((rc = leaf_add(&cat, ns.v[i].n, ns.v[i].len, rec, BREC_SIZE, 0)) != BS_OK)
             goto fail;
     }
