@@ -52,6 +52,10 @@ static void mkrec(uint8_t *pg, uint64_t pgno, int base, const uint64_t *add, uin
     put32(pg + FL_NADD, na);
     put32(pg + FL_NDEL, nd);
     put64(pg + FL_NEXT, next);
+    /* format version 2: the chain runs from newer to older pages, and each link carries the
+     * txid of the page it names (here 100 - pgno: lower numbers are newer) */
+    put64(pg + PH_TXID, 100 - pgno);
+    put64(pg + FL_NEXT_TXID, next ? 100 - next : 0);
 }
 
 static int same(const bs_pgvec *v, const uint64_t *want, size_t n)
@@ -228,6 +232,7 @@ static void record(bs_freelist *fl, bs_txn *txn, uint64_t first, fl_record *r, b
     CHECK(r->npages <= 4, "%zu pages", r->npages);
     for (size_t i = 0; i < r->npages; i++) {
         mkrec(pages[i], first + i, 0, NULL, 0, NULL, 0, 0);
+        put64(pages[i] + PH_TXID, txn->txid); /* as pager_new makes them */
         pgs[i] = pages[i];
         pgvec_push(chain, first + i);
     }
@@ -246,6 +251,9 @@ static void test_commit_record(void)
     memset(&txn, 0, sizeof txn);
     db.page_size = P;
     txn.db = &db;
+    txn.txid = 60;               /* the old chain's head (page 50) was written by txid 50 */
+    txn.meta.txid = 59;
+    txn.meta.fl_head_txid = 50;
     bs_freelist fl = {0};
     fl_record r;
     bs_pgvec chain = {0};
