@@ -630,6 +630,26 @@ def cmd_demo(args, out):
 
 
 # ------------------------------------------------------------------ argument parsing
+# ---- upgrade: convert a file of an older on-disk format (btree_store/_upgrade.py) ----
+def cmd_upgrade(args, out):
+    from . import _upgrade
+    try:
+        n = _upgrade.upgrade(args.path, backup=args.backup)
+    except (_upgrade.UpgradeError, btree_store.Error, OSError) as e:
+        print("upgrade failed: %s" % _msg(e), file=sys.stderr)
+        return 1
+    print("%s: converted to format version 2 (%d entries)%s"
+         % (args.path, n, "; original kept as %s.v1.bak" % args.path if args.backup else ""), file=sys.stderr)
+    return 0
+
+
+def _add_upgrade(add):
+    p = add("upgrade", cmd_upgrade, "convert a database file of format version 1 to the "
+                                    "current format (a rewritten copy renamed over it)")
+    p.add_argument("path")
+    p.add_argument("--backup", action="store_true", help="keep the original as PATH.v1.bak")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description="btree_store command line (also run as python -m btree_store)")
@@ -713,6 +733,7 @@ def build_parser():
 
     p = add("demo", cmd_demo, "create, fill, reopen and check a demo database")
     p.add_argument("--dir", help="folder for the database (default: a new temporary one)")
+    _add_upgrade(add)
     return parser
 
 
