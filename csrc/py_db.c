@@ -153,6 +153,31 @@ static int db_close_impl(DBObject *self)
     return 0;
 }
 
+/* An open that failed: the standard OSError subclass (FileNotFoundError, PermissionError,
+ * IsADirectoryError, ...) with .filename for a failing open of the path itself, else the
+ * usual mapping. */
+static void db_raise_open(DBObject *self, int rc, PyObject *fspath, int readonly)
+{
+    int err = bs_errno();
+    if (rc == BS_IOERR && (err == ENOENT || err == EACCES || err == EPERM || err == EISDIR ||
+                           err == ENOTDIR || err == EROFS)) {
+        const char *hint = "";
+        if ((err == EACCES || err == EPERM || err == EROFS) && !readonly)
+            hint = " (to read a file you may not write, pass readonly=True)";
+        PyObject *msg = PyUnicode_FromFormat("%s%s", strerror(err), hint);
+        if (!msg)
+            return;
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iOO", err, msg, fspath);
+        Py_DECREF(msg);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return;
+    }
+    py_raise(self->st, rc);
+}
+
 /* ---- type slots ---- */
 
 static PyObject *db_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
@@ -267,9 +292,9 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     self->switching = 0;
     Py_DECREF(pbytes);
     if (rc != BS_OK) {
-        Py_DECREF(fspath);
         db_release_io(self);
-        py_raise(self->st, rc);
+        db_raise_open(self, rc, fspath, readonly);
+        Py_DECREF(fspath);
         return -1;
     }
     Py_XSETREF(self->path, fspath);
@@ -389,6 +414,7 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
 
     bs_txn *t = NULL;
     int rc;
+    double started = db_now();
     if (!write) {
         bs_db *d = self->db;
         self->active++;
@@ -398,7 +424,7 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
         self->active--;
     } else {
         /* Wait in slices so that Ctrl-C and close() are noticed while waiting. */
-        double deadline = timeout >= 0 ? db_now() + timeout : 0;
+        double deadline = timeout >= 0 ? started + timeout : 0;
         for (;;) {
             long slice = 100;
             if (timeout >= 0) {
@@ -423,7 +449,15 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
         }
     }
     if (rc != BS_OK) {
-        if (rc == BS_MISUSE && write)
+        if (rc == BS_LOCKED && write && timeout >= 0) {
+            /* the engine waited one slice; report the whole wait */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "timed out after %.3f s waiting for the write lock (another write "
+                     "transaction is active)",
+                     db_now() - started);
+            PyErr_SetString(self->st->LockedError, msg);
+        } else if (rc == BS_MISUSE && write)
             py_raise_msg(self->st->Error, "this thread already has an open write transaction "
                                           "on this database (commit or abort it first)");
         else
@@ -601,6 +635,31 @@ static int db_dict_set(PyObject *d, const char *key, unsigned long long v)
     return r;
 }
 
+PyObject *py_txn_buckets(TxnObject *self);       /* py_txn.c */
+PyObject *py_txn_bucket_counts(TxnObject *self); /* py_txn.c */
+static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames);
+
+/* Entries of every bucket in a fresh read snapshot: (total, {None: n, name: n, ...}). */
+static int db_bucket_entries(DBObject *self, unsigned long long *total, PyObject **per)
+{
+    PyObject *txn = db_begin(self, NULL, 0, NULL);
+    if (!txn)
+        return -1;
+    PyObject *d = py_txn_bucket_counts((TxnObject *)txn);
+    py_txn_finish((TxnObject *)txn);
+    Py_DECREF(txn);
+    if (!d)
+        return -1;
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    *total = 0;
+    while (PyDict_Next(d, &pos, &k, &v))
+        *total += PyLong_AsUnsignedLongLong(v);
+    *per = d;
+    return 0;
+}
+
 static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (py_db_check_usable(self) < 0)
@@ -616,14 +675,22 @@ static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
     self->active--;
     if (rc != BS_OK)
         return py_raise(self->st, rc);
-    PyObject *dict = PyDict_New();
-    if (!dict)
+    unsigned long long total;
+    PyObject *per;
+    if (db_bucket_entries(self, &total, &per) < 0)
         return NULL;
+    PyObject *dict = PyDict_New();
+    if (!dict || PyDict_SetItemString(dict, "bucket_entries", per) < 0) {
+        Py_DECREF(per);
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    Py_DECREF(per);
     if (db_dict_set(dict, "page_size", s.page_size) < 0 ||
         db_dict_set(dict, "page_count", s.page_count) < 0 ||
         db_dict_set(dict, "free_pages", s.free_pages) < 0 ||
         db_dict_set(dict, "depth", s.depth) < 0 ||
-        db_dict_set(dict, "entries", s.entries) < 0 ||
+        db_dict_set(dict, "entries", total) < 0 ||
         db_dict_set(dict, "txid", s.txid) < 0 ||
         db_dict_set(dict, "file_size", s.file_size) < 0 ||
         db_dict_set(dict, "buckets", s.buckets) < 0 ||
@@ -639,7 +706,6 @@ static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
     return dict;
 }
 
-PyObject *py_txn_buckets(TxnObject *self); /* py_txn.c */
 
 static PyObject *db_buckets(DBObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -726,7 +792,10 @@ static PyMethodDef db_methods[] = {
      "close the file. Idempotent."},
     {"check", (PyCFunction)db_check, METH_NOARGS,
      "check($self, /)\n--\n\nVerify the whole file; raise CorruptionError describing the first problem."},
-    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat($self, /)\n--\n\nStatistics of the database."},
+    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat($self, /)\n--\n\nStatistics of the database (a dict): page_size, page_count, free_pages,\n"
+     "depth (of the default bucket's tree), entries (in every bucket), bucket_entries\n"
+     "({None: default bucket, name: n, ...}), txid, file_size, buckets, readers,\n"
+     "oldest_reader, pinned_pages, cache_pages, cache_hits, cache_misses."},
     {"copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL | METH_KEYWORDS,
      "copy($self, /, dest, compact=False, *, overwrite=False)\n--\n\n"
      "Write a consistent copy of the newest commit to the new file `dest` (str, bytes or\n"

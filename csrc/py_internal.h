@@ -59,6 +59,7 @@ typedef struct py_state {
     PyObject *DiskError;
     PyObject *DiskFullError;
     PyObject *BucketNotFoundError;
+    PyObject *BucketExistsError;
 } py_state;
 
 extern PyModuleDef py_module_def;

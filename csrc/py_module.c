@@ -56,6 +56,7 @@ static int py_module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->DiskError);
     Py_VISIT(st->DiskFullError);
     Py_VISIT(st->BucketNotFoundError);
+    Py_VISIT(st->BucketExistsError);
     return 0;
 }
 
@@ -79,6 +80,7 @@ static int py_module_clear(PyObject *m)
     Py_CLEAR(st->DiskError);
     Py_CLEAR(st->DiskFullError);
     Py_CLEAR(st->BucketNotFoundError);
+    Py_CLEAR(st->BucketExistsError);
     return 0;
 }
 
@@ -137,6 +139,9 @@ static int py_init_exceptions(PyObject *m, py_state *st)
     Py_DECREF(bases);
     if (!st->BucketNotFoundError)
         return -1;
+    if (!(st->BucketExistsError = py_new_exc(m, "BucketExistsError", st->Error,
+              "create_bucket(name, exist_ok=False) on a bucket that exists.")))
+        return -1;
     return 0;
 }
 
@@ -175,7 +180,12 @@ PyObject *py_raise(py_state *st, int rc)
 {
     const char *detail = bs_errmsg();
     PyObject *msg;
-    if (detail && detail[0])
+    /* These details say the whole thing themselves ("x is not a btree_store database"):
+     * say it once. */
+    int self_contained = rc == BS_NOTDB || rc == BS_VERSION || rc == BS_LOCKED;
+    if (detail && detail[0] && self_contained)
+        msg = PyUnicode_FromString(detail);
+    else if (detail && detail[0])
         msg = PyUnicode_FromFormat("%s: %s", bs_strerror(rc), detail);
     else
         msg = PyUnicode_FromString(bs_strerror(rc));

@@ -418,7 +418,7 @@ static PyObject *txn_count(TxnObject *self, PyObject *const *args, Py_ssize_t na
                            PyObject *kwnames)
 {
     static const char *const names[] = {"bucket", NULL};
-    static const py_argspec spec = {"count", names, 1, 0};
+    static const py_argspec spec = {"count", names, 0, 0};
     PyObject *a[1];
     if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
@@ -429,6 +429,306 @@ static PyObject *txn_count(TxnObject *self, PyObject *const *args, Py_ssize_t na
     if (n < 0)
         return NULL;
     return PyLong_FromLongLong(n);
+}
+
+/* ---- batch calls ----
+ * put_many / get_many / delete_many read their input in chunks of BATCH items: the Python
+ * iteration (which may run any Python code) happens outside py_txn_enter, then the chunk goes
+ * to the engine in one enter..leave with the bucket opened once. Items are applied in input
+ * order; when the input raises or holds a bad item, the items before it have been applied. */
+
+#define BATCH 256
+
+typedef struct txn_batch {
+    Py_buffer *k, *v; /* BATCH each (v only for pairs) */
+    int n;
+} txn_batch;
+
+static int batch_init(txn_batch *b, int pairs)
+{
+    b->n = 0;
+    b->v = NULL;
+    b->k = PyMem_Calloc(BATCH, sizeof *b->k);
+    if (b->k && pairs)
+        b->v = PyMem_Calloc(BATCH, sizeof *b->v);
+    if (!b->k || (pairs && !b->v)) {
+        PyMem_Free(b->k);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void batch_release(txn_batch *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        PyBuffer_Release(&b->k[i]);
+        if (b->v)
+            PyBuffer_Release(&b->v[i]);
+    }
+    b->n = 0;
+}
+
+static void batch_free(txn_batch *b)
+{
+    batch_release(b);
+    PyMem_Free(b->k);
+    PyMem_Free(b->v);
+}
+
+/* Fill b from it. 1: chunk full, 0: input exhausted, -1: error (exception set; b holds the
+ * good items before the bad one). *index counts the items read (for messages). */
+static int batch_fill(TxnObject *self, PyObject *it, txn_batch *b, const char *fname,
+                      Py_ssize_t *index)
+{
+    while (b->n < BATCH) {
+        PyObject *item = PyIter_Next(it);
+        if (!item)
+            return PyErr_Occurred() ? -1 : 0;
+        Py_ssize_t idx = (*index)++;
+        int r;
+        if (!b->v) {
+            r = txn_key(self, item, &b->k[b->n]);
+        } else {
+            /* a bytes-like item is a sequence of ints, never a pair */
+            int flat = PyBytes_Check(item) || PyByteArray_Check(item) ||
+                       PyMemoryView_Check(item) || PyUnicode_Check(item);
+            PyObject *seq = flat ? NULL : PySequence_Fast(item, "");
+            if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "%s(): item %zd must be a (key, value) pair, not %.100s", fname,
+                             idx, Py_TYPE(item)->tp_name);
+                Py_XDECREF(seq);
+                Py_DECREF(item);
+                return -1;
+            }
+            PyObject **kv = PySequence_Fast_ITEMS(seq);
+            r = txn_key(self, kv[0], &b->k[b->n]);
+            if (r == 0 && (r = txn_value(kv[1], &b->v[b->n])) < 0)
+                PyBuffer_Release(&b->k[b->n]);
+            Py_DECREF(seq);
+        }
+        Py_DECREF(item);
+        if (r < 0)
+            return -1;
+        b->n++;
+    }
+    return 1;
+}
+
+/* An iterator over the input: a dict gives its items. */
+static PyObject *batch_iter(PyObject *src, int pairs)
+{
+    if (pairs && PyDict_Check(src)) {
+        PyObject *items = PyDict_Items(src);
+        if (!items)
+            return NULL;
+        PyObject *it = PyObject_GetIter(items);
+        Py_DECREF(items);
+        return it;
+    }
+    return PyObject_GetIter(src);
+}
+
+/* The append check: k sorts after the key p[0..ln). */
+static int batch_after(const Py_buffer *k, const char *p, Py_ssize_t ln)
+{
+    Py_ssize_t n = ln < k->len ? ln : k->len;
+    int c = n ? memcmp(k->buf, p, (size_t)n) : 0;
+    return c > 0 || (c == 0 && k->len > ln);
+}
+
+/* The bucket's last key (NULL *out if empty). Inside enter/leave. */
+static int batch_last_key(bs_txn *t, bs_bucket *b, PyObject **out)
+{
+    bs_cursor *cur;
+    bs_val k, v;
+    int rc;
+    *out = NULL;
+    PY_CALL(rc, t, bs_cursor_open(t, b, &cur));
+    if (rc != BS_OK)
+        return rc;
+    PY_CALL(rc, t, bs_cursor_seek(cur, BS_SEEK_LAST, NULL, 0));
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_cursor_current(cur, &k, &v));
+    if (rc == BS_OK && !(*out = PyBytes_FromStringAndSize(k.data, (Py_ssize_t)k.len)))
+        rc = -1;
+    bs_cursor_close(cur);
+    return rc == BS_NOTFOUND ? BS_OK : rc;
+}
+
+enum { B_PUT, B_GET, B_DEL };
+
+/* Apply one chunk. Returns 0 or -1 (exception set). *count: items written / deleted;
+ * out: get_many's list. */
+static int batch_flush(TxnObject *self, const py_name *nm, txn_batch *bt, int op,
+                       unsigned flags, int append, PyObject **last, int *first,
+                       Py_ssize_t *count, PyObject *out, Py_ssize_t base)
+{
+    if (bt->n == 0)
+        return 0;
+    bs_txn *t = py_txn_enter(self, op != B_GET);
+    if (!t)
+        return -1;
+    bs_bucket *b;
+    int rc = py_txn_open_bucket(t, nm, 0, &b), err = 0;
+    if (rc == BS_OK && append && *first) {
+        rc = batch_last_key(t, b, last);
+        *first = 0;
+    }
+    for (int i = 0; rc == BS_OK && i < bt->n; i++) {
+        const Py_buffer *k = &bt->k[i];
+        if (op == B_PUT) {
+            int after = 1;
+            if (append && i > 0)
+                after = batch_after(k, bt->k[i - 1].buf, bt->k[i - 1].len);
+            else if (append && *last)
+                after = batch_after(k, PyBytes_AS_STRING(*last), PyBytes_GET_SIZE(*last));
+            {
+                if (!after) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "put_many(append=True): key of item %zd is not greater than "
+                                 "the key before it (or the bucket's last key)",
+                                 base + i);
+                    rc = -1;
+                    break;
+                }
+            }
+            const Py_buffer *v = &bt->v[i];
+            PY_CALL(rc, t, bs_put(t, b, k->buf, (size_t)k->len, v->buf, (size_t)v->len, flags));
+            if (rc == BS_OK)
+                (*count)++;
+            else if (rc == BS_EXISTS && (flags & BS_NOOVERWRITE))
+                rc = BS_OK;
+        } else if (op == B_DEL) {
+            PY_CALL(rc, t, bs_del(t, b, k->buf, (size_t)k->len));
+            if (rc == BS_OK)
+                (*count)++;
+            else if (rc == BS_NOTFOUND)
+                rc = BS_OK;
+        } else {
+            bs_val v;
+            PY_CALL(rc, t, bs_get(t, b, k->buf, (size_t)k->len, &v));
+            PyObject *o;
+            if (rc == BS_OK)
+                o = txn_value_bytes(self, t, &v);
+            else if (rc == BS_NOTFOUND)
+                o = Py_NewRef(Py_None);
+            else
+                break;
+            rc = BS_OK;
+            if (!o || PyList_Append(out, o) < 0)
+                rc = -1;
+            Py_XDECREF(o);
+        }
+    }
+    if (rc == BS_OK && append) { /* the next chunk's first key is compared with this one */
+        const Py_buffer *k = &bt->k[bt->n - 1];
+        Py_XSETREF(*last, PyBytes_FromStringAndSize(k->buf, k->len));
+        if (!*last)
+            rc = -1;
+    }
+    if (rc > 0)
+        txn_raise(self, nm, rc);
+    else if (rc < 0)
+        err = 1;
+    py_txn_leave(self);
+    batch_release(bt);
+    return rc == BS_OK && !err ? 0 : -1;
+}
+
+/* The common driver of the three batch calls. */
+static PyObject *txn_batch_run(TxnObject *self, PyObject *src, PyObject *bucket, int op,
+                               unsigned flags, int append, const char *fname)
+{
+    py_name nm;
+    if (py_txn_bucket(self, bucket, &nm) < 0)
+        return NULL;
+    /* fail early on a finished or read-only transaction, before reading the input */
+    bs_txn *t0 = py_txn_enter(self, op != B_GET);
+    if (!t0)
+        return NULL;
+    py_txn_leave(self);
+    PyObject *it = batch_iter(src, op == B_PUT);
+    if (!it)
+        return NULL;
+    PyObject *out = op == B_GET ? PyList_New(0) : NULL, *last = NULL, *res = NULL;
+    txn_batch bt;
+    Py_ssize_t count = 0, index = 0;
+    int first = 1;
+    if ((op == B_GET && !out) || batch_init(&bt, op == B_PUT) < 0) {
+        Py_DECREF(it);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    for (;;) {
+        Py_ssize_t base = index;
+        int r = batch_fill(self, it, &bt, fname, &index);
+        if (r < 0) {
+            /* apply the good items read before the failure, then raise the failure
+             * (a failure of the flush itself comes first: it is about earlier items) */
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
+            if (batch_flush(self, &nm, &bt, op, flags, append, &last, &first, &count, out,
+                            base) < 0) {
+                Py_XDECREF(et);
+                Py_XDECREF(ev);
+                Py_XDECREF(etb);
+            } else {
+                PyErr_Restore(et, ev, etb);
+            }
+            goto done;
+        }
+        if (batch_flush(self, &nm, &bt, op, flags, append, &last, &first, &count, out, base) < 0)
+            goto done;
+        if (r == 0)
+            break;
+    }
+    res = op == B_GET ? Py_NewRef(out) : PyLong_FromSsize_t(count);
+done:
+    batch_free(&bt);
+    Py_DECREF(it);
+    Py_XDECREF(out);
+    Py_XDECREF(last);
+    return res;
+}
+
+static PyObject *txn_put_many(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"items", "bucket", "overwrite", "append", NULL};
+    static const py_argspec spec = {"put_many", names, 1, 1};
+    PyObject *a[4];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int overwrite, append;
+    if ((overwrite = py_arg_bool(a[2], 1)) < 0 || (append = py_arg_bool(a[3], 0)) < 0)
+        return NULL;
+    return txn_batch_run(self, a[0], a[1], B_PUT, overwrite ? 0 : BS_NOOVERWRITE, append,
+                         "put_many");
+}
+
+static PyObject *txn_get_many(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"keys", "bucket", NULL};
+    static const py_argspec spec = {"get_many", names, 1, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    return txn_batch_run(self, a[0], a[1], B_GET, 0, 0, "get_many");
+}
+
+static PyObject *txn_delete_many(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"keys", "bucket", NULL};
+    static const py_argspec spec = {"delete_many", names, 1, 1};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    return txn_batch_run(self, a[0], a[1], B_DEL, 0, 0, "delete_many");
 }
 
 /* ---- mapping protocol ---- */
@@ -591,7 +891,7 @@ static PyObject *txn_create_bucket(TxnObject *self, PyObject *const *args, Py_ss
     if (!exist_ok) {
         rc = py_txn_open_bucket(t, &nm, 0, &b);
         if (rc == BS_OK) {
-            py_raise_msg(self->st->Error, "bucket %R already exists", a[0]);
+            py_raise_msg(self->st->BucketExistsError, "bucket %R already exists", a[0]);
             py_txn_leave(self);
             return NULL;
         }
@@ -721,6 +1021,36 @@ done:
     free(nl.buf);
     free(nl.end);
     return list;
+}
+
+/* {None: entries of the default bucket, name: entries, ...} in this snapshot. */
+PyObject *py_txn_bucket_counts(TxnObject *self)
+{
+    PyObject *names = py_txn_buckets(self), *d = NULL;
+    if (!names)
+        return NULL;
+    if (!(d = PyDict_New()))
+        goto fail;
+    for (Py_ssize_t i = -1; i < PyList_GET_SIZE(names); i++) {
+        PyObject *key = i < 0 ? Py_None : PyList_GET_ITEM(names, i);
+        py_name nm = {NULL, 0};
+        if (i >= 0 && py_bucket_name(key, &nm) < 0)
+            goto fail;
+        long long n = txn_count_impl(self, &nm);
+        PyObject *v = n < 0 ? NULL : PyLong_FromLongLong(n);
+        if (!v)
+            goto fail;
+        int r = PyDict_SetItem(d, key, v);
+        Py_DECREF(v);
+        if (r < 0)
+            goto fail;
+    }
+    Py_DECREF(names);
+    return d;
+fail:
+    Py_DECREF(names);
+    Py_XDECREF(d);
+    return NULL;
 }
 
 static PyObject *txn_buckets(TxnObject *self, PyObject *Py_UNUSED(ignored))
@@ -998,7 +1328,21 @@ static PyMethodDef txn_methods[] = {
     {"replace", FASTKW(txn_replace),
      "replace($self, /, key, value, *, bucket=None)\n--\n\n"
      "Store value under key and return the previous value (None if there was none)."},
-    {"count", FASTKW(txn_count), "count($self, /, bucket=None)\n--\n\nNumber of entries (O(1))."},
+    {"count", FASTKW(txn_count), "count($self, /, *, bucket=None)\n--\n\nNumber of entries (O(1))."},
+    {"put_many", FASTKW(txn_put_many),
+     "put_many($self, /, items, *, bucket=None, overwrite=True, append=False)\n--\n\n"
+     "Store every (key, value) pair of items (an iterable of pairs, or a dict) in order and\n"
+     "return how many were written (overwrite=False skips existing keys). append=True is for\n"
+     "sorted input: each key must be greater than the one before it and than the bucket's\n"
+     "last key, else ValueError. If the input raises or holds a bad item, the pairs before\n"
+     "it stay written in the transaction (abort it to undo them)."},
+    {"get_many", FASTKW(txn_get_many),
+     "get_many($self, /, keys, *, bucket=None)\n--\n\n"
+     "A list with the value (bytes) of each key of the iterable keys, None where missing."},
+    {"delete_many", FASTKW(txn_delete_many),
+     "delete_many($self, /, keys, *, bucket=None)\n--\n\n"
+     "Remove every key of the iterable keys; return how many existed. On an error the keys\n"
+     "before it stay deleted in the transaction."},
     {"iter", FASTKW(txn_iter),
      "iter($self, /, start=None, stop=None, *, reverse=False, bucket=None, keys=True, "
      "values=True, prefix=None)\n--\n\n"
@@ -1019,8 +1363,8 @@ static PyMethodDef txn_methods[] = {
      "items($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
      "An Iterator over the (key, value) pairs in [start, stop) (and with prefix), as bytes."},
     {"create_bucket", FASTKW(txn_create_bucket),
-     "create_bucket($self, /, name, exist_ok=True)\n--\n\nCreate a named bucket (Error if it exists and "
-     "not exist_ok)."},
+     "create_bucket($self, /, name, exist_ok=True)\n--\n\nCreate a named bucket (BucketExistsError if it "
+     "exists and not exist_ok)."},
     {"drop_bucket", (PyCFunction)txn_drop_bucket, METH_O,
      "drop_bucket($self, name, /)\n--\n\nDrop a named bucket and all its data; False if missing."},
     {"buckets", (PyCFunction)txn_buckets, METH_NOARGS,

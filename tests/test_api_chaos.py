@@ -53,7 +53,9 @@ class Boom(Exception):
     """Raised by user objects and callbacks; must propagate unchanged."""
 
 
-ALLOWED = (Error, TypeError, ValueError, KeyError, OverflowError, Boom)
+# Opening a missing path or a directory raises the standard OSError subclasses.
+ALLOWED = (Error, TypeError, ValueError, KeyError, OverflowError, Boom, FileNotFoundError,
+           IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 # ------------------------------------------------------------------ hostile argument objects

@@ -298,7 +298,8 @@ def test_counts(db, reopen):
     with db.begin() as txn:
         assert len(txn) == 1000
         assert txn.count(bucket="b") == 666
-    assert db.stat()["entries"] == 1000
+    assert db.stat()["entries"] == 1000 + 666  # every bucket
+    assert db.stat()["bucket_entries"] == {None: 1000, "b": 666}
 
 
 def test_count_is_constant_time(db):

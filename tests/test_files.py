@@ -165,7 +165,8 @@ def test_format_read_back_independently(db_path, page_size):
         assert st["page_count"] == lay.page_count
         assert st["txid"] == lay.meta["txid"]
         assert st["free_pages"] == len(lay.free)
-        assert st["entries"] == len(model[None])
+        assert st["entries"] == sum(len(m) for m in model.values())  # every bucket
+        assert st["bucket_entries"] == {b: len(m) for b, m in model.items()}
         assert st["depth"] == lay.meta["default"]["depth"]
 
 

@@ -18,6 +18,7 @@ import collections.abc as _abc
 
 from . import _core
 from ._core import (
+    BucketExistsError,
     BucketNotFoundError,
     ClosedError,
     CorruptionError,
@@ -48,6 +49,7 @@ __all__ = [
     "DiskError",
     "DiskFullError",
     "BucketNotFoundError",
+    "BucketExistsError",
     "__version__",
 ]
 
