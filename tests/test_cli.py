@@ -396,10 +396,6 @@ def _pairs(lines):
 
 
 # ------------------------------------------------------------------ copy, compact
-HAS_COPY = hasattr(btree_store.DB, "copy") and hasattr(btree_store.DB, "compact")
-
-
-@pytest.mark.skipif(not HAS_COPY, reason="DB.copy/DB.compact are not in this build")
 @pytest.mark.parametrize("compact", [False, True])
 def test_copy(tmp_path, compact):
     src = tmp_path / "src.bs"
@@ -414,7 +410,6 @@ def test_copy(tmp_path, compact):
     assert not (tmp_path / "d2.bs").exists()
 
 
-@pytest.mark.skipif(not HAS_COPY, reason="DB.copy/DB.compact are not in this build")
 def test_compact(tmp_path):
     path = tmp_path / "c.bs"
     with btree_store.DB(str(path)) as db:
