@@ -113,6 +113,7 @@ typedef struct bs_stat {
     uint64_t pinned_pages;   /* freed pages not yet reusable because of live readers */
     uint64_t cache_pages;    /* pages in the shared cache */
     uint64_t cache_hits, cache_misses;
+    uint64_t durable_txid;   /* newest commit known to be on stable storage */
 } bs_stat;
 /* Errors: BS_FORKED, BS_IOERR (reading the file size). */
 int bs_db_stat(bs_db *db, bs_stat *st);
@@ -146,8 +147,18 @@ int bs_db_copy(bs_db *db, const char *dest, unsigned flags);
  * the new file was in place but could not be reopened: then *dbp is NULL (closed). */
 int bs_db_compact(bs_db **dbp);
 
+/* Make every commit made so far durable (one fsync of the file), whatever sync setting
+ * they were made with. Pages those commits freed become reusable for later writers.
+ * Returns BS_OK; BS_IOERR (+errno) or BS_FULL when the fsync fails, which also puts the
+ * database in the panic state (an fsync error cannot be retried); BS_READONLY is never
+ * returned: on a read-only handle it syncs nothing and returns BS_OK; BS_FORKED in a child
+ * after fork(). */
+int bs_db_sync(bs_db *db);
+
 /* ---- transactions ---- */
 #define BS_TXN_WRITE 1u
+#define BS_TXN_SYNC 2u    /* write txn: commit durably, whatever the database's sync setting */
+#define BS_TXN_NOSYNC 4u  /* write txn: commit without fsync (durable at the next sync point) */
 /* Begin. Write: waits for the writer lock up to timeout_ms (<0: forever; 0: try once).
  * Errors: BS_LOCKED (the wait expired), BS_MISUSE (this thread already has an open write
  * transaction), BS_PANIC (an earlier commit failed while writing: reopen), BS_READONLY (a

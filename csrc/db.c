@@ -162,6 +162,16 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         m = db->meta;
     }
     db->meta = m;
+    /* The durability horizon: what opening found is made durable now (it may be a commit a
+     * crashed process wrote and never synced, or one made with sync=False), so that the
+     * pages it freed may be reused and its meta slot stays untouched until the next durable
+     * commit. A fresh file's creation was synced (or is txid 0 either way). */
+    if (!o.readonly && !fresh && (err = db->io->sync(db->file)) != 0) {
+        rc = bs_fail_io(err, "syncing %s", path);
+        goto fail;
+    }
+    atomic_store(&db->durable_txid, m.txid);
+    db->durable_slot = m.slot;
     for (db->page_shift = 0; (1u << db->page_shift) < db->page_size; db->page_shift++)
         ;
     if ((rc = cache_open(db->page_size, o.cache_size, &db->cache)) != BS_OK)
@@ -354,7 +364,11 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
     txn->meta = db->meta;
     if (write) {
         uint64_t oldest = oldest_reader_locked(db, NULL); /* snapshot + 1, or UINT64_MAX */
-        freelist_release(&db->fl, oldest == UINT64_MAX ? UINT64_MAX : oldest - 1);
+        uint64_t horizon = atomic_load(&db->durable_txid); /* invariant 2 */
+        if (oldest != UINT64_MAX && oldest - 1 < horizon)
+            horizon = oldest - 1;
+        freelist_release(&db->fl, horizon);
+        txn->sync = (flags & BS_TXN_SYNC) ? true : (flags & BS_TXN_NOSYNC) ? false : db->sync;
         txn->txid = txn->meta.txid + 1;
     } else {
         txn->txid = txn->meta.txid;
@@ -942,10 +956,36 @@ int bs_db_stat(bs_db *db, bs_stat *st)
     st->buckets = m.catalog.count;
     st->readers = nr;
     st->oldest_reader = nr ? oldest - 1 : 0;
+    st->durable_txid = atomic_load(&db->durable_txid);
     cache_stats(db->cache, &st->cache_pages, &st->cache_hits, &st->cache_misses);
     int err = db->io->size(db->file, &st->file_size);
     if (err)
         return bs_fail_io(err, "reading the file size");
+    return BS_OK;
+}
+
+int bs_db_sync(bs_db *db)
+{
+    if (forked(db))
+        return fail_forked();
+    if (db->readonly)
+        return BS_OK;
+    pthread_mutex_lock(&db->mu);
+    bs_meta m = db->meta; /* published: every write of this commit has been issued */
+    pthread_mutex_unlock(&db->mu);
+    int err = db->io->sync(db->file);
+    if (err) {
+        atomic_store(&db->panic, 1);
+        return bs_fail_io(err, "syncing %s", db->path);
+    }
+    /* Move the horizon only while no writer is active: the horizon and its slot belong to
+     * the writer, which picks its meta slot from them (keeping it is always safe). */
+    pthread_mutex_lock(&db->wmu);
+    if (!db->writer_active && m.txid > atomic_load(&db->durable_txid)) {
+        atomic_store(&db->durable_txid, m.txid);
+        db->durable_slot = m.slot;
+    }
+    pthread_mutex_unlock(&db->wmu);
     return BS_OK;
 }
 

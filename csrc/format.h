@@ -61,8 +61,9 @@
  *    newest record that mentions a page decides whether it is free. The add and del lists of
  *    one commit are disjoint, so their split over several pages does not matter.
  *
- * META PAGE (pgno 0 and 1; the one with the higher valid txid wins; commit txid t is
- *            written to meta page t % 2)
+ * META PAGE (pgno 0 and 1; the one with the higher valid txid whose commit list checks out
+ *            wins; a commit is written to the meta page that does NOT hold the newest durable
+ *            commit, so that one survives any power cut until a newer commit is durable)
  *    32    16   magic "btree_store\0\0\0\0\0"
  *    48     4   format version (BS_FORMAT_VERSION)
  *    52     4   page size P
@@ -74,7 +75,9 @@
  *   144     8   txid the freelist head page's header must carry (0 when the head is 0)
  *   152     4   n = number of entries in the commit list (0: a two-sync commit)
  *   156     4   0
- *   160  12*n   commit list: u64 pgno | u32 CRC32C of every page this commit wrote. A commit
+ *   160  12*n   commit list: u64 pgno | u32 CRC32C of every page this commit references that
+ *               was written since the newest durable commit (its own pages, and those of
+ *               earlier sync=False commits it still references). A commit
  *               made with one fsync (data and meta together) is valid only if every listed
  *               page has that CRC and carries this meta's txid; otherwise opening falls back
  *               to the other meta page. n <= fmt_commit_list_cap(P).

@@ -73,6 +73,7 @@ struct bs_bucket {
 /* Parsed meta page (format.h META_*). */
 typedef struct bs_meta {
     uint64_t txid;
+    uint64_t slot;    /* meta page (0 or 1) this commit is (to be) written to */
     uint32_t nlist;   /* commit list (single-sync commits), see format.h */
     struct { uint64_t pgno; uint32_t crc; } list[64];
     uint64_t page_count;
@@ -161,6 +162,11 @@ struct bs_db {
     uint64_t writer_thread; /* bs_thread_token() of the writer (never reused, unlike pthread_t) */
 
     _Atomic int panic;      /* invariant 5 */
+    /* Durability horizon (writer-owned; read atomically by stat): the newest commit known
+     * to be on stable storage, and the meta slot holding it. No commit writes that slot
+     * until a newer commit is durable, and pages freed by commits newer than it wait. */
+    _Atomic uint64_t durable_txid;
+    uint64_t durable_slot;
     bs_freelist fl;         /* writer-owned */
     char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
     bs_cache *cache;
@@ -182,6 +188,7 @@ struct bs_txn {
     uint64_t mod_seq;       /* bumped by every change; cursors re-seek when it moved */
     uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
     bool wrote_early;       /* pages reached the file before commit (spill, overflow runs) */
+    bool sync;              /* write txn: commit durably (db->sync unless overridden at begin) */
 
     /* buckets opened in this transaction (default bucket is buckets[0]) */
     struct bs_bucket **buckets; size_t nbuckets, capbuckets;

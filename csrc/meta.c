@@ -14,7 +14,7 @@ void meta_encode(const bs_meta *m, uint32_t P, uint8_t *pg)
 {
     memset(pg, 0, P);
     pg[PH_TYPE] = PT_META;
-    put64(pg + PH_PGNO, m->txid % 2);
+    put64(pg + PH_PGNO, m->slot);
     put64(pg + PH_TXID, m->txid);
     memcpy(pg + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN);
     put32(pg + META_VERSION, BS_FORMAT_VERSION);
@@ -71,6 +71,9 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
     if (pg_type(pg) != PT_META || pg_pgno(pg) != slot || get32(pg + META_VERSION) == 0)
         return *why = "header", -1;
     m->txid = pg_txid(pg);
+    m->slot = slot;
+    if (m->txid >= (UINT64_MAX >> 1))
+        return *why = "transaction id out of range", -1;
     m->page_count = get64(pg + META_PAGECOUNT);
     m->fl_head = get64(pg + META_FL_HEAD);
     m->fl_count = get64(pg + META_FL_COUNT);
@@ -98,8 +101,11 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
     return 0;
 }
 
-/* A single-sync commit is real only if every page it wrote reached the file: each listed page
- * must carry the listed CRC and this commit's txid. buf holds P bytes. */
+/* A commit with a commit list is real only if every listed page reached the file: each must
+ * carry the listed CRC (which covers its pgno and txid), and a txid no newer than the commit.
+ * The list names every page the commit references that was written since the last durable
+ * commit (pager.c), so a meta that arrived without its pages is never chosen. buf holds P
+ * bytes. */
 static int meta_commit_complete(bs_db *db, const bs_meta *m, uint32_t P, uint8_t *buf)
 {
     for (uint32_t i = 0; i < m->nlist; i++) {
@@ -108,7 +114,7 @@ static int meta_commit_complete(bs_db *db, const bs_meta *m, uint32_t P, uint8_t
         if (err)
             return bs_fail_io(err, "reading page %llu", (unsigned long long)m->list[i].pgno);
         if (got < P || get32(buf + PH_CRC) != m->list[i].crc || bs_page_crc(buf, P) != m->list[i].crc ||
-            pg_txid(buf) != m->txid || pg_pgno(buf) != m->list[i].pgno)
+            pg_txid(buf) > m->txid || pg_pgno(buf) != m->list[i].pgno)
             return BS_NOTFOUND;
     }
     return BS_OK;
@@ -218,22 +224,22 @@ int meta_write(bs_db *db, const bs_meta *m)
     if (!pg)
         return bs_fail(BS_NOMEM, "out of memory writing the meta page");
     meta_encode(m, P, pg);
-    int err = db->io->write_at(db->file, pg, P, (m->txid % 2) * (uint64_t)P);
+    int err = db->io->write_at(db->file, pg, P, m->slot * (uint64_t)P);
     free(pg);
     if (err)
-        return bs_fail_io(err, "writing meta page %llu", (unsigned long long)(m->txid % 2));
+        return bs_fail_io(err, "writing meta page %llu", (unsigned long long)m->slot);
     return BS_OK;
 }
 
 /* A commit failed after its meta page was (perhaps) written: overwrite that slot with zeros,
  * best effort, so that a reopen in this boot finds the previous commit in the other slot
  * (after a power cut either state is acceptable: the commit was never acknowledged). */
-void meta_retract(bs_db *db, uint64_t txid)
+void meta_retract(bs_db *db, uint64_t slot)
 {
     uint8_t *pg = calloc(1, db->page_size);
     if (!pg)
         return;
-    (void)(db->io->write_at(db->file, pg, db->page_size, (txid % 2) * (uint64_t)db->page_size));
+    (void)(db->io->write_at(db->file, pg, db->page_size, slot * (uint64_t)db->page_size));
     free(pg);
 }
 
@@ -245,7 +251,8 @@ int meta_create(bs_db *db)
         return bs_fail(BS_NOMEM, "out of memory creating the database");
     bs_meta m = {0};
     m.page_count = BS_META_PAGES;
-    meta_encode(&m, P, pg); /* txid 0 -> slot 0 */
+    m.slot = 0;
+    meta_encode(&m, P, pg);
     /* slot 1 holds the same empty state; it is written as txid 0 too but must say pgno 1 */
     memcpy(pg + P, pg, P);
     put64(pg + P + PH_PGNO, 1);

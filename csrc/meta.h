@@ -11,7 +11,7 @@
 
 #include "internal.h"
 
-/* The page image of m (slot m->txid % 2) with its checksum. */
+/* The page image of m (for meta page m->slot) with its checksum. */
 void meta_encode(const bs_meta *m, uint32_t psize, uint8_t *pg);
 /* 0 when pg is a valid meta page for `slot` and page size psize (*m filled in); -1 otherwise,
  * *why saying what is wrong. */
@@ -27,9 +27,9 @@ int meta_create(bs_db *db);
 /* True when a file without a valid meta is what a crash during creation leaves (no more than
  * the two meta pages, all zeros or our magic with txid 0): creating it again loses nothing. */
 bool meta_interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize);
-/* Write m into slot m->txid % 2 (no sync). */
+/* Write m into meta page m->slot (no sync). */
 int meta_write(bs_db *db, const bs_meta *m);
 /* A commit failed after its meta page was (perhaps) written: zero that slot, best effort. */
-void meta_retract(bs_db *db, uint64_t txid);
+void meta_retract(bs_db *db, uint64_t slot);
 
 #endif

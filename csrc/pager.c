@@ -8,11 +8,15 @@
  * by btree.c, check.c and db.c.
  *
  * INVARIANTS (numbers as in docs/ARCHITECTURE.md; asserts cite them)
- *  1. A commit never overwrites a page the newest durable meta references: pages are written
- *     only if this transaction allocated them (beyond the base high-water mark, or taken from
- *     the freelist of the base commit, or freed and re-taken inside this transaction).
- *  2. A page freed by commit F is reusable only when every live reader's snapshot is >= F:
- *     freed pages wait in a pending group of db->fl until freelist_release says so.
+ *  1. A commit never overwrites a page that a commit opening could pick references: pages are
+ *     written only if this transaction allocated them (beyond the base high-water mark, or
+ *     taken from the reusable free set, or freed and re-taken inside this transaction), and
+ *     the meta page holding the newest durable commit (db->durable_slot) is never written
+ *     until a newer commit is durable.
+ *  2. A page freed by commit F is reusable only when every live reader's snapshot is >= F
+ *     and F is durable (F <= db->durable_txid): freed pages wait in a pending group of db->fl
+ *     until freelist_release says so. So after a power cut, opening finds the newest durable
+ *     commit intact, or a newer one whose pages all arrived (checked by its commit list).
  *  3. Every page below page_count is reachable once or on the persisted freelist once. The
  *     freelist written by commit T holds the reusable pages, every pending group, the pages T
  *     freed (its old freelist chain included) and the pages T allocated and freed again.
@@ -29,15 +33,22 @@
  *     writev calls (spilled pages and overflow runs reached the file when they were made).
  *     A failed write panics the database, except BS_FULL: nothing durable changed, and the
  *     transaction simply fails.
- *  c. Choose the sync path (sync=True only; sync=False skips every fsync):
- *     - one fsync: when no page of this transaction reached the file early and every page
- *       written in (b) fits the meta's commit list, the meta lists each page with its CRC
- *       (format.h META_LIST). No fsync between data and meta: at open, meta_read accepts this
- *       meta only if every listed page carries the listed CRC and this txid, else it falls
- *       back to the previous meta, which references none of these pages (invariant 1).
- *     - two fsyncs: otherwise fsync the data pages now (failure: panic).
- *  d. Write the meta page of slot txid % 2 (checksummed).
- *  e. fsync                                                          [sync=True only]
+ *  c. Choose the sync path. The UNSYNCED set is every page this commit references that was
+ *     written since the newest durable commit: the pages written in (b) plus the unsynced
+ *     set of the previous commit (its commit list, when it was not durable) minus the pages
+ *     this commit freed. When no page reached the file early (spill, overflow run) and the
+ *     set fits the commit list (format.h META_LIST), the meta lists each page with its CRC:
+ *     at open, meta_read accepts the meta only if every listed page carries the listed CRC,
+ *     else it falls back to the other meta page, which holds the newest durable commit and
+ *     references none of these pages (invariants 1, 2).
+ *     - durable commit (txn->sync) with a list: one fsync, after the meta;
+ *     - durable commit without a list: fsync the data pages now (failure: panic), then two;
+ *     - sync=False commit with a list: no fsync at all; it is durable only at the next
+ *       durable commit, db sync or reopen;
+ *     - sync=False commit that cannot be listed: made durable like the second case (a
+ *       sync=False commit may sync: it never risks the commits before it).
+ *  d. Write the meta page that does NOT hold the newest durable commit (1 - durable_slot).
+ *  e. fsync                                                          [durable commits only]
  *     When (d) or (e) fails, the meta slot is retracted (overwritten with zeros, best effort)
  *     so that a reopen in this boot finds the previous commit in the other slot, and the
  *     database panics: the commit was not acknowledged, either state is acceptable after a
@@ -970,30 +981,54 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
             atomic_store(&db->panic, 1);
         goto fail;
     }
-    /* Small commits whose pages are all written here use one fsync: the meta lists every page
-     * with its CRC, and opening ignores this meta unless all of them arrived (format.h). */
-    bool single = db->sync && !txn->wrote_early && n <= fmt_commit_list_cap(db->page_size);
+    /* (c) the unsynced set: pages this commit references written since the durable commit */
+    bool durable = txn->sync;
+    bool listed = !txn->wrote_early && n <= fmt_commit_list_cap(db->page_size);
+    uint32_t cap = fmt_commit_list_cap(db->page_size), nl = 0;
     nm->nlist = 0;
-    if (single) {
-        for (size_t i = 0; i < n; i++) {
-            nm->list[i].pgno = v[i]->pgno;
-            nm->list[i].crc = get32(cache_frame_data(v[i]->fr) + PH_CRC);
+    if (listed && txn->meta.txid > atomic_load(&db->durable_txid)) {
+        /* the base commit was not durable: its list is still at risk, minus what we freed */
+        for (uint32_t i = 0; i < txn->meta.nlist && listed; i++) {
+            uint64_t p = txn->meta.list[i].pgno;
+            bool gone = false;
+            for (size_t k = 0; k < txn->freed.n && !gone; k++)
+                gone = txn->freed.v[k] == p;
+            if (gone)
+                continue;
+            if (nl + 1 + n > cap) {
+                listed = false;
+                break;
+            }
+            nm->list[nl].pgno = p;
+            nm->list[nl].crc = txn->meta.list[i].crc;
+            nl++;
         }
-        nm->nlist = (uint32_t)n;
     }
-    if (db->sync && !single && (err = db->io->sync(db->file)) != 0) {
+    if (listed && nl + n <= cap) {
+        for (size_t i = 0; i < n; i++) {
+            nm->list[nl].pgno = v[i]->pgno;
+            nm->list[nl].crc = get32(cache_frame_data(v[i]->fr) + PH_CRC);
+            nl++;
+        }
+        nm->nlist = nl;
+    } else {
+        listed = false;
+        durable = true; /* cannot be validated at open: make it durable instead */
+    }
+    nm->slot = 1 - db->durable_slot;
+    if (durable && !listed && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing the data pages of commit %llu", (unsigned long long)txn->txid);
         atomic_store(&db->panic, 1);
         goto fail;
     }
     if ((rc = meta_write(db, nm)) != BS_OK) {
-        meta_retract(db, nm->txid);
+        meta_retract(db, nm->slot);
         atomic_store(&db->panic, 1);
         goto fail;
     }
-    if (db->sync && (err = db->io->sync(db->file)) != 0) {
+    if (durable && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing commit %llu", (unsigned long long)txn->txid);
-        meta_retract(db, nm->txid);
+        meta_retract(db, nm->slot);
         atomic_store(&db->panic, 1);
         goto fail;
     }
@@ -1006,6 +1041,10 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     assert(rc == BS_OK); /* both reserved above */
     rc = BS_OK;
     db->meta = *nm;
+    if (durable) {
+        atomic_store(&db->durable_txid, nm->txid);
+        db->durable_slot = nm->slot;
+    }
     pthread_mutex_unlock(&db->mu);
     pgvec_free(&db->fl.chain);
     db->fl.chain = chain;

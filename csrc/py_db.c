@@ -377,9 +377,9 @@ static void db_dealloc(DBObject *self)
 static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames)
 {
-    static const char *const names[] = {"write", "bucket", "timeout", NULL};
+    static const char *const names[] = {"write", "bucket", "timeout", "sync", NULL};
     static const py_argspec spec = {"begin", names, 1, 0};
-    PyObject *a[3];
+    PyObject *a[4];
     if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;
     int write = py_arg_bool(a[0], 0);
@@ -401,6 +401,17 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
             PyErr_SetString(PyExc_ValueError, "timeout must be a finite number >= 0 or None");
             return NULL;
         }
+    }
+    unsigned syncflag = 0; /* sync=None: the database's setting */
+    if (a[3] && a[3] != Py_None) {
+        int s = py_arg_bool(a[3], 0);
+        if (s < 0)
+            return NULL;
+        if (!write) {
+            PyErr_SetString(PyExc_ValueError, "sync= applies to write transactions only");
+            return NULL;
+        }
+        syncflag = s ? BS_TXN_SYNC : BS_TXN_NOSYNC;
     }
     /* Allocated before the engine transaction exists: from bs_txn_begin to the link into
      * our list nothing may allocate, as a collection could run a finalizer that closes us. */
@@ -435,7 +446,7 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
             bs_db *d = self->db;
             self->active++;
             Py_BEGIN_ALLOW_THREADS
-            rc = bs_txn_begin(d, BS_TXN_WRITE, slice, &t);
+            rc = bs_txn_begin(d, BS_TXN_WRITE | syncflag, slice, &t);
             Py_END_ALLOW_THREADS
             self->active--;
             if (rc != BS_LOCKED)
@@ -625,6 +636,22 @@ static PyObject *db_compact(DBObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *db_sync(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    int rc;
+    bs_db *d = self->db;
+    self->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_sync(d);
+    Py_END_ALLOW_THREADS
+    self->active--;
+    if (rc != BS_OK)
+        return py_raise(self->st, rc);
+    Py_RETURN_NONE;
+}
+
 static int db_dict_set(PyObject *d, const char *key, unsigned long long v)
 {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
@@ -696,6 +723,7 @@ static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
         db_dict_set(dict, "buckets", s.buckets) < 0 ||
         db_dict_set(dict, "readers", s.readers) < 0 ||
         db_dict_set(dict, "oldest_reader", s.oldest_reader) < 0 ||
+        db_dict_set(dict, "durable_txid", s.durable_txid) < 0 ||
         db_dict_set(dict, "pinned_pages", s.pinned_pages) < 0 ||
         db_dict_set(dict, "cache_pages", s.cache_pages) < 0 ||
         db_dict_set(dict, "cache_hits", s.cache_hits) < 0 ||
@@ -783,10 +811,14 @@ static PyObject *db_get_page_size(DBObject *self, void *c)
 
 static PyMethodDef db_methods[] = {
     {"begin", (PyCFunction)(void (*)(void))db_begin, METH_FASTCALL | METH_KEYWORDS,
-     "begin($self, /, write=False, *, bucket=None, timeout=None)\n--\n\n"
+     "begin($self, /, write=False, *, bucket=None, timeout=None, sync=None)\n--\n\n"
      "Start a transaction: a read-only snapshot, or the one write transaction (waits for the\n"
      "writer lock, at most `timeout` seconds: LockedError on expiry). `bucket` binds the\n"
-     "transaction's calls to a named bucket (BucketNotFoundError if it does not exist)."},
+     "transaction's calls to a named bucket (BucketNotFoundError if it does not exist).\n"
+     "`sync` (write transactions) overrides the database's sync setting for this commit."},
+    {"sync", (PyCFunction)db_sync, METH_NOARGS,
+     "sync($self, /)\n--\n\nMake every commit made so far durable (one fsync), also those made with\n"
+     "sync=False. A failed fsync raises DiskError and the database must be reopened."},
     {"close", (PyCFunction)db_close, METH_NOARGS,
      "close($self, /)\n--\n\nAbort live transactions (waiting for calls in flight on other threads) and\n"
      "close the file. Idempotent."},
