@@ -333,6 +333,7 @@ static void test_commit_check(void)
     setenv("BTREE_STORE_CHECK_COMMITS", "1", 1);
     bs_options o = {0};
     o.page_size = P;
+    o.sync = 1; /* durable commits: pages freed by unsynced commits wait (durability horizon) */
     o.create = 1;
     bs_db *db = NULL;
     CHECK(bs_db_open(path, &o, &db) == BS_OK, "open: %s", bs_errmsg());
