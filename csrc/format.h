@@ -79,7 +79,7 @@
  *               was written since the newest durable commit (its own pages, and those of
  *               earlier sync=False commits it still references). A commit
  *               made with one fsync (data and meta together) is valid only if every listed
- *               page has that CRC and carries this meta's txid; otherwise opening falls back
+ *               page has that CRC and a txid no newer than the meta; otherwise opening falls back
  *               to the other meta page. n <= fmt_commit_list_cap(P).
  *     -     -   zero up to P
  *

@@ -832,7 +832,7 @@ int pager_spill(bs_txn *txn)
 static int read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *chain,
                          size_t *ndelta)
 {
-    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->txid % 2;
+    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->slot;
     int rc = BS_OK;
     fl_replay r;
     freelist_replay_init(&r, m->page_count);

@@ -1456,8 +1456,12 @@ int py_txn_init_type(PyObject *m, py_state *st)
     py_no_new(st->Txn_type);
     if (py_add_type(m, "Txn", st->Txn_type) < 0)
         return -1;
-    st->WriteTxn_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &wtxn_spec,
-                                                                  (PyObject *)st->Txn_type);
+    /* bases as a tuple: Python 3.9 accepts nothing else */
+    PyObject *bases = PyTuple_Pack(1, (PyObject *)st->Txn_type);
+    if (!bases)
+        return -1;
+    st->WriteTxn_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &wtxn_spec, bases);
+    Py_DECREF(bases);
     if (!st->WriteTxn_type)
         return -1;
     py_no_new(st->WriteTxn_type);

@@ -24,8 +24,10 @@ P = 1024
 def _history(path):
     """File images after each commit of a history with frees and reuse."""
     images = []
-    # sync=False: no commit lists, whose own page check would only make opening fall back to
-    # the previous commit; the pointers must catch the stale page by themselves
+    # The newest commit must carry no commit list (whose own page check would only make
+    # opening fall back to the previous commit): the pointers must catch the stale page by
+    # themselves. Its overflow value is written early, so it is made durable with two syncs
+    # and lists nothing.
     db = btree_store.DB(path, page_size=P, sync=False)
 
     def snap():
@@ -50,6 +52,7 @@ def _history(path):
     for r in range(2):
         with db.begin(write=True) as t:
             t.put(b"b00001", b"last %d" % r, bucket="b")
+            t.put(b"k00399", b"o%d" % r * 800)
         snap()
     db.close()
     return images
