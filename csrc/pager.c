@@ -489,8 +489,12 @@ bool pager_owned(bs_txn *txn, uint64_t pgno)
 /* An owned page that a savepoint level must keep: hide it until release/rollback. */
 static int shadow(bs_txn *txn, bs_dirty_ent *e)
 {
-    e->shadowed = true;
-    return pgvec_push(&txn->sp[txn->nsp - 1].shadowed, e->pgno);
+    /* listed first: a page marked shadowed but missing from the list would stay hidden
+     * after a rollback, and commit would not write it */
+    int rc = pgvec_push(&txn->sp[txn->nsp - 1].shadowed, e->pgno);
+    if (rc == BS_OK)
+        e->shadowed = true;
+    return rc;
 }
 
 int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
