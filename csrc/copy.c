@@ -4,7 +4,7 @@
  *
  * Layer: public C API beside db.c. It may call db.c's public functions (transactions,
  * buckets, cursors), the pager (pager_read_freelist, pager_ov_check, the epoch bracket;
- * cache_capacity of cache.h), the source database's
+ * cache_capacity of cache.h; meta_encode of meta.h), the source database's
  * own bs_io_methods (raw page reads) and the POSIX I/O table, which writes every destination
  * whatever I/O the source uses (so a database on a memory I/O table is written out as a file).
  *
@@ -44,6 +44,7 @@
 
 #include "cache.h"
 #include "internal.h"
+#include "meta.h"
 
 #define ULL(x) ((unsigned long long)(x))
 #define COPY_CHUNK (1u << 20)  /* bytes per raw read and per write */
@@ -103,34 +104,6 @@ static int out_patch(cp_out *o, uint64_t off, const void *p, size_t len)
     return err ? bs_fail_io(err, "writing the copy at byte %llu", ULL(off)) : BS_OK;
 }
 
-static uint32_t page_crc(const uint8_t *pg, uint32_t P) { return bs_crc32c(0, pg + 4, P - 4); }
-
-/* The meta page of m for slot (0 or 1), as format.h lays it out; no commit list. */
-static void meta_build(const bs_meta *m, uint32_t P, uint64_t slot, uint8_t *pg)
-{
-    memset(pg, 0, P);
-    pg[PH_TYPE] = PT_META;
-    put64(pg + PH_PGNO, slot);
-    put64(pg + PH_TXID, m->txid);
-    memcpy(pg + META_MAGIC, BS_MAGIC, BS_MAGIC_LEN);
-    put32(pg + META_VERSION, BS_FORMAT_VERSION);
-    put32(pg + META_PAGESIZE, P);
-    put64(pg + META_PAGECOUNT, m->page_count);
-    put64(pg + META_FL_HEAD, m->fl_head);
-    put64(pg + META_FL_COUNT, m->fl_count);
-    put64(pg + META_FL_TXID, m->fl_head_txid);
-    const bs_tree *t[2] = {&m->main, &m->catalog};
-    for (int i = 0; i < 2; i++) {
-        uint8_t *r = pg + (i ? META_CATALOG : META_DEFAULT);
-        put64(r + BREC_ROOT, t[i]->root);
-        put64(r + BREC_COUNT, t[i]->count);
-        put32(r + BREC_DEPTH, t[i]->depth);
-        put64(r + BREC_TXID, t[i]->root_txid);
-    }
-    put32(pg + META_LIST_N, 0);
-    put32(pg + PH_CRC, page_crc(pg, P));
-}
-
 /* Both meta slots hold m (the same txid: the next commit overwrites one, the other stays). */
 static int out_metas(cp_out *o, const bs_meta *m)
 {
@@ -138,8 +111,10 @@ static int out_metas(cp_out *o, const bs_meta *m)
     uint8_t *pg = malloc(2 * (size_t)P);
     if (!pg)
         return bs_fail(BS_NOMEM, "out of memory writing the copy's meta pages");
-    meta_build(m, P, 0, pg);
-    meta_build(m, P, 1, pg + P);
+    bs_meta mm = *m;
+    mm.nlist = 0; /* the copy is written and synced before it is renamed into place */
+    for (mm.slot = 0; mm.slot < 2; mm.slot++)
+        meta_encode(&mm, P, pg + mm.slot * P);
     int err = bs_io_posix.write_at(o->f, pg, 2 * (size_t)P, 0);
     free(pg);
     return err ? bs_fail_io(err, "writing the copy's meta pages") : BS_OK;
@@ -283,7 +258,7 @@ static int level_write(cp_build *b, int L, uint64_t *pgno)
     put64(pg + PH_TXID, b->txid);
     pg_set_upper(pg, lv->upper);
     pg_set_frag(pg, 0);
-    put32(pg + PH_CRC, page_crc(pg, b->P));
+    put32(pg + PH_CRC, bs_page_crc(pg, b->P));
     lv->written++;
     return out_put(b->o, pg, b->P);
 }
