@@ -200,12 +200,17 @@ static PyObject *db_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 
 static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "readonly", "create", "sync", "cache_size", "page_size",
-                             "_io", NULL};
-    PyObject *path = NULL, *cache_obj = NULL, *psize_obj = NULL, *io = Py_None;
-    int readonly = 0, create = 1, sync = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$pppOOO:DB", kwlist, &path, &readonly,
-                                     &create, &sync, &cache_obj, &psize_obj, &io))
+    static const char *const names[] = {"path", "readonly", "create", "sync", "cache_size",
+                                        "page_size", "_io", NULL};
+    static const py_argspec spec = {"DB", names, 1, 1};
+    PyObject *a[7];
+    if (py_parse_tuple(&spec, args, kwds, a) < 0)
+        return -1;
+    PyObject *path = a[0], *cache_obj = a[4], *psize_obj = a[5], *io = a[6] ? a[6] : Py_None;
+    int readonly, create, sync;
+    /* one at a time: a __bool__ that raises must not run the next one with its error set */
+    if ((readonly = py_arg_bool(a[1], 0)) < 0 || (create = py_arg_bool(a[2], 1)) < 0 ||
+        (sync = py_arg_bool(a[3], 1)) < 0)
         return -1;
     if (self->db) {
         PyErr_SetString(self->st->Error, "DB.__init__ called on an open database");
@@ -753,10 +758,14 @@ static PyObject *db_enter(DBObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef((PyObject *)self);
 }
 
-static PyObject *db_exit(DBObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *db_exit(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
 {
-    (void)args;
-    (void)nargs;
+    static const char *const names[] = {"exc_type", "exc_value", "traceback", NULL};
+    static const py_argspec spec = {"__exit__", names, 3, 3};
+    PyObject *a[3];
+    if (py_parse_posonly(&spec, 3, args, nargs, kwnames, a) < 0)
+        return NULL;
     if (db_close_impl(self) < 0)
         return NULL;
     Py_RETURN_FALSE;
@@ -810,47 +819,72 @@ static PyObject *db_get_page_size(DBObject *self, void *c)
 }
 
 static PyMethodDef db_methods[] = {
-    {"begin", (PyCFunction)(void (*)(void))db_begin, METH_FASTCALL | METH_KEYWORDS,
+    {"begin", FASTKW(db_begin),
      "begin($self, /, write=False, *, bucket=None, timeout=None, sync=None)\n--\n\n"
-     "Start a transaction: a read-only snapshot, or the one write transaction (waits for the\n"
-     "writer lock, at most `timeout` seconds: LockedError on expiry). `bucket` binds the\n"
-     "transaction's calls to a named bucket (BucketNotFoundError if it does not exist).\n"
-     "`sync` (write transactions) overrides the database's sync setting for this commit."},
+     "Start a transaction and return it (a Txn; a WriteTxn when write is true).\n\n"
+     "write=False gives a read-only snapshot of the newest commit: any number of them run\n"
+     "beside the one write transaction and never wait. write=True waits for the writer lock\n"
+     "(at most `timeout` seconds, None: forever; LockedError on expiry, saying how long it\n"
+     "waited). `bucket` (str) binds the transaction's calls to a named bucket\n"
+     "(BucketNotFoundError if it does not exist). `sync` (write transactions only; None: the\n"
+     "database's setting) chooses whether this commit fsyncs.\n"
+     "Raises ClosedError (closed DB), ReadonlyError (write=True on a read-only DB), Error\n"
+     "(this thread already has a write transaction open here), ValueError (bad timeout,\n"
+     "sync= on a read transaction), TypeError / ValueError (bad bucket name)."},
     {"sync", (PyCFunction)db_sync, METH_NOARGS,
-     "sync($self, /)\n--\n\nMake every commit made so far durable (one fsync), also those made with\n"
-     "sync=False. A failed fsync raises DiskError and the database must be reopened."},
+     "sync($self, /)\n--\n\n"
+     "Make every commit made so far durable with one fsync, those made with sync=False too.\n"
+     "Returns None. Raises ClosedError, DiskError (a failed fsync: reopen the database)."},
     {"close", (PyCFunction)db_close, METH_NOARGS,
-     "close($self, /)\n--\n\nAbort live transactions (waiting for calls in flight on other threads) and\n"
-     "close the file. Idempotent."},
+     "close($self, /)\n--\n\n"
+     "Abort the live transactions (waiting for calls in flight on other threads to leave)\n"
+     "and close the file. Idempotent; returns None. Raises Error when called from inside a\n"
+     "call that uses this database (a finalizer), DiskError when closing the file failed."},
     {"check", (PyCFunction)db_check, METH_NOARGS,
-     "check($self, /)\n--\n\nVerify the whole file; raise CorruptionError describing the first problem."},
-    {"stat", (PyCFunction)db_stat, METH_NOARGS, "stat($self, /)\n--\n\nStatistics of the database (a dict): page_size, page_count, free_pages,\n"
-     "depth (of the default bucket's tree), entries (in every bucket), bucket_entries\n"
-     "({None: default bucket, name: n, ...}), txid, file_size, buckets, readers,\n"
-     "oldest_reader, pinned_pages, cache_pages, cache_hits, cache_misses."},
-    {"copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL | METH_KEYWORDS,
+     "check($self, /)\n--\n\n"
+     "Verify the whole file (every page reachable once or free once, checksums, key order,\n"
+     "counts) against the newest commit. Returns None when it is sound. Raises\n"
+     "CorruptionError describing the first problem, ClosedError, DiskError."},
+    {"stat", (PyCFunction)db_stat, METH_NOARGS,
+     "stat($self, /)\n--\n\n"
+     "Statistics of the database, as a dict: page_size, page_count, free_pages, depth (of\n"
+     "the default bucket's tree), entries (in every bucket), bucket_entries ({None: default\n"
+     "bucket, name: n, ...}), txid, durable_txid, file_size, buckets, readers,\n"
+     "oldest_reader, pinned_pages, cache_pages, cache_hits, cache_misses.\n"
+     "Raises ClosedError, CorruptionError, DiskError."},
+    {"copy", FASTKW(db_copy),
      "copy($self, /, dest, compact=False, *, overwrite=False)\n--\n\n"
      "Write a consistent copy of the newest commit to the new file `dest` (str, bytes or\n"
      "os.PathLike) while other threads go on reading and writing. compact=True writes only\n"
      "live data, every bucket freshly packed (smaller, no free pages). dest is written under\n"
-     "a temporary name, fsynced and renamed into place; an existing dest raises\n"
-     "FileExistsError unless overwrite=True; a failed copy leaves no file behind."},
+     "a temporary name, fsynced and renamed into place; a failed copy leaves no file behind.\n"
+     "Returns None. Raises FileExistsError (dest exists and not overwrite), ValueError (dest\n"
+     "is this database's own file), OSError subclasses with .filename for dest, ClosedError,\n"
+     "CorruptionError, DiskError."},
     {"compact", (PyCFunction)db_compact, METH_NOARGS,
-     "compact($self, /)\n--\n\nRewrite the file in place with only its live data (a compact copy swapped in\n"
-     "atomically, the handle reopened on it), giving the free space back to the OS. No\n"
-     "transaction may be open on this DB."},
+     "compact($self, /)\n--\n\n"
+     "Rewrite the file in place with only its live data (a compact copy swapped in\n"
+     "atomically, the handle reopened on it), giving the free space back to the OS.\n"
+     "Returns None. Raises Error when a transaction is open on this DB, ReadonlyError on a\n"
+     "read-only DB, ClosedError, DiskError."},
     {"buckets", (PyCFunction)db_buckets, METH_NOARGS,
-     "buckets($self, /)\n--\n\nSorted names of the named buckets."},
-    {"__enter__", (PyCFunction)db_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))db_exit, METH_FASTCALL, NULL},
+     "buckets($self, /)\n--\n\n"
+     "The names of the named buckets in the newest commit, as a sorted list of str.\n"
+     "Raises ClosedError, CorruptionError, DiskError."},
+    {"__enter__", (PyCFunction)db_enter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturn the database itself (ClosedError if it is closed)."},
+    {"__exit__", FASTKW(db_exit),
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\n"
+     "Close the database (see close()); returns False: exceptions propagate."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef db_getset[] = {
-    {"path", (getter)db_get_path, NULL, "The path given to DB().", NULL},
-    {"closed", (getter)db_get_closed, NULL, "True once closed.", NULL},
-    {"readonly", (getter)db_get_readonly, NULL, "True when opened read-only.", NULL},
-    {"max_key_size", (getter)db_get_max_key, NULL, "Longest key in bytes.", NULL},
+    {"path", (getter)db_get_path, NULL, "The path given to DB() (after os.fspath()).", NULL},
+    {"closed", (getter)db_get_closed, NULL, "True once the database is closed.", NULL},
+    {"readonly", (getter)db_get_readonly, NULL, "True when opened with readonly=True.", NULL},
+    {"max_key_size", (getter)db_get_max_key, NULL,
+     "Longest key in bytes (depends on the page size).", NULL},
     {"page_size", (getter)db_get_page_size, NULL, "Page size of the file in bytes.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -862,8 +896,18 @@ static PyMemberDef db_members[] = {
 
 static PyType_Slot db_slots[] = {
     {Py_tp_doc,
-     "DB(path, *, readonly=False, create=True, sync=True, cache_size=64*2**20, "
-     "page_size=4096)\n\nA btree_store database file. Use as a context manager or close()."},
+     "DB(path, *, readonly=False, create=True, sync=True, cache_size=67108864, "
+     "page_size=4096)\n--\n\n"
+     "A btree_store database file, opened (and locked) at construction.\n\n"
+     "path: str, bytes or os.PathLike. readonly: open for reading only. create: create the\n"
+     "file when missing. sync: commits fsync (False: a commit survives a crash of the\n"
+     "process at once, a power loss once db.sync() or a synced commit returned).\n"
+     "cache_size: bytes of page cache. page_size: a power of two from 1024 to 65536, fixed\n"
+     "when the file is created.\n\n"
+     "Use it as a context manager, or call close(). Raises FileNotFoundError,\n"
+     "PermissionError, IsADirectoryError (with .filename), LockedError (another process\n"
+     "has it open), CorruptionError (not a btree_store file, damaged, or a newer format),\n"
+     "DiskError, TypeError / ValueError (bad options)."},
     {Py_tp_new, db_new},
     {Py_tp_init, db_init},
     {Py_tp_finalize, db_finalize},

@@ -81,10 +81,18 @@ PyObject *py_raise_msg(PyObject *exc, const char *fmt, ...);
 PyObject *py_raise_forked(py_state *st);
 PyObject *py_raise_nobucket(py_state *st, const char *name, Py_ssize_t nlen);
 
-/* ---- argument parsing for METH_FASTCALL | METH_KEYWORDS (py_module.c) ----
+/* ---- argument parsing: the one convention of the binding (py_module.c) ----
+ * Every method that takes arguments is METH_FASTCALL | METH_KEYWORDS (FASTKW below) and
+ * parses them with py_parse_args against a py_argspec; a type's constructor (tp_new /
+ * tp_init, which receive a tuple and a dict) uses py_parse_tuple with the same spec. The
+ * docstring of each callable starts with its text signature ("name($self, /, key, *,
+ * bucket=None)\n--\n\n"), which must say exactly what the spec accepts (tests/
+ * test_signatures.py checks it): `bucket=` is keyword-only everywhere.
  * names: NULL-terminated parameter names; the first `npos` may be passed by position, the
  * rest are keyword-only; the first `nreq` are required. out[i] receives a borrowed reference
- * or NULL when the argument was not given. */
+ * or NULL when the argument was not given. py_parse_posonly is py_parse_args where the first
+ * `posonly` names may NOT be passed by keyword (positional-only, before "/" in the
+ * signature: pop(key, [default], /) and __exit__). */
 typedef struct py_argspec {
     const char *fname;
     const char *const *names;
@@ -93,6 +101,10 @@ typedef struct py_argspec {
 } py_argspec;
 int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
                   PyObject *kwnames, PyObject **out);
+int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
+int py_parse_tuple(const py_argspec *spec, PyObject *args, PyObject *kwds, PyObject **out);
+#define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 /* Truth value of an optional argument (NULL -> dflt); -1 on error. */
 int py_arg_bool(PyObject *o, int dflt);
 

@@ -529,10 +529,16 @@ static PyObject *iter_next(IterObject *it)
     return iter_current(it);
 }
 
-static PyObject *iter_seek(IterObject *it, PyObject *arg)
+static PyObject *iter_seek(IterObject *it, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
 {
+    static const char *const names[] = {"key", NULL};
+    static const py_argspec spec = {"seek", names, 1, 1};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
     Py_buffer k;
-    if (py_get_bytes(arg, &k, "key") < 0)
+    if (py_get_bytes(a[0], &k, "key") < 0)
         return NULL;
     int r = iter_move(it, MOVE_SEEK, k.buf, (size_t)k.len);
     PyBuffer_Release(&k);
@@ -761,16 +767,21 @@ static void iter_dealloc(IterObject *it)
 static PyObject *iter_iter(PyObject *self) { return Py_NewRef(self); }
 
 static PyMethodDef iter_methods[] = {
-    {"seek", (PyCFunction)iter_seek, METH_O,
-     "seek($self, key, /)\n--\n\nReposition at the first key >= key (reverse: the last key <= key)\n"
-     "inside the range; the next step yields it. False when there is none."},
+    {"seek", FASTKW(iter_seek),
+     "seek($self, /, key)\n--\n\n"
+     "Reposition at the first key >= key (reverse: the last key <= key) inside the\n"
+     "iterator's range; the next step yields it. Returns True when there is such a key,\n"
+     "False when there is none (the iterator is then exhausted). Works on an exhausted\n"
+     "iterator too. Raises TypeError (key not bytes-like), ClosedError (the transaction\n"
+     "ended), BucketNotFoundError, DiskError."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef iter_getset[] = {
-    {"key", (getter)iter_get_key, NULL, "The current key as bytes (None if none).", NULL},
+    {"key", (getter)iter_get_key, NULL,
+     "The loaded key as bytes (None before the first step and once exhausted).", NULL},
     {"value", (getter)iter_get_value, NULL,
-     "The current value as bytes (None if none, or values=False).", NULL},
+     "The loaded value as bytes (None if none, or with values=False).", NULL},
     {"reverse", (getter)iter_get_reverse, NULL, "True when walking downwards.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -781,7 +792,10 @@ static PyMemberDef iter_members[] = {
 };
 
 static PyType_Slot iter_slots[] = {
-    {Py_tp_doc, "An iterator over a key range of one bucket (see Txn.iter).\n\n"
+    {Py_tp_doc, "An iterator over a key range of one bucket, made by Txn.iter(), keys(),\n"
+                "values(), items() or iter(txn) (never directly). next() yields the next\n"
+                "item (see Txn.iter for what an item is); it raises ClosedError once the\n"
+                "transaction ended.\n\n"
                 "After a step raised an error from the database (BucketNotFoundError, "
                 "DiskError, ...)\nthe iterator is finished, as a generator would be; "
                 "seek() repositions it."},

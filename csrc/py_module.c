@@ -88,13 +88,24 @@ static void py_module_free(void *m) { py_module_clear((PyObject *)m); }
 
 /* ---- exceptions ---- */
 
+/* A new exception class btree_store.<name>. Its type's internal doc starts with the text
+ * signature "<name>(*args)" (so inspect.signature() works on it, as on our other types);
+ * __doc__ is then set to the plain doc, which leaves the internal one (tp_doc) in place. */
 static PyObject *py_new_exc(PyObject *m, const char *name, PyObject *bases, const char *doc)
 {
-    char full[96];
+    char full[96], sigdoc[512];
     snprintf(full, sizeof full, "btree_store.%s", name);
-    PyObject *exc = PyErr_NewExceptionWithDoc(full, doc, bases, NULL);
+    snprintf(sigdoc, sizeof sigdoc, "%s(*args)\n--\n\n%s", name, doc);
+    PyObject *exc = PyErr_NewExceptionWithDoc(full, sigdoc, bases, NULL);
     if (!exc)
         return NULL;
+    PyObject *plain = PyUnicode_FromString(doc);
+    if (!plain || PyObject_SetAttrString(exc, "__doc__", plain) < 0) {
+        Py_XDECREF(plain);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(plain);
     if (PyModule_AddObject(m, name, Py_NewRef(exc)) < 0) {
         Py_DECREF(exc);
         Py_DECREF(exc);
@@ -106,36 +117,39 @@ static PyObject *py_new_exc(PyObject *m, const char *name, PyObject *bases, cons
 static int py_init_exceptions(PyObject *m, py_state *st)
 {
     PyObject *bases = NULL;
-    if (!(st->Error = py_new_exc(m, "Error", PyExc_Exception, "Base class of btree_store errors.")))
+    if (!(st->Error = py_new_exc(m, "Error", PyExc_Exception, "Base class of every btree_store error.")))
         return -1;
     if (!(st->CorruptionError = py_new_exc(m, "CorruptionError", st->Error,
-              "The file is corrupt, not a btree_store database, or of a newer format.")))
+              "The file is damaged (a checksum, a pointer or a structure does not match), not a\n"
+              "btree_store database, or of a newer format version than this build reads.")))
         return -1;
     if (!(st->ReadonlyError = py_new_exc(m, "ReadonlyError", st->Error,
-              "A write on a read-only database or transaction.")))
+              "A write on a read-only transaction, or on a database opened with readonly=True.")))
         return -1;
     if (!(st->ClosedError = py_new_exc(m, "ClosedError", st->Error,
-              "Use of a closed database or a finished transaction.")))
+              "Use of a closed database, or of a finished transaction or its iterators.")))
         return -1;
     if (!(st->LockedError = py_new_exc(m, "LockedError", st->Error,
-              "The database is locked by another process, or the writer wait timed out.")))
+              "The database file is locked by another process, or begin(write=True, timeout=...)\n"
+              "timed out waiting for the writer lock.")))
         return -1;
     if (!(st->PanicError = py_new_exc(m, "PanicError", st->Error,
-              "An earlier commit failed mid-write: reopen the database.")))
+              "An earlier commit failed while writing: the handle refuses further writes; close\n"
+              "and reopen the database (the file holds the last good commit).")))
         return -1;
     if (!(bases = PyTuple_Pack(2, st->Error, PyExc_OSError)))
         return -1;
-    st->DiskError = py_new_exc(m, "DiskError", bases, "An I/O error; .errno holds the errno.");
+    st->DiskError = py_new_exc(m, "DiskError", bases, "An I/O error of the operating system (also an OSError): .errno holds the errno.");
     Py_DECREF(bases);
     if (!st->DiskError)
         return -1;
     if (!(st->DiskFullError = py_new_exc(m, "DiskFullError", st->DiskError,
-              "The disk is full (ENOSPC, EDQUOT or EFBIG).")))
+              "The disk is full (ENOSPC, EDQUOT or EFBIG); the failed commit changed nothing.")))
         return -1;
     if (!(bases = PyTuple_Pack(2, st->Error, PyExc_KeyError)))
         return -1;
     st->BucketNotFoundError = py_new_exc(m, "BucketNotFoundError", bases,
-                                         "The bucket does not exist.");
+                                         "The named bucket does not exist (also a KeyError).");
     Py_DECREF(bases);
     if (!st->BucketNotFoundError)
         return -1;
@@ -246,8 +260,9 @@ PyObject *py_raise(py_state *st, int rc)
 
 /* ---- arguments ---- */
 
-int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames, PyObject **out)
+/* Positional arguments into out[] (the rest NULL); returns the number of names. */
+static int py_args_positional(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject **out)
 {
     int n = 0;
     while (spec->names[n])
@@ -262,27 +277,42 @@ int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t narg
     }
     for (Py_ssize_t i = 0; i < nargs; i++)
         out[i] = args[i];
-    if (kwnames) {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t j = 0; j < nkw; j++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, j);
-            int i;
-            for (i = 0; i < n; i++)
-                if (PyUnicode_CompareWithASCIIString(key, spec->names[i]) == 0)
-                    break;
-            if (i == n) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             spec->fname, key);
-                return -1;
-            }
-            if (out[i]) {
-                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                             spec->fname, spec->names[i]);
-                return -1;
-            }
-            out[i] = args[nargs + j];
-        }
+    return n;
+}
+
+/* One keyword argument key=value into out[] (n names). */
+static int py_args_keyword(const py_argspec *spec, int posonly, int n, PyObject *key,
+                           PyObject *value, PyObject **out)
+{
+    if (!PyUnicode_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "%s() keywords must be strings", spec->fname);
+        return -1;
     }
+    int i;
+    for (i = 0; i < n; i++)
+        if (PyUnicode_CompareWithASCIIString(key, spec->names[i]) == 0)
+            break;
+    if (i < posonly) {
+        PyErr_Format(PyExc_TypeError, "%s() got some positional-only arguments passed as "
+                     "keyword arguments: '%s'", spec->fname, spec->names[i]);
+        return -1;
+    }
+    if (i == n) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                     spec->fname, key);
+        return -1;
+    }
+    if (out[i]) {
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                     spec->fname, spec->names[i]);
+        return -1;
+    }
+    out[i] = value;
+    return 0;
+}
+
+static int py_args_required(const py_argspec *spec, PyObject **out)
+{
     for (int i = 0; i < spec->nreq; i++) {
         if (!out[i]) {
             PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
@@ -291,6 +321,44 @@ int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t narg
         }
     }
     return 0;
+}
+
+int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames, PyObject **out)
+{
+    return py_parse_posonly(spec, 0, args, nargs, kwnames, out);
+}
+
+int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    int n = py_args_positional(spec, args, nargs, out);
+    if (n < 0)
+        return -1;
+    if (kwnames) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t j = 0; j < nkw; j++)
+            if (py_args_keyword(spec, posonly, n, PyTuple_GET_ITEM(kwnames, j), args[nargs + j],
+                                out) < 0)
+                return -1;
+    }
+    return py_args_required(spec, out);
+}
+
+int py_parse_tuple(const py_argspec *spec, PyObject *args, PyObject *kwds, PyObject **out)
+{
+    Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0;
+    int n = py_args_positional(spec, nargs ? &PyTuple_GET_ITEM(args, 0) : NULL, nargs, out);
+    if (n < 0)
+        return -1;
+    if (kwds) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kwds, &pos, &key, &value))
+            if (py_args_keyword(spec, 0, n, key, value, out) < 0)
+                return -1;
+    }
+    return py_args_required(spec, out);
 }
 
 int py_arg_bool(PyObject *o, int dflt)

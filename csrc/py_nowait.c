@@ -53,8 +53,8 @@ static PyObject *nowait_try(PyObject *m, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyMethodDef nowait_functions[] = {
-    {"_try_nowait", (PyCFunction)(void (*)(void))nowait_try, METH_FASTCALL | METH_KEYWORDS,
-     "_try_nowait(blocked, fn, /, *args, **kwargs)\n\n"
+    {"_try_nowait", FASTKW(nowait_try),
+     "_try_nowait($module, blocked, fn, /, *args, **kwargs)\n--\n\n"
      "Call fn(*args, **kwargs) allowing no engine call to wait for the disk; return blocked\n"
      "when one would have had to (nothing was changed by that call). Internal: used by\n"
      "btree_store.aio to run cache hits on the event loop."},

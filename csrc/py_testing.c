@@ -100,8 +100,10 @@ static int fio_u64(PyObject *o, const char *what, uint64_t *out)
 
 static PyObject *fio_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":FaultIO", kwlist))
+    static const char *const names[] = {NULL};
+    static const py_argspec spec = {"FaultIO", names, 0, 0};
+    PyObject *none[1];
+    if (py_parse_tuple(&spec, args, kwds, none) < 0)
         return NULL;
     FaultIOObject *self = (FaultIOObject *)tp->tp_alloc(tp, 0);
     if (!self)
@@ -239,21 +241,20 @@ static PyObject *fio_repr(FaultIOObject *self)
                                 self->in_use ? " in use" : "");
 }
 
-#define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 
 static PyMethodDef fio_methods[] = {
     {"fail_nth", FASTKW(fio_fail_nth),
-     "fail_nth(kind, n, errno=errno.EIO, sticky=False)\n\nThe n-th call (1-based, counted "
+     "fail_nth($self, /, kind, n, errno=5, sticky=False)\n--\n\nThe n-th call (1-based, counted "
      "from now over kind) fails with errno; sticky: every later one too. n=0: off."},
     {"tear_nth", FASTKW(fio_tear_nth),
-     "tear_nth(n, keep)\n\nThe n-th write keeps only its first `keep` bytes (a multiple of "
+     "tear_nth($self, /, n, keep)\n--\n\nThe n-th write keeps only its first `keep` bytes (a multiple of "
      "512), then fails with EIO."},
     {"powerloss", FASTKW(fio_powerloss),
-     "powerloss(seed, on=True)\n\nFrom now, remember unsynced writes for crash()."},
+     "powerloss($self, /, seed=0, on=True)\n--\n\nFrom now, remember unsynced writes for crash()."},
     {"crash", (PyCFunction)fio_crash, METH_NOARGS,
-     "crash() -> bool\n\nWrite back a random subset of the unsynced writes (whole, torn or "
+     "crash($self, /)\n--\n\nWrite back a random subset of the unsynced writes (whole, torn or "
      "lost); then every call fails with EIO. False when no file is open (nothing to do)."},
-    {"count", FASTKW(fio_count), "count(kind='any') -> int\n\nCalls of that kind seen so far."},
+    {"count", FASTKW(fio_count), "count($self, /, kind='any')\n--\n\nCalls of that kind seen so far."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -264,7 +265,7 @@ static PyGetSetDef fio_getset[] = {
 };
 
 static PyType_Slot fio_slots[] = {
-    {Py_tp_doc, "FaultIO()\n\nFault-injecting wrapper of the POSIX I/O layer (tests only): "
+    {Py_tp_doc, "FaultIO()\n--\n\nFault-injecting wrapper of the POSIX I/O layer (tests only): "
                 "pass as DB(path, _io=fio)."},
     {Py_tp_new, fio_new},
     {Py_tp_dealloc, fio_dealloc},
@@ -325,9 +326,9 @@ static PyObject *py_crc32c_impl(PyObject *m, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef testing_functions[] = {
     {"_crc32c", FASTKW(py_crc32c),
-     "crc32c(data, crc=0) -> int\n\nCRC32C of data, continuing crc."},
+     "_crc32c($module, /, data, crc=0)\n--\n\nCRC32C of data, continuing crc."},
     {"_crc32c_impl", (PyCFunction)py_crc32c_impl, METH_NOARGS,
-     "crc32c_impl() -> str\n\nThe implementation in use: 'sse4.2', 'armv8' or 'table'."},
+     "_crc32c_impl($module, /)\n--\n\nThe implementation in use: 'sse4.2', 'armv8' or 'table'."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -357,7 +357,7 @@ static PyObject *txn_pop(TxnObject *self, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"key", "default", "bucket", NULL};
     static const py_argspec spec = {"pop", names, 2, 1};
     PyObject *a[3];
-    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+    if (py_parse_posonly(&spec, 2, args, nargs, kwnames, a) < 0) /* pop(key, [default], /) */
         return NULL;
     py_name nm;
     Py_buffer k;
@@ -906,10 +906,16 @@ static PyObject *txn_create_bucket(TxnObject *self, PyObject *const *args, Py_ss
     Py_RETURN_NONE;
 }
 
-static PyObject *txn_drop_bucket(TxnObject *self, PyObject *name)
+static PyObject *txn_drop_bucket(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
 {
+    static const char *const names[] = {"name", NULL};
+    static const py_argspec spec = {"drop_bucket", names, 1, 1};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
     py_name nm;
-    if (py_bucket_name(name, &nm) < 0)
+    if (py_bucket_name(a[0], &nm) < 0)
         return NULL;
     bs_txn *t = py_txn_enter(self, 1);
     if (!t)
@@ -1128,11 +1134,17 @@ static PyObject *txn_enter_cm(TxnObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef((PyObject *)self);
 }
 
-static PyObject *txn_exit_cm(TxnObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *txn_exit_cm(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
 {
+    static const char *const names[] = {"exc_type", "exc_value", "traceback", NULL};
+    static const py_argspec spec = {"__exit__", names, 3, 3};
+    PyObject *a[3];
+    if (py_parse_posonly(&spec, 3, args, nargs, kwnames, a) < 0)
+        return NULL;
     if (self->root) /* a bound view: its owner ends the transaction */
         Py_RETURN_FALSE;
-    PyObject *et = nargs > 0 ? args[0] : Py_None;
+    PyObject *et = a[0];
     if (!self->txn) {
         if (et == Py_None && self->ended_by_close) {
             PyErr_SetString(self->st->ClosedError, "database was closed before the commit");
@@ -1312,75 +1324,115 @@ static void txn_dealloc(TxnObject *self)
     Py_DECREF(tp);
 }
 
-#define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 
 static PyMethodDef txn_methods[] = {
     {"get", FASTKW(txn_get),
-     "get($self, /, key, default=None, *, bucket=None)\n--\n\nThe value of key, or default."},
+     "get($self, /, key, default=None, *, bucket=None)\n--\n\n"
+     "Return the value stored under key (bytes), or default when the key is missing.\n"
+     "key: a bytes-like object. bucket: a named bucket (None: the transaction's bucket).\n"
+     "Raises TypeError (str or non-bytes key), ValueError (key too long),\n"
+     "BucketNotFoundError, ClosedError, CorruptionError, DiskError."},
     {"put", FASTKW(txn_put),
      "put($self, /, key, value, overwrite=True, *, bucket=None)\n--\n\n"
-     "Store value under key. With overwrite=False an existing key is kept and False returned."},
+     "Store value under key (both bytes-like). Returns True when stored; with\n"
+     "overwrite=False an existing key keeps its value and False is returned.\n"
+     "Raises ReadonlyError (read transaction), TypeError, ValueError (key longer than\n"
+     "db.max_key_size, value of 2**32 bytes or more), BucketNotFoundError, ClosedError,\n"
+     "DiskFullError, DiskError."},
     {"delete", FASTKW(txn_delete),
-     "delete($self, /, key, *, bucket=None)\n--\n\nRemove key; True if it existed."},
+     "delete($self, /, key, *, bucket=None)\n--\n\n"
+     "Remove key. Returns True if it existed, False if not.\n"
+     "Raises ReadonlyError, TypeError, ValueError, BucketNotFoundError, ClosedError,\n"
+     "DiskError."},
     {"pop", FASTKW(txn_pop),
-     "pop(key[, default], *, bucket=None) -> bytes\n\n"
-     "Remove key and return its value; default (or KeyError) when missing."},
+     "pop($self, key, /, *default, bucket=None)\n--\n\n"
+     "Remove key and return its value (bytes). When the key is missing, return default if\n"
+     "one was given (pop(key, default)), else raise KeyError.\n"
+     "Raises ReadonlyError, TypeError, ValueError, BucketNotFoundError, ClosedError,\n"
+     "DiskError."},
     {"replace", FASTKW(txn_replace),
      "replace($self, /, key, value, *, bucket=None)\n--\n\n"
-     "Store value under key and return the previous value (None if there was none)."},
-    {"count", FASTKW(txn_count), "count($self, /, *, bucket=None)\n--\n\nNumber of entries (O(1))."},
+     "Store value under key and return the previous value (bytes; None if there was\n"
+     "none). Raises like put()."},
+    {"count", FASTKW(txn_count),
+     "count($self, /, *, bucket=None)\n--\n\n"
+     "Number of entries in the bucket (O(1): kept in the bucket's record).\n"
+     "Raises BucketNotFoundError, ClosedError."},
     {"put_many", FASTKW(txn_put_many),
      "put_many($self, /, items, *, bucket=None, overwrite=True, append=False)\n--\n\n"
      "Store every (key, value) pair of items (an iterable of pairs, or a dict) in order and\n"
      "return how many were written (overwrite=False skips existing keys). append=True is for\n"
      "sorted input: each key must be greater than the one before it and than the bucket's\n"
      "last key, else ValueError. If the input raises or holds a bad item, the pairs before\n"
-     "it stay written in the transaction (abort it to undo them)."},
+     "it stay written in the transaction (abort it to undo them).\n"
+     "Raises like put(), and TypeError for an item that is not a pair."},
     {"get_many", FASTKW(txn_get_many),
      "get_many($self, /, keys, *, bucket=None)\n--\n\n"
-     "A list with the value (bytes) of each key of the iterable keys, None where missing."},
+     "A list with the value (bytes) of each key of the iterable keys, None where missing.\n"
+     "Raises like get()."},
     {"delete_many", FASTKW(txn_delete_many),
      "delete_many($self, /, keys, *, bucket=None)\n--\n\n"
      "Remove every key of the iterable keys; return how many existed. On an error the keys\n"
-     "before it stay deleted in the transaction."},
+     "before it stay deleted in the transaction. Raises like delete()."},
     {"iter", FASTKW(txn_iter),
      "iter($self, /, start=None, stop=None, *, reverse=False, bucket=None, keys=True, "
      "values=True, prefix=None)\n--\n\n"
-     "Iterate keys in [start, stop) in byte order (reverse: downwards from below stop), only\n"
-     "those starting with prefix if given. Yields (key, value) memoryviews, or only keys or\n"
-     "values; a buffer is reused only once nobody holds its view, so a kept view never\n"
-     "changes. keys()/values()/items() yield bytes instead. On a write\n"
+     "Return an Iterator over the keys in [start, stop) in byte order (reverse: downwards\n"
+     "from below stop), only those starting with prefix if given (bounds: bytes-like or\n"
+     "None). Yields (key, value) pairs of memoryviews, or only keys (values=False) or only\n"
+     "values (keys=False); a buffer is reused only once nobody holds its view, so a kept\n"
+     "view never changes. keys()/values()/items() yield bytes instead. On a write\n"
      "transaction the iterator continues after the last key it yielded, so it sees this\n"
-     "transaction's changes to keys it has not reached yet."},
+     "transaction's changes to keys it has not reached yet.\n"
+     "Raises ValueError (keys=False and values=False), TypeError (bad bound),\n"
+     "BucketNotFoundError, ClosedError."},
     {"keys", FASTKW(txn_keys),
      "keys($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
      "An Iterator over the keys in [start, stop) (and with prefix), as bytes. iter(txn) is\n"
-     "keys() of the whole bucket. Like every Iterator it makes one pass."},
+     "keys() of the whole bucket. Like every Iterator it makes one pass. Raises like iter()."},
     {"values", FASTKW(txn_values),
      "values($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
-     "An Iterator over the values of the keys in [start, stop) (and with prefix), as bytes."},
+     "An Iterator over the values of the keys in [start, stop) (and with prefix), as bytes.\n"
+     "Raises like iter()."},
     {"items", FASTKW(txn_items),
      "items($self, /, start=None, stop=None, *, reverse=False, bucket=None, prefix=None)\n--\n\n"
-     "An Iterator over the (key, value) pairs in [start, stop) (and with prefix), as bytes."},
+     "An Iterator over the (key, value) pairs in [start, stop) (and with prefix), as bytes.\n"
+     "Raises like iter()."},
     {"create_bucket", FASTKW(txn_create_bucket),
-     "create_bucket($self, /, name, exist_ok=True)\n--\n\nCreate a named bucket (BucketExistsError if it "
-     "exists and not exist_ok)."},
-    {"drop_bucket", (PyCFunction)txn_drop_bucket, METH_O,
-     "drop_bucket($self, name, /)\n--\n\nDrop a named bucket and all its data; False if missing."},
+     "create_bucket($self, /, name, exist_ok=True)\n--\n\n"
+     "Create the named bucket (name: str of 1..255 UTF-8 bytes) if it does not exist.\n"
+     "Returns None. Raises BucketExistsError (it exists and exist_ok is false),\n"
+     "ReadonlyError, TypeError / ValueError (bad name), ClosedError, DiskError."},
+    {"drop_bucket", FASTKW(txn_drop_bucket),
+     "drop_bucket($self, /, name)\n--\n\n"
+     "Drop the named bucket and all its data. Returns True, or False if it did not exist.\n"
+     "Raises ReadonlyError, TypeError / ValueError (bad name), ClosedError, DiskError."},
     {"buckets", (PyCFunction)txn_buckets, METH_NOARGS,
-     "buckets($self, /)\n--\n\nSorted names of the named buckets in this snapshot."},
+     "buckets($self, /)\n--\n\n"
+     "The names of the named buckets in this snapshot, as a sorted list of str.\n"
+     "Raises ClosedError, CorruptionError."},
     {"commit", (PyCFunction)txn_commit, METH_NOARGS,
-     "commit($self, /)\n--\n\nMake the changes durable and end the transaction (ClosedError if it already "
-     "ended)."},
+     "commit($self, /)\n--\n\n"
+     "Make the changes durable (see sync= of DB and begin) and end the transaction; on a\n"
+     "read transaction just end it. Returns None. Raises ClosedError (already ended, or the\n"
+     "database was closed first), Error (a bound view), DiskFullError / DiskError (nothing\n"
+     "was committed), PanicError."},
     {"abort", (PyCFunction)txn_abort, METH_NOARGS,
-     "abort($self, /)\n--\n\nDiscard the changes and end the transaction (no-op if it already ended)."},
-    {"__enter__", (PyCFunction)txn_enter_cm, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))txn_exit_cm, METH_FASTCALL, NULL},
-    {"_savepoint", (PyCFunction)txn_savepoint, METH_NOARGS, "Push a savepoint."},
+     "abort($self, /)\n--\n\n"
+     "Discard the changes and end the transaction (a no-op if it already ended). Returns\n"
+     "None. Raises Error on a bound view or while another thread is inside a call."},
+    {"__enter__", (PyCFunction)txn_enter_cm, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturn the transaction itself (ClosedError if it ended)."},
+    {"__exit__", FASTKW(txn_exit_cm),
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\n"
+     "Commit when the block ended normally, abort when it raised; returns False\n"
+     "(exceptions propagate). A bound view leaves the transaction to its owner."},
+    {"_savepoint", (PyCFunction)txn_savepoint, METH_NOARGS,
+     "_savepoint($self, /)\n--\n\nPush a savepoint (internal: used by DB.exec_multi)."},
     {"_rollback", (PyCFunction)txn_rollback, METH_NOARGS,
-     "Undo everything since the newest savepoint and pop it."},
+     "_rollback($self, /)\n--\n\nUndo everything since the newest savepoint and pop it."},
     {"_release", (PyCFunction)txn_release, METH_NOARGS,
-     "Keep the changes since the newest savepoint and pop it."},
+     "_release($self, /)\n--\n\nKeep the changes since the newest savepoint and pop it."},
     {"_bind", FASTKW(txn_bind),
      "_bind($self, /, bucket, create=False)\n--\n\nA view of this transaction whose calls default to\n"
      "bucket; it shares the engine transaction and cannot commit or abort it."},
@@ -1389,11 +1441,12 @@ static PyMethodDef txn_methods[] = {
 
 static PyGetSetDef txn_getset[] = {
     {"write", (getter)txn_get_write, NULL, "True for a write transaction.", NULL},
-    {"closed", (getter)txn_get_closed, NULL, "True once the transaction ended.", NULL},
+    {"closed", (getter)txn_get_closed, NULL,
+     "True once the transaction ended (or its database was closed).", NULL},
     {"id", (getter)txn_get_id, NULL,
      "Transaction id: the snapshot's txid (read) or the txid being built (write).", NULL},
-    {"bucket", (getter)txn_get_bucket, NULL, "The bucket calls default to (None: default).",
-     NULL},
+    {"bucket", (getter)txn_get_bucket, NULL,
+     "The bucket calls default to (None: the default bucket).", NULL},
     {"db", (getter)txn_get_db, NULL, "The DB this transaction belongs to.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1404,8 +1457,12 @@ static PyMemberDef txn_members[] = {
 };
 
 static PyType_Slot txn_slots[] = {
-    {Py_tp_doc, "A transaction: a read-only snapshot, or the write transaction.\n\n"
-                "Use as a context manager: commits on normal exit, aborts on exception."},
+    {Py_tp_doc, "A transaction (made by DB.begin(), never directly): a read-only snapshot\n"
+                "of one commit, or the write transaction (a WriteTxn).\n\n"
+                "A Txn is a collections.abc.Mapping of bytes keys to bytes values over its\n"
+                "bucket: len(), txn[key] (KeyError when missing), key in txn, iter(txn)\n"
+                "(bytes keys). Use it as a context manager: commits on normal exit, aborts\n"
+                "on exception."},
     {Py_tp_finalize, txn_finalize},
     {Py_tp_dealloc, txn_dealloc},
     {Py_tp_traverse, txn_traverse},
@@ -1432,8 +1489,10 @@ static PyType_Spec txn_spec = {
 /* A write transaction: a Txn whose type says it is writable, so that it can be registered
  * as a MutableMapping while read transactions are only Mappings. */
 static PyType_Slot wtxn_slots[] = {
-    {Py_tp_doc, "A write transaction (a Txn that may change the database).\n\n"
-                "Use as a context manager: commits on normal exit, aborts on exception."},
+    {Py_tp_doc, "A write transaction (made by DB.begin(write=True)): a Txn that may change\n"
+                "the database, and a collections.abc.MutableMapping (txn[key] = value,\n"
+                "del txn[key]). Use it as a context manager: commits on normal exit, aborts\n"
+                "on exception."},
     {Py_tp_traverse, txn_traverse},
     {Py_tp_clear, txn_clear},
     {Py_tp_dealloc, txn_dealloc},

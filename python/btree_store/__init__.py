@@ -14,7 +14,10 @@ Keys and values are bytes-like objects (bytes, bytearray, memoryview; str is a T
 txn.iter() yields memoryviews over buffers it reuses only once nobody holds their views (a
 kept view never changes); iter(txn), keys(), values() and items() yield bytes.
 """
+from __future__ import annotations
+
 import collections.abc as _abc
+from typing import Any, Callable, TypeVar
 
 from . import _core
 from ._core import (
@@ -34,6 +37,8 @@ from ._core import (
 )
 
 __version__ = "0.1.0"
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DB",
@@ -66,15 +71,15 @@ class _Multi:
 
     __slots__ = ("_txn",)
 
-    def __init__(self, txn):
+    def __init__(self, txn: WriteTxn) -> None:
         self._txn = txn
 
     @property
-    def txn(self):
+    def txn(self) -> WriteTxn:
         """The shared write transaction (bound to the default bucket)."""
         return self._txn
 
-    def execute(self, bucket, fn):
+    def execute(self, bucket: str, fn: Callable[[WriteTxn], _T]) -> _T:
         """Run fn(txn_bound_to_bucket) inside a savepoint of the shared transaction; the
         bucket is created if missing. If fn raises, everything it did (and the bucket's
         creation) is rolled back and the exception propagates; the rest of the transaction
@@ -101,11 +106,20 @@ class _Multi:
 class DB(_core.DB):
     """DB(path, *, readonly=False, create=True, sync=True, cache_size=64*2**20, page_size=4096)
 
-    A btree_store database file. Use it as a context manager, or call close().
-    ``begin(write=False, *, bucket=None, timeout=None)`` starts a transaction.
+    A btree_store database file, opened (and locked) at construction. Use it as a context
+    manager, or call close(). ``begin(write=False, *, bucket=None, timeout=None, sync=None)``
+    starts a transaction; exec(), view() and exec_multi() run a function in one.
+
+    path: str, bytes or os.PathLike. readonly: open for reading only. create: create the
+    file when missing. sync: commits fsync (False: a commit survives a crash of the process
+    at once, a power loss once db.sync() or a synced commit returned). cache_size: bytes of
+    page cache. page_size: a power of two from 1024 to 65536, fixed when the file is created.
+    Raises FileNotFoundError, PermissionError, IsADirectoryError (with .filename),
+    LockedError (another process has it open), CorruptionError (not a btree_store file,
+    damaged, or a newer format), DiskError, TypeError / ValueError (bad options).
     """
 
-    def exec(self, bucket, fn):
+    def exec(self, bucket: str, fn: Callable[[WriteTxn], _T]) -> _T:
         """Run fn(txn) in a write transaction bound to `bucket` (created if missing).
         Commits if fn returns, aborts if it raises; returns fn's result."""
         txn = self.begin(write=True)
@@ -118,7 +132,7 @@ class DB(_core.DB):
         txn.commit()
         return result
 
-    def view(self, bucket, fn):
+    def view(self, bucket: str, fn: Callable[[Txn], _T]) -> _T:
         """Run fn(txn) in a read-only transaction bound to `bucket` (BucketNotFoundError if
         it does not exist); returns fn's result."""
         txn = self.begin(bucket=bucket)
@@ -127,7 +141,7 @@ class DB(_core.DB):
         finally:
             txn.abort()
 
-    def exec_multi(self, fn):
+    def exec_multi(self, fn: Callable[[_Multi], _T]) -> _T:
         """Run fn(multi) in one write transaction; multi.execute(bucket, fn2) runs
         fn2(txn) against `bucket` (created if missing) inside a savepoint, so an exception
         from fn2 that fn catches undoes only fn2's changes. Commits if fn returns, aborts if

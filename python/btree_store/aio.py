@@ -219,9 +219,11 @@ class AsyncDB:
         return await self._in_thread(self._db.exec_multi, fn)
 
     async def __aenter__(self) -> AsyncDB:
+        """Return the AsyncDB itself."""
         return self
 
     async def __aexit__(self, et: Any, ev: Any, tb: Any) -> None:
+        """Close the database (see close())."""
         await self.close()
 
 
@@ -394,6 +396,7 @@ class AsyncTxn:
             values=values, prefix=prefix))
 
     def __aiter__(self) -> _KeyIterator:
+        """async for key in atxn: the keys of the bucket, as bytes."""
         return _KeyIterator(self.iter(values=False))
 
     # ---- buckets ----
@@ -426,9 +429,12 @@ class AsyncTxn:
         self._maybe_release()
 
     async def __aenter__(self) -> AsyncTxn:
+        """Return the AsyncTxn itself."""
         return self
 
     async def __aexit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        """Commit when the block ended normally, abort when it raised (the commit runs on a
+        worker thread); returns False."""
         exit_ = self._txn.__exit__
         if self._txn.write:
             r = await self._on_worker(exit_, et, ev, tb)
@@ -458,9 +464,11 @@ class AsyncIterator:
         self._broken = False  # an inline step gave up: the synchronous iterator is finished
 
     def __aiter__(self) -> AsyncIterator:
+        """Return the AsyncIterator itself."""
         return self
 
     async def __anext__(self) -> Any:
+        """The next item, as Txn.iter() would yield it (StopAsyncIteration at the end)."""
         atxn = self._atxn
         it = self._it
         if atxn._pending == 0:
