@@ -77,7 +77,9 @@ struct bs_io_methods; /* io.h */
 
 typedef struct bs_options {
     uint32_t page_size;   /* for a new file; 0 = 4096. Existing files keep their own. */
-    uint64_t cache_size;  /* bytes of shared page cache; 0 = 64 MiB */
+    uint64_t cache_size;  /* bytes of shared page cache (a hard cap on clean pages); 0 = a
+                           * quarter of RAM (or of the cgroup limit), at least 64 MiB; frames
+                           * are allocated on first use */
     int readonly;         /* open read-only with a shared lock */
     int create;           /* create the file when missing */
     int sync;             /* fsync at commit (0: survives a process crash, not power loss) */

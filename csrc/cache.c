@@ -40,6 +40,15 @@ static bs_ctable *ctable_new(uint32_t size)
     return t;
 }
 
+/* table size for n live entries: a power of two, at most 1/2 full (a rebuild happens at 3/4) */
+static uint32_t ctable_size_for(uint32_t n)
+{
+    uint32_t size = 64;
+    while (size < 2 * (uint64_t)n + 16)
+        size *= 2;
+    return size;
+}
+
 int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
 {
     *out = NULL;
@@ -53,10 +62,11 @@ int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
         cap = 1u << 26;
     c->cap = (uint32_t)cap;
     c->page_size = page_size;
-    uint32_t size = 64;
-    while (size < 2 * c->cap + 16)
-        size *= 2;
-    bs_ctable *t = ctable_new(size);
+    /* Nothing here grows with the capacity except two arrays the kernel maps lazily (calloc
+     * and malloc of large blocks are fresh mappings, never touched here): the table starts
+     * small and grows with the frames, frames are allocated on first use. So a large
+     * capacity over a small file costs what the file needs. */
+    bs_ctable *t = ctable_new(ctable_size_for(c->cap < 1024 ? c->cap : 1024));
     c->clock = calloc(c->cap, sizeof *c->clock);
     c->free_pos = malloc(c->cap * sizeof *c->free_pos);
     if (!t || !c->clock || !c->free_pos) {
@@ -66,9 +76,10 @@ int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
         free(c);
         return bs_fail(BS_NOMEM, "out of memory for the page cache");
     }
-    for (uint32_t i = 0; i < c->cap; i++)
-        c->free_pos[i] = c->cap - 1 - i;
-    c->nfree_pos = c->cap;
+    c->nfree_pos = 0;
+    c->next_pos = 0;
+    c->dirty_room = 0;
+    atomic_init(&c->dirty, 0);
     atomic_init(&c->table, t);
     atomic_init(&c->epoch, 1);
     atomic_init(&c->slots, NULL);
@@ -232,11 +243,14 @@ static void cache_unlink(bs_cache *c, bs_frame *f)
     cache_retire(c, f);
 }
 
-/* under c->mu: rebuild the table without tombstones */
+/* under c->mu: rebuild the table without tombstones, sized for the live entries + 1 */
 static int cache_rebuild(bs_cache *c)
 {
     bs_ctable *old = atomic_load_explicit(&c->table, memory_order_relaxed);
-    bs_ctable *t = ctable_new(old->mask + 1);
+    uint32_t size = ctable_size_for(c->tlive + 1);
+    if (size < old->mask + 1 && c->tlive + 1 > (old->mask + 1) / 8)
+        size = old->mask + 1; /* shrink only when mostly empty */
+    bs_ctable *t = ctable_new(size);
     if (!t)
         return BS_NOMEM;
     for (uint32_t i = 0; i <= old->mask; i++) {
@@ -256,18 +270,54 @@ static int cache_rebuild(bs_cache *c)
     return BS_OK;
 }
 
+/* under c->mu: frames the cache may hold now. Dirty pages of the write transaction (frames
+ * outside the cache) take room from it beyond dirty_room pages, so that clean + dirty stays
+ * within the capacity + dirty_room (never below 16 clean frames). */
+static uint32_t cache_limit(bs_cache *c)
+{
+    uint64_t d = (uint64_t)atomic_load_explicit(&c->dirty, memory_order_relaxed);
+    uint64_t lim = (uint64_t)c->cap + c->dirty_room;
+    lim = lim > d ? lim - d : 0;
+    if (lim > c->cap)
+        lim = c->cap;
+    return lim < 16 ? 16 : (uint32_t)lim;
+}
+
 /* under c->mu: make room for one more frame (CLOCK) and return its clock position */
 static uint32_t cache_make_room(bs_cache *c)
 {
+    uint32_t lim = cache_limit(c);
+    /* over the limit (dirty pages grew): evict a few frames per insert until under it */
+    for (int k = 0; k < 8 && c->nframes >= lim && c->nframes > 0; k++) {
+        bs_frame *f = NULL;
+        for (uint64_t spins = 0; spins < 4ull * c->next_pos; spins++) {
+            uint32_t pos = c->hand;
+            c->hand = (c->hand + 1) % c->next_pos; /* slots beyond were never used */
+            f = c->clock[pos];
+            if (!f)
+                continue;
+            if (atomic_load_explicit(&f->ref, memory_order_relaxed) && spins < 2ull * c->next_pos) {
+                atomic_store_explicit(&f->ref, 0, memory_order_relaxed);
+                f = NULL;
+                continue;
+            }
+            break;
+        }
+        if (!f)
+            break;
+        cache_unlink(c, f);
+    }
     if (c->nfree_pos)
         return c->free_pos[--c->nfree_pos];
+    if (c->next_pos < c->cap)
+        return c->next_pos++;
     for (uint64_t spins = 0;; spins++) {
         uint32_t pos = c->hand;
-        c->hand = (c->hand + 1) % c->cap;
+        c->hand = (c->hand + 1) % c->next_pos; /* slots beyond were never used */
         bs_frame *f = c->clock[pos];
         if (!f)
             return pos;
-        if (atomic_load_explicit(&f->ref, memory_order_relaxed) && spins < 2ull * c->cap) {
+        if (atomic_load_explicit(&f->ref, memory_order_relaxed) && spins < 2ull * c->next_pos) {
             atomic_store_explicit(&f->ref, 0, memory_order_relaxed);
             continue;
         }
@@ -293,8 +343,16 @@ const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replac
         cache_unlink(c, cur);
     }
     bs_ctable *t = atomic_load_explicit(&c->table, memory_order_relaxed);
-    if ((uint64_t)(c->tlive + c->ttomb + 1) * 4 > (uint64_t)(t->mask + 1) * 3)
-        (void)cache_rebuild(c); /* out of memory: keep probing the old table */
+    if ((uint64_t)(c->tlive + c->ttomb + 2) * 4 > (uint64_t)(t->mask + 1) * 3 &&
+        cache_rebuild(c) != BS_OK &&
+        (uint64_t)(c->tlive + c->ttomb + 2) * 8 > (uint64_t)(t->mask + 1) * 7) {
+        /* Out of memory growing the table, and it is nearly full: leave this image out of the
+         * cache (a probe must always meet an empty slot). The caller may use it until it
+         * leaves its epoch: retired now, it is freed only after that. */
+        cache_retire(c, f);
+        pthread_mutex_unlock(&c->mu);
+        return f->data;
+    }
     uint32_t pos = cache_make_room(c);
     t = atomic_load_explicit(&c->table, memory_order_relaxed);
     uint32_t i = cache_hash(pgno) & t->mask;
@@ -344,6 +402,18 @@ void cache_evict(bs_cache *c, uint64_t pgno)
     bs_frame *f = cache_lookup(c, pgno);
     if (f)
         cache_unlink(c, f);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cache_dirty_add(bs_cache *c, int64_t n)
+{
+    atomic_fetch_add_explicit(&c->dirty, n, memory_order_relaxed);
+}
+
+void cache_set_dirty_room(bs_cache *c, uint32_t pages)
+{
+    pthread_mutex_lock(&c->mu);
+    c->dirty_room = pages;
     pthread_mutex_unlock(&c->mu);
 }
 

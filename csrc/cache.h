@@ -33,6 +33,7 @@ typedef struct bs_slot bs_slot;
 
 /* ---- life cycle ---- */
 /* A cache of about `bytes` bytes of page_size pages (at least 16, at most 2^26 frames).
+ * Frames and the table grow with use: a capacity larger than the file costs nothing.
  * BS_OK or BS_NOMEM. */
 int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out);
 void cache_close(bs_cache *c);          /* no transaction may be left; NULL is a no-op */
@@ -65,6 +66,13 @@ static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno);
 const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replace);
 /* Drop pgno if cached (the page is being reused by a write transaction). */
 void cache_evict(bs_cache *c, uint64_t pgno);
+
+/* ---- dirty pages (frames of the write transaction, outside the cache) ---- */
+/* The write transaction holds n more (or -n fewer) dirty frames in memory. Beyond the room
+ * set by cache_set_dirty_room, each dirty frame displaces a clean one, so that clean + dirty
+ * frames stay within capacity + room (the cache keeps at least 16). */
+void cache_dirty_add(bs_cache *c, int64_t n);
+void cache_set_dirty_room(bs_cache *c, uint32_t pages);
 
 /* ---- statistics ---- */
 /* Add a transaction's hit and miss counts to the totals. */
@@ -118,7 +126,10 @@ struct bs_cache {
     _Atomic uint64_t epoch;         /* global epoch, starts at 1 */
     bs_slot *_Atomic slots;         /* append-only list of epoch slots */
     bs_ctable *retired_tables;      /* old tables waiting for their epoch */
-    uint32_t *free_pos; uint32_t nfree_pos; /* empty clock slots */
+    uint32_t *free_pos; uint32_t nfree_pos; /* freed clock slots */
+    uint32_t next_pos;              /* clock slots [next_pos, cap) were never used */
+    uint32_t dirty_room;            /* dirty frames that do not displace clean ones */
+    _Atomic int64_t dirty;          /* dirty frames of the write transaction */
     _Atomic uint64_t hits, misses;
 };
 

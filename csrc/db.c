@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "freelist.h"
@@ -66,6 +67,27 @@ size_t bs_db_max_key(const bs_db *db) { return fmt_max_key(db->page_size); }
 
 /* ------------------------------------------------------------------ open / close */
 
+/* The default cache_size: a quarter of the memory this process may use (physical RAM, or the
+ * cgroup v2 limit when that is lower), at least 64 MiB. The cache allocates frames on first
+ * use and never holds more than one per page of the file, so a file smaller than this costs
+ * its own size, and the default grows with the database up to the quarter of RAM. */
+static uint64_t db_default_cache_size(void)
+{
+    uint64_t mem = 0;
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0)
+        mem = (uint64_t)pages * (uint64_t)psz;
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+    if (f) {
+        unsigned long long lim;
+        if (fscanf(f, "%llu", &lim) == 1 && lim > 0 && (!mem || lim < mem))
+            mem = lim;
+        fclose(f);
+    }
+    uint64_t c = mem / 4;
+    return c < (64ull << 20) ? 64ull << 20 : c;
+}
+
 static void db_free(bs_db *db)
 {
     if (!db)
@@ -96,7 +118,7 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         return bs_fail(BS_MISUSE, "page_size must be a power of two from 1024 to 65536, not %u",
                        o.page_size);
     if (!o.cache_size)
-        o.cache_size = 64ull << 20;
+        o.cache_size = db_default_cache_size();
     if (!o.io)
         o.io = &bs_io_posix;
 
@@ -177,6 +199,9 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     if ((rc = cache_open(db->page_size, o.cache_size, &db->cache)) != BS_OK)
         goto fail;
     db->spill_limit = cache_capacity(db->cache) > 1024 ? cache_capacity(db->cache) : 1024;
+    /* dirty pages beyond 64 MiB displace clean ones: a big write transaction stays within
+     * cache_size + 64 MiB of page frames */
+    cache_set_dirty_room(db->cache, (uint32_t)((64u << 20) / db->page_size));
 #ifndef NDEBUG
     {
         const char *ck = getenv("BTREE_STORE_CHECK_COMMITS");

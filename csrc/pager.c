@@ -206,8 +206,10 @@ static int dirty_add(bs_txn *txn, uint64_t pgno, bs_frame *fr, uint64_t run, bs_
     e->run = run;
     e->shadowed = false;
     d->n++;
-    if (fr)
+    if (fr) {
         d->nmem++;
+        cache_dirty_add(txn->db->cache, 1);
+    }
     if (out)
         *out = e;
     return BS_OK;
@@ -220,6 +222,7 @@ static void dirty_remove(bs_txn *txn, bs_dirty_ent *e)
     if (e->fr) {
         cache_frame_free(e->fr);
         d->nmem--;
+        cache_dirty_add(txn->db->cache, -1);
     }
     size_t i = (size_t)(e - d->e);
     size_t j = i;
@@ -247,6 +250,7 @@ static void dirty_clear(bs_txn *txn)
                 cache_frame_free(d->e[i].fr);
         free(d->e);
     }
+    cache_dirty_add(txn->db->cache, -(int64_t)d->nmem);
     memset(d, 0, sizeof *d);
 }
 
@@ -357,6 +361,7 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
     }
     e->fr = f;
     txn->dirty.nmem++;
+    cache_dirty_add(db->cache, 1);
     return BS_OK;
 }
 
@@ -821,6 +826,7 @@ int pager_spill(bs_txn *txn)
                 v[i]->fr = NULL;
                 txn->dirty.nmem--;
             }
+            cache_dirty_add(txn->db->cache, -(int64_t)n);
         }
         free(v);
         if (rc) {
@@ -1062,6 +1068,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         bs_frame *f = v[i]->fr;
         v[i]->fr = NULL;
         txn->dirty.nmem--;
+        cache_dirty_add(db->cache, -1);
         cache_insert(db->cache, f, v[i]->pgno, true);
     }
     free(v);

@@ -221,7 +221,7 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     opt.readonly = readonly;
     opt.create = create;
     opt.sync = sync;
-    opt.cache_size = 64u << 20;
+    opt.cache_size = 0; /* the engine's default (bs.h) */
     opt.page_size = 4096;
     if (cache_obj && cache_obj != Py_None) {
         if (!PyLong_Check(cache_obj)) {
@@ -896,13 +896,14 @@ static PyMemberDef db_members[] = {
 
 static PyType_Slot db_slots[] = {
     {Py_tp_doc,
-     "DB(path, *, readonly=False, create=True, sync=True, cache_size=67108864, "
+     "DB(path, *, readonly=False, create=True, sync=True, cache_size=None, "
      "page_size=4096)\n--\n\n"
      "A btree_store database file, opened (and locked) at construction.\n\n"
      "path: str, bytes or os.PathLike. readonly: open for reading only. create: create the\n"
      "file when missing. sync: commits fsync (False: a commit survives a crash of the\n"
      "process at once, a power loss once db.sync() or a synced commit returned).\n"
-     "cache_size: bytes of page cache. page_size: a power of two from 1024 to 65536, fixed\n"
+     "cache_size: bytes of page cache, a hard cap (None: a quarter of RAM, grown with use).\n"
+     "page_size: a power of two from 1024 to 65536, fixed\n"
      "when the file is created.\n\n"
      "Use it as a context manager, or call close(). Raises FileNotFoundError,\n"
      "PermissionError, IsADirectoryError (with .filename), LockedError (another process\n"

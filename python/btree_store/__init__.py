@@ -104,7 +104,7 @@ class _Multi:
 
 
 class DB(_core.DB):
-    """DB(path, *, readonly=False, create=True, sync=True, cache_size=64*2**20, page_size=4096)
+    """DB(path, *, readonly=False, create=True, sync=True, cache_size=None, page_size=4096)
 
     A btree_store database file, opened (and locked) at construction. Use it as a context
     manager, or call close(). ``begin(write=False, *, bucket=None, timeout=None, sync=None)``

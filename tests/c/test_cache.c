@@ -130,10 +130,74 @@ static void test_pins_and_reclamation(void)
     cache_close(c);
 }
 
+/* A capacity far beyond the pages cached costs nothing up front: the table starts small and
+ * grows with the frames, and every page stays findable through the growth. */
+static void test_large_capacity_grows(void)
+{
+    bs_cache *c;
+    CHECK(cache_open(P, (uint64_t)1 << 36, &c) == BS_OK, "open 64 GiB");
+    CHECK(cache_capacity(c) == 1u << 26, "capacity %u", cache_capacity(c));
+    bs_ctable *t0 = atomic_load(&c->table);
+    CHECK(t0->mask + 1 <= 4096, "initial table of %u slots", t0->mask + 1);
+    bs_slot *s = cache_slot_acquire(c);
+    for (uint64_t p = 2; p < 5002; p++) {
+        cache_enter(c, s);
+        put(c, p, 0, false);
+        cache_leave(s);
+    }
+    bs_ctable *t = atomic_load(&c->table);
+    CHECK(c->nframes == 5000 && c->tlive == 5000, "%u frames", c->nframes);
+    CHECK(t->mask + 1 >= 5000 * 4 / 3 && t->mask + 1 <= 16384, "table of %u slots", t->mask + 1);
+    cache_enter(c, s);
+    int all = 1;
+    for (uint64_t p = 2; p < 5002; p++)
+        all &= cache_find(c, p) && filled(cache_find(c, p), (int)((p * 7) & 0xff));
+    CHECK(all, "every page found after the table grew");
+    cache_leave(s);
+    cache_slot_release(c, s);
+    cache_close(c);
+}
+
+/* Dirty frames beyond the room displace clean ones; the cache keeps at least 16, and takes
+ * room back when the dirty frames are gone. */
+static void test_dirty_displaces_clean(void)
+{
+    bs_cache *c;
+    CHECK(cache_open(P, 100 * P, &c) == BS_OK, "open");
+    cache_set_dirty_room(c, 20);
+    bs_slot *s = cache_slot_acquire(c);
+    for (uint64_t p = 2; p < 302; p++) {
+        cache_enter(c, s);
+        put(c, p, 0, false);
+        cache_leave(s);
+    }
+    CHECK(c->nframes == 100, "%u frames", c->nframes);
+    cache_dirty_add(c, 20); /* within the room: nothing moves */
+    for (uint64_t p = 400; p < 450; p++)
+        put(c, p, 0, false);
+    CHECK(c->nframes == 100, "%u frames with dirty pages inside the room", c->nframes);
+    cache_dirty_add(c, 50); /* 70 dirty: 50 beyond the room */
+    for (uint64_t p = 500; p < 600; p++)
+        put(c, p, 0, false);
+    CHECK(c->nframes == 50, "%u frames with 50 dirty pages beyond the room", c->nframes);
+    cache_dirty_add(c, 1000);
+    for (uint64_t p = 600; p < 700; p++)
+        put(c, p, 0, false);
+    CHECK(c->nframes == 16, "%u frames: never fewer than 16", c->nframes);
+    cache_dirty_add(c, -1070);
+    for (uint64_t p = 700; p < 900; p++)
+        put(c, p, 0, false);
+    CHECK(c->nframes == 100, "%u frames once the dirty pages are gone", c->nframes);
+    cache_slot_release(c, s);
+    cache_close(c);
+}
+
 int main(void)
 {
     test_basic_and_bound();
     test_pins_and_reclamation();
+    test_large_capacity_grows();
+    test_dirty_displaces_clean();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;
