@@ -516,6 +516,10 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
         if ((rc = pager_write(txn, p->pgno[L], &p->wp[L], &np)) != BS_OK)
             return rc;
         if (np != p->pgno[L]) {
+            /* hostile files: the freelist handed out a page still on the path below */
+            for (unsigned M = L + 1; M < t->depth; M++)
+                if (BS_UNLIKELY(p->pgno[M] == np))
+                    return pager_freelist_damaged(txn, np, "is in use on the path being copied");
             txn->mod_seq++; /* pages moved: cursors must not reuse their stacks */
             if (L == 0) {
                 t->root = np;
@@ -760,6 +764,9 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
         return rc;
     if (!exact)
         return BS_NOTFOUND;
+    if (BS_UNLIKELY(t->count == 0)) /* hostile files: a record that undercounts its tree */
+        return bs_fail(BS_CORRUPT, "tree at page %llu: its record says it is empty, but it "
+                       "holds keys", ULL(t->root));
     unsigned D = t->depth, top = D - 1;
     const uint8_t *c = node_cell(p.rp[D - 1], p.idx[D - 1]);
     uint64_t ovpgno = (lcell_flags(c) & LEAF_F_OVERFLOW) ? lcell_ovpgno(c) : 0;
@@ -776,6 +783,9 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
         if (nroot == 1) {
             if ((rc = pager_new(txn, PT_LEAF, &pg, &pgno)) != BS_OK)
                 return rc;
+            for (unsigned L = 0; L < D; L++) /* hostile files: a path page handed out */
+                if (BS_UNLIKELY(p.pgno[L] == pgno))
+                    return pager_freelist_damaged(txn, pgno, "is in use on the path");
             newroot = pgno;
             newdepth = 1;
         } else {
@@ -835,6 +845,8 @@ static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
                        &rp)) != BS_OK ||
         (rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
         return rc;
+    if (BS_UNLIKELY(np == rno)) /* hostile files: the sibling came back from the freelist */
+        return pager_freelist_damaged(txn, np, "is the sibling being merged");
     if (np != lno)
         bcell_set_child(par + node_slot(par, a), np, txn->txid);
     const uint8_t *sc = node_cell(par, a + 1);
@@ -903,6 +915,10 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
         goto out; /* the parent has no room for a longer separator */
     if ((rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
         goto out;
+    if (BS_UNLIKELY(np == rno)) { /* hostile files: the sibling came back from the freelist */
+        rc = pager_freelist_damaged(txn, np, "is the sibling being rebalanced");
+        goto out;
+    }
     if (np != lno)
         bcell_set_child(par + node_slot(par, a), np, txn->txid);
     if ((rc = pager_write(txn, rno, &rw, &np)) != BS_OK)
@@ -1143,6 +1159,16 @@ static inline int cur_fetch(bs_cursor *c, int L, const uint8_t **pg)
                          c->stack[L].txid, L ? c->stack[L - 1].pgno : PAGER_FROM_RECORD, pg);
 }
 
+/* Only the root may be an empty leaf (a branch always has a child). Refusing one below the
+ * root also bounds a walk over a hostile file: every leaf a cursor passes then holds a key,
+ * keys must grow from leaf to leaf, so no page is visited twice, however many pointers a
+ * crafted tree aims at it. */
+static int cur_empty(bs_cursor *c, int L)
+{
+    return bs_fail(BS_CORRUPT, "page %llu: empty page below the root of the tree at page %llu",
+                   ULL(c->stack[L].pgno), ULL(c->stack[0].pgno));
+}
+
 /* point level L + 1 of the stack at child idx of the branch pg at level L, fetch it and check
  * it against the separators around it in pg */
 static int cur_child(bs_cursor *c, int L, const uint8_t **pg, unsigned idx)
@@ -1154,6 +1180,8 @@ static int cur_child(bs_cursor *c, int L, const uint8_t **pg, unsigned idx)
     c->stack[L + 1].txid = bcell_txid(cell);
     if ((rc = cur_fetch(c, L + 1, pg)) != BS_OK)
         return rc;
+    if (BS_UNLIKELY(!pg_nkeys(*pg)))
+        return cur_empty(c, L + 1);
     rng_child(&r, par, idx);
     return rng_check(&r, *pg, c->stack[L + 1].pgno);
 }
@@ -1281,6 +1309,8 @@ static int cur_seek(bs_cursor *c, int op, const uint8_t *key, size_t klen, const
         if ((rc = cur_fetch(c, L, &pg)) != BS_OK)
             return rc;
         if (par) {
+            if (BS_UNLIKELY(!pg_nkeys(pg)))
+                return cur_empty(c, L);
             rng_child(&r, par, (unsigned)c->stack[L - 1].idx);
             if ((rc = rng_check(&r, pg, pgno)) != BS_OK)
                 return rc;

@@ -362,14 +362,17 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
             return bs_fail(BS_READONLY, "the database was opened read-only");
         if (atomic_load(&db->panic))
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
-        if (db->fl_broken)
-            return bs_fail(BS_CORRUPT, "the freelist is damaged (%s); the database can be read "
-                           "but not written", db->fl_broken);
         if ((rc = wait_writer(db, timeout_ms)) != BS_OK)
             return rc;
         if (atomic_load(&db->panic)) {
             release_writer(db);
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
+        }
+        /* read as the writer: a write transaction that finds the freelist damaged sets it */
+        if (db->fl_broken) {
+            release_writer(db);
+            return bs_fail(BS_CORRUPT, "the freelist is damaged (%s); the database can be read "
+                           "but not written", db->fl_broken);
         }
     }
     bs_txn *txn = calloc(1, sizeof *txn);
@@ -484,20 +487,28 @@ static void encode_record(const bs_tree *t, uint8_t *r)
     put64(r + BREC_TXID, t->root_txid);
 }
 
-static int decode_record(const bs_val *v, uint64_t page_count, bs_tree *t)
+/* A bucket record from the catalog (format.h BUCKET RECORD), every field range-checked: the
+ * root inside the file and written no later than the transaction reading it, a count no tree
+ * of this file could hold, no unknown flags. */
+static int decode_record(const bs_txn *txn, const bs_val *v, bs_tree *t)
 {
     if (v->len != BREC_SIZE || !v->data)
         return bs_fail(BS_CORRUPT, "catalog: bucket record of %zu bytes", v->len);
     const uint8_t *r = v->data;
+    uint64_t page_count = txn->page_count;
     memset(t, 0, sizeof *t);
     t->root = get64(r + BREC_ROOT);
     t->count = get64(r + BREC_COUNT);
     t->depth = get32(r + BREC_DEPTH);
     t->root_txid = get64(r + BREC_TXID);
     if ((t->root == 0) != (t->depth == 0) || (t->root && (t->root < 2 || t->root >= page_count)) ||
-        t->depth > BS_MAX_DEPTH || (!t->root && t->count) || (t->root == 0) != (t->root_txid == 0))
-        return bs_fail(BS_CORRUPT, "catalog: bad bucket record (root %llu, depth %u)",
-                       (unsigned long long)t->root, t->depth);
+        t->depth > BS_MAX_DEPTH || (!t->root && t->count) || (t->root == 0) != (t->root_txid == 0) ||
+        t->root_txid > txn->txid || get32(r + BREC_FLAGS) != 0 ||
+        t->count > fmt_count_max(txn->db->page_size, page_count))
+        return bs_fail(BS_CORRUPT, "catalog: bad bucket record (root %llu, txid %llu, depth %u, "
+                       "count %llu, flags %u)", (unsigned long long)t->root,
+                       (unsigned long long)t->root_txid, t->depth,
+                       (unsigned long long)t->count, get32(r + BREC_FLAGS));
     return BS_OK;
 }
 
@@ -725,7 +736,7 @@ int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bu
         bs_val v;
         rc = btree_get(txn, &txn->catalog, name, nlen, &v);
         if (rc == BS_OK) {
-            if ((rc = decode_record(&v, txn->page_count, &t)) != BS_OK)
+            if ((rc = decode_record(txn, &v, &t)) != BS_OK)
                 return rc;
             return bucket_handle_new(txn, name, nlen, &t, out);
         }
@@ -808,7 +819,7 @@ static int bucket_reload(bs_txn *txn, bs_bucket *b)
         return bs_fail(BS_NOBUCKET, "bucket '%.*s' does not exist", (int)b->nlen,
                        (const char *)b->name);
     }
-    if (rc != BS_OK || (rc = decode_record(&v, txn->page_count, &t)) != BS_OK)
+    if (rc != BS_OK || (rc = decode_record(txn, &v, &t)) != BS_OK)
         return rc;
     b->tree = t;
     b->stale = false;

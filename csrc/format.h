@@ -266,6 +266,14 @@ static inline uint64_t fmt_overflow_pages(uint32_t psize, uint64_t vlen)
 /* entries on one freelist page */
 static inline uint32_t fmt_freelist_cap(uint32_t psize) { return (psize - FL_ENTRIES) / 8u; }
 
+/* most entries a tree in a file of page_count pages can hold: every entry takes a leaf cell
+ * (LEAF_CELL_HDR bytes at least) and its slot; a bucket record's count above this is corrupt */
+static inline uint64_t fmt_count_max(uint32_t psize, uint64_t page_count)
+{
+    uint64_t pages = page_count > 2 ? page_count - 2 : 0; /* page_count <= 2^63 / psize */
+    return pages * ((psize - PH_SIZE) / (2u + LEAF_CELL_HDR));
+}
+
 /* entries of a meta page's commit list */
 static inline uint32_t fmt_commit_list_cap(uint32_t psize)
 {

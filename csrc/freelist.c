@@ -354,8 +354,8 @@ static int gather(bs_pgvec *all, const bs_pgvec *const *lists, size_t nlists)
         qsort(all->v, all->n, 8, cmp_asc);
     for (size_t i = 1; i < all->n; i++)
         if (all->v[i] == all->v[i - 1])
-            return bs_fail(BS_CORRUPT, "internal: page %llu freed twice",
-                           (unsigned long long)all->v[i]);
+            return bs_fail(BS_CORRUPT, "freelist is damaged: page %llu is free twice (the "
+                           "freelist lists a page in use)", (unsigned long long)all->v[i]);
     return BS_OK;
 }
 
@@ -390,9 +390,33 @@ int freelist_plan(const bs_freelist *fl, bs_txn *txn, fl_record *r)
     return BS_OK;
 }
 
+/* Hostile files: txn->freed holds pages of the base commit's trees (in use until this commit)
+ * and alloc_from_free pages the free set handed out; a page in both means the loaded free set
+ * listed a page in use, and writing this record would persist it as free and used. */
+static int check_freed_not_taken(const bs_txn *txn)
+{
+    if (!txn->freed.n || !txn->alloc_from_free.n)
+        return BS_OK;
+    bs_pgvec a;
+    int rc = pgvec_copy(&a, &txn->alloc_from_free);
+    if (rc)
+        return rc;
+    qsort(a.v, a.n, sizeof *a.v, cmp_asc);
+    for (size_t i = 0; i < txn->freed.n && rc == BS_OK; i++)
+        if (bsearch(&txn->freed.v[i], a.v, a.n, sizeof *a.v, cmp_asc))
+            rc = bs_fail(BS_CORRUPT, "freelist is damaged: it lists page %llu, which a tree "
+                         "used until this transaction; this handle refuses writes from now on "
+                         "(reads go on; check() reports the damage)",
+                         (unsigned long long)txn->freed.v[i]);
+    pgvec_free(&a);
+    return rc;
+}
+
 int freelist_collect(const bs_freelist *fl, const bs_txn *txn, fl_record *r)
 {
     int rc;
+    if ((rc = check_freed_not_taken(txn)) != BS_OK)
+        return rc;
     if (r->compact) {
         const bs_pgvec *lists[4];
         size_t nl = 0;

@@ -237,6 +237,11 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno);
 int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno);
 /* The page is no longer part of the tree once this txn commits. */
 int pager_free(bs_txn *txn, uint64_t pgno);
+/* The freelist handed out a page that is in use (a hostile or damaged file): BS_CORRUPT
+ * naming pgno and why, the transaction fails and the handle refuses writes from now on
+ * (db->fl_broken; reads go on). For callers that see the conflict first (btree.c: a page
+ * still on the path being copied). */
+int pager_freelist_damaged(bs_txn *txn, uint64_t pgno, const char *why);
 /* True when pgno belongs to this write txn (allocated by it, in memory or spilled). */
 bool pager_owned(bs_txn *txn, uint64_t pgno);
 

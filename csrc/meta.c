@@ -39,13 +39,16 @@ void meta_encode(const bs_meta *m, uint32_t P, uint8_t *pg)
     put32(pg + PH_CRC, bs_page_crc(pg, P));
 }
 
-static int tree_decode(const uint8_t *r, uint64_t page_count, uint64_t txid, bs_tree *t)
+static int tree_decode(const uint8_t *r, uint32_t P, uint64_t page_count, uint64_t txid,
+                       bs_tree *t)
 {
     t->root = get64(r + BREC_ROOT);
     t->count = get64(r + BREC_COUNT);
     t->depth = get32(r + BREC_DEPTH);
     t->root_txid = get64(r + BREC_TXID);
     t->dirty = t->needs_rebalance = false;
+    if (get32(r + BREC_FLAGS) != 0 || t->count > fmt_count_max(P, page_count))
+        return -1;
     if (t->root == 0)
         return (t->depth == 0 && t->count == 0 && t->root_txid == 0) ? 0 : -1;
     /* the root was written by this commit or an earlier one */
@@ -86,8 +89,8 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
         return *why = "freelist head txid", -1;
     if (m->fl_count >= m->page_count)
         return *why = "freelist count", -1;
-    if (tree_decode(pg + META_DEFAULT, m->page_count, m->txid, &m->main) ||
-        tree_decode(pg + META_CATALOG, m->page_count, m->txid, &m->catalog))
+    if (tree_decode(pg + META_DEFAULT, P, m->page_count, m->txid, &m->main) ||
+        tree_decode(pg + META_CATALOG, P, m->page_count, m->txid, &m->catalog))
         return *why = "tree record", -1;
     m->nlist = get32(pg + META_LIST_N);
     if (m->nlist > fmt_commit_list_cap(P))

@@ -256,6 +256,31 @@ static void dirty_clear(bs_txn *txn)
 
 /* ------------------------------------------------------------------ allocation */
 
+int pager_freelist_damaged(bs_txn *txn, uint64_t pgno, const char *why)
+{
+    bs_db *db = txn->db;
+    int rc = bs_fail(BS_CORRUPT, "freelist is damaged: it lists page %llu, which %s; this "
+                     "handle refuses writes from now on (reads go on; check() reports the "
+                     "damage)", (unsigned long long)pgno, why);
+    /* sticky: set by the writer only (bs_txn_begin reads it once it holds the writer) */
+    if (!db->fl_broken)
+        db->fl_broken = strdup(bs_errmsg());
+    txn->failed = true;
+    return rc;
+}
+
+/* A page the freelist hands out must be free (hostile files, invariant 3): inside the base
+ * commit's pages (every reusable page was free or freed in a commit <= the base), and not a
+ * page of this transaction. The full test (not reachable from any tree) is check()'s job. */
+static int check_taken(bs_txn *txn, uint64_t p)
+{
+    if (BS_UNLIKELY(p < BS_META_PAGES || p >= txn->meta.page_count))
+        return pager_freelist_damaged(txn, p, "lies outside the file's pages");
+    if (BS_UNLIKELY(txn->dirty.n && dirty_find(txn, p) != NULL))
+        return pager_freelist_damaged(txn, p, "this transaction already uses");
+    return BS_OK;
+}
+
 static int alloc_pgno(bs_txn *txn, uint64_t *pgno)
 {
     bs_db *db = txn->db;
@@ -269,7 +294,10 @@ static int alloc_pgno(bs_txn *txn, uint64_t *pgno)
         if ((rc = pgvec_reserve(&txn->alloc_from_free, txn->alloc_from_free.n + 1)) != BS_OK)
             return rc;
         freelist_take(&db->fl, &p);
+        /* ours from here on either way: abort gives it back */
         txn->alloc_from_free.v[txn->alloc_from_free.n++] = p;
+        if ((rc = check_taken(txn, p)) != BS_OK)
+            return rc;
         cache_evict(db->cache, p);
         *pgno = p;
         return BS_OK;
@@ -293,6 +321,9 @@ static int alloc_run(bs_txn *txn, uint64_t n, uint64_t *first)
         uint64_t *pages = txn->alloc_from_free.v + txn->alloc_from_free.n;
         if (freelist_take_run(&db->fl, n, pages)) {
             txn->alloc_from_free.n += n;
+            for (uint64_t k = 0; k < n; k++)
+                if ((rc = check_taken(txn, pages[k])) != BS_OK)
+                    return rc;
             for (uint64_t k = 0; k < n; k++)
                 cache_evict(db->cache, pages[k]);
             *first = pages[n - 1];
@@ -462,8 +493,11 @@ int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t 
             if (!e->fr && (rc = dirty_reload(txn, e)) != BS_OK)
                 return rc;
             *out = cache_frame_data(e->fr);
+            /* a page of ours carries our txid, and so does every pointer we made to it: a
+             * pointer of the base commit that leads here means the freelist handed out a page
+             * still in use (hostile files) */
             if (BS_UNLIKELY(pg_txid(*out) != txid))
-                return ref_mismatch(pgno, pg_txid(*out), txid, from);
+                return pager_freelist_damaged(txn, pgno, "is still in use by a tree");
             return check_type(*out, pgno, type);
         }
     }
@@ -494,6 +528,9 @@ bool pager_owned(bs_txn *txn, uint64_t pgno)
 /* An owned page that a savepoint level must keep: hide it until release/rollback. */
 static int shadow(bs_txn *txn, bs_dirty_ent *e)
 {
+    /* only pages of an outer savepoint level are shadowed (e->gen < floor needs one) */
+    if (BS_UNLIKELY(!txn->nsp))
+        return pager_freelist_damaged(txn, e->pgno, "this transaction already uses");
     /* listed first: a page marked shadowed but missing from the list would stay hidden
      * after a rollback, and commit would not write it */
     int rc = pgvec_push(&txn->sp[txn->nsp - 1].shadowed, e->pgno);
@@ -532,13 +569,17 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
     }
     uint8_t *dst;
     uint64_t np;
+    bool committed = e == NULL;
     if ((rc = pager_new(txn, pg_type(src), &dst, &np)) != BS_OK)
         return rc;
+    /* a crafted freelist can list the very page being copied (hostile files) */
+    if (BS_UNLIKELY(np == pgno))
+        return pager_freelist_damaged(txn, pgno, "is the page being copied");
     memcpy(dst + PH_SIZE, src + PH_SIZE, db->page_size - PH_SIZE);
     memcpy(dst + PH_NKEYS, src + PH_NKEYS, 2);
     memcpy(dst + PH_UPPER, src + PH_UPPER, 8);
     /* the old copy: committed -> freed at commit; ours from an outer savepoint -> shadowed */
-    e = dirty_find(txn, pgno);
+    e = committed ? NULL : dirty_find(txn, pgno);
     if (e)
         rc = shadow(txn, e);
     else
@@ -554,6 +595,8 @@ int pager_free(bs_txn *txn, uint64_t pgno)
 {
     bs_dirty_ent *e = dirty_find(txn, pgno);
     if (e) {
+        if (BS_UNLIKELY(e->run)) /* a node page that is our overflow run (hostile files) */
+            return pager_freelist_damaged(txn, pgno, "is in use by an overflow value");
         if (e->gen >= txn->floor) {
             int rc = pgvec_reserve(&txn->local_free, txn->local_free.n + 1);
             if (rc)
@@ -737,6 +780,10 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
     bs_dirty_ent *e = dirty_find(txn, pgno);
     int rc;
     if (e) {
+        /* ours: it must be the run this value made (hostile files: a page of ours that the
+         * freelist handed out while the committed value still used it) */
+        if (BS_UNLIKELY(e->run != n))
+            return pager_freelist_damaged(txn, pgno, "is in use by an overflow value");
         if (e->gen < txn->floor)
             return shadow(txn, e);
         to = &txn->local_free;
@@ -873,6 +920,12 @@ int pager_read_freelist(bs_txn *txn, const bs_meta *m, bs_pgvec *out, bs_pgvec *
     return read_freelist(txn, m, out, chain, NULL);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 int pager_load_freelist(bs_db *db, const bs_meta *m)
 {
     /* a temporary read transaction over m */
@@ -891,6 +944,15 @@ int pager_load_freelist(bs_db *db, const bs_meta *m)
     int rc = read_freelist(&t, m, &v, &chain, &ndelta);
     pager_leave(&t);
     cache_slot_release(db->cache, t.slot);
+    /* the cheap part of invariant 3 (hostile files): no page of the chain itself and no
+     * tree root is listed as free (v is ascending); check() tests the rest */
+    for (size_t i = 0; rc == BS_OK && i < chain.n + 2; i++) {
+        uint64_t p = i < chain.n ? chain.v[i] : i == chain.n ? m->main.root : m->catalog.root;
+        if (p && bsearch(&p, v.v, v.n, sizeof *v.v, cmp_u64))
+            rc = bs_fail(BS_CORRUPT, "freelist lists page %llu, which is %s", (unsigned long long)p,
+                         i < chain.n ? "a page of the freelist chain itself"
+                                     : "the root page of a bucket tree");
+    }
     if (rc == BS_OK)
         rc = freelist_install(&db->fl, &v, &chain, ndelta);
     pgvec_free(&v);
@@ -954,8 +1016,13 @@ static int commit_freelist(bs_txn *txn, bs_meta *nm, bs_pgvec *chain, size_t *nd
                 goto out;
         }
     }
-    if (!r.keep && (rc = freelist_collect(&db->fl, txn, &r)) != BS_OK)
+    if (!r.keep && (rc = freelist_collect(&db->fl, txn, &r)) != BS_OK) {
+        /* a page both freed from a tree and taken from the freelist, or free twice: the
+         * loaded free set held pages in use (hostile files) */
+        if (rc == BS_CORRUPT && !db->fl_broken)
+            db->fl_broken = strdup(bs_errmsg());
         goto out;
+    }
     rc = freelist_fill(&db->fl, txn, &r, db->page_size, pgs, chain, &nm->fl_head,
                        &nm->fl_count, ndelta);
     /* the head is a page written now, or the base's head kept as it was */

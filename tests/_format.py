@@ -270,3 +270,53 @@ class Layout:
 def layout_of(path, **kw):
     with open(path, "rb") as f:
         return Layout(f.read(), **kw)
+
+
+# ------------------------------------------------------------------ resealing (crafted files)
+# Tests that craft hostile files change bytes and then make every checksum valid again, so
+# that the damage reaches the engine's structural checks instead of its CRC check.
+META_LIST_ENT = 12
+
+
+def commit_list_cap(P):
+    return min((P - META_LIST) // META_LIST_ENT, 64)
+
+
+def reseal_page(buf, pgno, P):
+    """Recompute the CRC of page pgno in the bytearray buf (an overflow run's CRC covers
+    [4, 32 + vlen) of the run). Returns the new CRC (None when the page is past the end)."""
+    o = pgno * P
+    if o + PH_SIZE > len(buf):
+        return None
+    if buf[o + 4] == PT_OVERFLOW:
+        end = min(o + PH_SIZE + u32(buf, o + 28), len(buf))
+    else:
+        end = min(o + P, len(buf))
+    crc = _crc32c(bytes(buf[o + 4:end]))
+    struct.pack_into("<I", buf, o, crc)
+    return crc
+
+
+def reseal_meta(buf, slot, P, lists=True):
+    """Reseal meta page `slot`: with lists, every commit-list entry first takes the CRC its
+    page now carries (so a commit whose listed pages were changed still validates)."""
+    o = slot * P
+    if o + P > len(buf) or bytes(buf[o + 32:o + 48]) != MAGIC:
+        return
+    if lists:
+        n = min(u32(buf, o + META_LIST_N), commit_list_cap(P))
+        for i in range(n):
+            e = o + META_LIST + META_LIST_ENT * i
+            pg = u64(buf, e)
+            if pg * P + 4 <= len(buf):
+                struct.pack_into("<I", buf, e + 8, u32(buf, pg * P))
+    struct.pack_into("<I", buf, o, _crc32c(bytes(buf[o + 4:o + P])))
+
+
+def reseal(buf, P, pages=(), lists=True):
+    """Reseal the given pages, then both meta pages (see reseal_meta)."""
+    for p in pages:
+        if p >= 2:
+            reseal_page(buf, p, P)
+    for slot in (0, 1):
+        reseal_meta(buf, slot, P, lists)

@@ -1,0 +1,357 @@
+"""test_crafted_files.py - hostile files: every checksum valid, the pages inconsistent.
+
+A file comes from users, downloads and backups, so opening one must never crash, hang or
+corrupt the process, whatever bytes it holds. The files here are crafted from real databases
+and then resealed (tests/_format.py: reseal), so that the damage reaches the engine's
+structural checks instead of its CRC check:
+  - targeted cases: the freelist lists a page that a tree still uses (the write path must
+    notice before it overwrites the page, fail with CorruptionError naming it and refuse
+    writes from then on while reads go on), out-of-range counts and txids in records;
+  - the crafted-file fuzzer (tests/_crafted.py): pages transplanted between states of the same
+    file and between files, header fields, cells, freelist records, meta and catalog records
+    edited, all resealed; each case runs a fixed workload in a child process, and only
+    btree_store.Error subclasses may come out: no crash, no hang, no other exception.
+
+Layer: tests only; the public Python API, btree_store._testing.crc32c and tests/_format.py.
+"""
+import random
+import struct
+
+import pytest
+
+import btree_store
+from btree_store import CorruptionError
+
+from _format import FL_ENTRIES, FL_NADD, Layout, reseal, u32, u64
+
+P = 1024
+BUCKETS = ["alpha", "beta", "gamma-" + "g" * 30]
+
+
+def _build(path):
+    """A database with several buckets, overflow values, a catalog of several pages and a
+    freelist of several records; returns {bucket: {key: value}} of its newest state."""
+    rnd = random.Random(5)
+    model = {None: {}}
+    with btree_store.DB(path, page_size=P) as db:
+        with db.begin(write=True) as txn:
+            for i in range(600):
+                k, v = b"k%05d" % i, rnd.randbytes(rnd.randint(5, 60))
+                txn.put(k, v)
+                model[None][k] = v
+            for i in range(6):
+                k, v = b"ov%d" % i, rnd.randbytes(rnd.randint(1500, 4000))
+                txn.put(k, v)
+                model[None][k] = v
+            for b in BUCKETS:
+                txn.create_bucket(b)
+                model[b] = {}
+                for i in range(150):
+                    k, v = b"%s-%04d" % (b[:1].encode(), i), rnd.randbytes(rnd.randint(5, 40))
+                    txn.put(k, v, bucket=b)
+                    model[b][k] = v
+                k, v = b"big", rnd.randbytes(3000)
+                txn.put(k, v, bucket=b)
+                model[b][k] = v
+            for i in range(40):  # a catalog with branch pages
+                name = "filler-%03d-%s" % (i, "f" * 24)
+                txn.create_bucket(name)
+                txn.put(b"x", b"y", bucket=name)
+                model[name] = {b"x": b"y"}
+        for rnd_commit in range(3):  # deletes: a freelist with several records
+            with db.begin(write=True) as txn:
+                for k in sorted(model[None])[rnd_commit::4]:
+                    txn.delete(k)
+                    del model[None][k]
+                b = BUCKETS[rnd_commit]
+                for k in sorted(model[b])[::3]:
+                    txn.delete(k, bucket=b)
+                    del model[b][k]
+    return model
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("crafted")
+    path = str(d / "base.bs")
+    model = _build(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    lay = Layout(data)
+    assert lay.problems == [], lay.problems
+    assert len(lay.free) >= 10 and len(lay.freelist_pages) >= 2
+    return dict(data=data, layout=lay, model=model)
+
+
+def _write(tmp_path, data, name="c.bs"):
+    path = str(tmp_path / name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _list_in_place_of_lowest(data, lay, pgno):
+    """The file with page pgno (in use) listed on the freelist in place of the lowest free
+    page (the counts stay right)."""
+    buf = bytearray(data)
+    lowest = min(lay.free)
+    for fp in lay.freelist_pages:  # the newest record that mentions it decides
+        o = fp * P
+        for i in range(u32(buf, o + FL_NADD)):
+            if u64(buf, o + FL_ENTRIES + 8 * i) == lowest:
+                struct.pack_into("<Q", buf, o + FL_ENTRIES + 8 * i, pgno)
+                reseal(buf, P, [fp])
+                return bytes(buf)
+    raise AssertionError("free page %d not found in an add record" % lowest)
+
+
+def _read_all_or_corrupt(db, model):
+    try:
+        _read_all(db, model)
+    except CorruptionError:
+        pass
+
+
+def _read_all(db, model):
+    """Every key of every bucket has its value; iteration and counts agree."""
+    with db.begin() as txn:
+        for b, items in model.items():
+            assert txn.count(bucket=b) == len(items)
+            assert [(bytes(k), bytes(v)) for k, v in txn.iter(bucket=b)] == sorted(items.items())
+            for k, v in items.items():
+                assert txn.get(k, bucket=b) == v
+
+
+def _write_all(db, model):
+    """A write transaction that touches every tree: rewrites every value (overflow values
+    with new ones), deletes some keys, creates a bucket."""
+    with db.begin(write=True) as txn:
+        for b, items in model.items():
+            for i, k in enumerate(sorted(items)):
+                v = items[k]
+                if i % 5 == 0:
+                    txn.delete(k, bucket=b)
+                else:
+                    txn.put(k, bytes(reversed(v)) + (b"!" * 2000 if len(v) > 1000 else b"!"),
+                            bucket=b)
+        txn.create_bucket("new-one")
+        txn.put(b"n", b"v" * 3000, bucket="new-one")
+
+
+def _in_use_pages(lay):
+    """(label, pgno) for one page of every kind a tree or the freelist uses, below the lowest
+    free page or not."""
+    out = []
+    for kind in ("branch", "leaf", "overflow", "overflow-cont", "catalog-branch",
+                 "catalog-leaf", "freelist"):
+        pages = lay.pages_of_kind(kind)
+        if pages:
+            out.append((kind + "-first", pages[0]))
+            out.append((kind + "-last", pages[-1]))
+    for b in BUCKETS:
+        out.append(("root-of-" + b[:5], lay.catalog[b]["root"]))
+    out.append(("default-root", lay.meta["default"]["root"]))
+    out.append(("catalog-root", lay.meta["catalog"]["root"]))
+    return out
+
+
+def test_freelist_lists_a_page_in_use(tmp_path, corpus):
+    """For a page of every kind in use, listed on the freelist: opening works, reads return
+    the true data, the write transaction that would reuse the page (the workload rewrites
+    every tree, so it gets there) fails with CorruptionError naming it, later write
+    transactions are refused (sticky) while reads go on, and after reopening the file reads
+    as before or (an overflow value already written over the page) reports CorruptionError,
+    never wrong data."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    for label, pgno in _in_use_pages(lay):
+        path = _write(tmp_path, _list_in_place_of_lowest(data, lay, pgno), "%s.bs" % label)
+        with btree_store.DB(path) as db:
+            _read_all(db, model)
+            with pytest.raises(CorruptionError, match=r"page %d\b" % pgno):
+                _write_all(db, model)
+            with pytest.raises(CorruptionError, match="freelist"):
+                with db.begin(write=True) as txn:
+                    txn.put(b"more", b"x")
+            _read_all_or_corrupt(db, model)  # reads go on
+            with pytest.raises(CorruptionError):
+                db.check()
+        with btree_store.DB(path) as db:
+            _read_all_or_corrupt(db, model)
+
+
+def test_freelist_lists_pages_in_use_anywhere(tmp_path, corpus):
+    """Any page in use, listed anywhere in the free set (not only as the lowest page): the
+    write workload either fails with CorruptionError or commits, never crashes; a failure is
+    sticky; reads of the file as it was stay right until something commits."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    rnd = random.Random(3)
+    for label, pgno in _in_use_pages(lay):
+        buf = bytearray(data)
+        fp = rnd.choice([p for p in lay.freelist_pages if u32(buf, p * P + FL_NADD)])
+        i = rnd.randrange(u32(buf, fp * P + FL_NADD))
+        struct.pack_into("<Q", buf, fp * P + FL_ENTRIES + 8 * i, pgno)
+        reseal(buf, P, [fp])
+        path = _write(tmp_path, buf, "any-%s.bs" % label)
+        with btree_store.DB(path) as db:
+            _read_all(db, model)
+            try:
+                _write_all(db, model)
+            except CorruptionError:
+                with pytest.raises(CorruptionError, match="freelist"):
+                    db.begin(write=True)
+                _read_all(db, model)
+            else:
+                continue  # the listed page was never handed out, or handed out harmlessly
+            try:
+                db.check()
+            except CorruptionError:
+                pass
+
+
+def test_first_write_copies_the_listed_page(tmp_path):
+    """The crash of issue 9: the freelist lists a bucket's root, and the first write copies
+    that very root; the allocation handed the root back and shadow() indexed an empty
+    savepoint stack (SIGSEGV). Now: CorruptionError naming the page, with and without a
+    savepoint open."""
+    path = str(tmp_path / "first.bs")
+    b = "first"
+    model = {None: {}, b: {b"a": b"1"}}
+    with btree_store.DB(path, page_size=P) as db:
+        with db.begin(write=True) as txn:  # the bucket's root gets a low page number
+            txn.create_bucket(b)
+            txn.put(b"a", b"1", bucket=b)
+        with db.begin(write=True) as txn:
+            for i in range(300):
+                txn.put(b"k%04d" % i, b"v" * 40)
+        with db.begin(write=True) as txn:
+            for i in range(300):
+                txn.delete(b"k%04d" % i)
+    with open(path, "rb") as f:
+        data = f.read()
+    lay = Layout(data)
+    root = lay.catalog[b]["root"]
+    assert root < min(lay.free), (root, lay.free)
+    with open(path, "wb") as f:
+        f.write(_list_in_place_of_lowest(data, lay, root))
+    k = sorted(model[b])[0]
+    for use_savepoint in (False, True):
+        with btree_store.DB(path) as db:
+            txn = db.begin(write=True)
+            try:
+                if use_savepoint:
+                    txn._savepoint()
+                with pytest.raises(CorruptionError, match=r"page %d\b" % root):
+                    txn.put(k, b"new value", bucket=b)
+            finally:
+                txn.abort()
+            with pytest.raises(CorruptionError, match="freelist"):
+                db.begin(write=True)
+            _read_all(db, model)
+
+
+def _edit_meta(data, fn, slots=(0, 1)):
+    buf = bytearray(data)
+    for s in slots:
+        fn(buf, s * P)
+    reseal(buf, P)
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("count", [2 ** 63, 2 ** 64 - 1, 2 ** 62, 10 ** 9])
+def test_default_bucket_count_out_of_range(tmp_path, corpus, count):
+    """A meta whose default-bucket count no tree of the file could hold is not a valid meta
+    (count() and len() raised SystemError for counts >= 2^63)."""
+    def fn(buf, o):
+        struct.pack_into("<Q", buf, o + 80 + 8, count)
+    path = _write(tmp_path, _edit_meta(corpus["data"], fn))
+    with pytest.raises(CorruptionError, match="no valid meta"):
+        btree_store.DB(path)
+
+
+@pytest.mark.parametrize("count", [2 ** 63, 2 ** 64 - 1, 10 ** 9])
+def test_bucket_record_count_out_of_range(tmp_path, corpus, count):
+    """The same for a named bucket's record in the catalog: CorruptionError from every call
+    that reads the record, never SystemError."""
+    lay, data = corpus["layout"], corpus["data"]
+    b = BUCKETS[0]
+    buf = bytearray(data)
+    leaf = _catalog_leaf_cell(buf, lay, b.encode())
+    struct.pack_into("<Q", buf, leaf[1] + 8, count)
+    reseal(buf, P, [leaf[0]])
+    path = _write(tmp_path, buf)
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            with pytest.raises(CorruptionError, match="bucket record"):
+                txn.count(bucket=b)
+            with pytest.raises(CorruptionError, match="bucket record"):
+                txn.get(b"a-0001", bucket=b)
+            assert txn.count() == len(corpus["model"][None])
+        with pytest.raises(CorruptionError):
+            db.check()
+
+
+def _catalog_leaf_cell(buf, lay, name):
+    """(leaf pgno, offset of the bucket record value) of catalog entry `name`."""
+    for pgno in lay.pages_of_kind("catalog-leaf"):
+        o = pgno * P
+        for i in range(struct.unpack_from("<H", buf, o + 6)[0]):
+            c = o + struct.unpack_from("<H", buf, o + 32 + 2 * i)[0]
+            klen = struct.unpack_from("<H", buf, c)[0]
+            if bytes(buf[c + 8:c + 8 + klen]) == name:
+                return pgno, c + 8 + klen
+    raise AssertionError("bucket %r not in the catalog" % name)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("txid", 2 ** 63), ("txid", 2 ** 64 - 1), ("flags", 1), ("depth", 40), ("root", 1),
+])
+def test_bucket_record_fields_out_of_range(tmp_path, corpus, field, value):
+    lay, data = corpus["layout"], corpus["data"]
+    b = BUCKETS[2]
+    buf = bytearray(data)
+    leaf, off = _catalog_leaf_cell(buf, lay, b.encode())
+    o = {"root": 0, "depth": 16, "flags": 20, "txid": 24}[field]
+    struct.pack_into("<Q" if field in ("root", "txid") else "<I", buf, off + o, value)
+    reseal(buf, P, [leaf])
+    path = _write(tmp_path, buf)
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            with pytest.raises(CorruptionError, match="bucket record"):
+                txn.get(b"a-0001", bucket=b)
+        with pytest.raises(CorruptionError):
+            with db.begin(write=True) as txn:
+                txn.put(b"k", b"v", bucket=b)
+
+
+def test_count_that_undercounts(tmp_path, corpus):
+    """A default-bucket count of 0 for a tree with keys: deleting a key is CorruptionError,
+    the count never wraps around to 2^64-1."""
+    def fn(buf, o):
+        struct.pack_into("<Q", buf, o + 80 + 8, 0)
+    path = _write(tmp_path, _edit_meta(corpus["data"], fn))
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            assert len(txn) == 0
+        k = sorted(corpus["model"][None])[0]
+        with pytest.raises(CorruptionError, match="empty"):
+            with db.begin(write=True) as txn:
+                txn.delete(k)
+        with db.begin() as txn:
+            assert len(txn) == 0
+
+
+@pytest.mark.parametrize("txid", [2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1])
+def test_meta_txid_out_of_range(tmp_path, corpus, txid):
+    """A meta txid near 2^64 would wrap the next commit's txid: the meta is refused and the
+    other one (the previous commit) opens."""
+    lay, data = corpus["layout"], corpus["data"]
+    newest = 0 if lay.metas[0] is lay.meta else 1
+
+    def fn(buf, o):
+        struct.pack_into("<Q", buf, o + 16, txid)
+    path = _write(tmp_path, _edit_meta(data, fn, slots=(newest,)))
+    with btree_store.DB(path) as db:
+        assert db.stat()["txid"] == lay.meta["txid"] - 1
+        with db.begin(write=True) as txn:
+            txn.put(b"after", b"x")
+        db.check()
