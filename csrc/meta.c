@@ -123,6 +123,17 @@ static int meta_commit_complete(bs_db *db, const bs_meta *m, uint32_t P, uint8_t
     return BS_OK;
 }
 
+/* Every page a commit references reached the file before its meta, so the pages past the end
+ * of the file are free ones (allocated and freed again without being written), and each free
+ * page number is stored in a freelist page inside the file. A hostile meta claiming more
+ * (page_count near 2^63) would make the checker's page map and the freelist replay as large
+ * as it says: refused as not fitting the file. */
+static bool meta_fits_file(const bs_meta *m, uint32_t P, uint64_t fsize)
+{
+    uint64_t fpages = fsize / P + (fsize % P != 0);
+    return m->fl_count <= fpages * fmt_freelist_cap(P) && m->page_count <= fpages + m->fl_count;
+}
+
 int meta_read(bs_db *db, bs_meta *out)
 {
     uint8_t *buf = malloc(BS_PAGE_MAX);
@@ -136,6 +147,11 @@ int meta_read(bs_db *db, bs_meta *out)
     /* page size candidates: what page 0 says first, then every legal size */
     uint32_t cands[8];
     int nc = 0;
+    uint64_t fsize = 0;
+    if ((err = db->io->size(db->file, &fsize)) != 0) {
+        rc = bs_fail_io(err, "reading the size of %s", db->path);
+        goto out;
+    }
     if ((err = db->io->read_at(db->file, buf, 64, 0, &got)) != 0) {
         rc = bs_fail_io(err, "reading the meta page");
         goto out;
@@ -174,7 +190,8 @@ int meta_read(bs_db *db, bs_meta *out)
                     get32(buf + META_PAGESIZE) == P && get32(buf + PH_CRC) == bs_page_crc(buf, P))
                     older = (int)get32(buf + META_VERSION);
             }
-            if (meta_decode(buf, P, slot, &cand[ncand], &why) == 0)
+            if (meta_decode(buf, P, slot, &cand[ncand], &why) == 0 &&
+                meta_fits_file(&cand[ncand], P, fsize))
                 ncand++;
         }
         /* newest first; a single-sync commit whose pages did not all arrive is skipped */

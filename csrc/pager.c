@@ -948,7 +948,7 @@ int pager_load_freelist(bs_db *db, const bs_meta *m)
      * tree root is listed as free (v is ascending); check() tests the rest */
     for (size_t i = 0; rc == BS_OK && i < chain.n + 2; i++) {
         uint64_t p = i < chain.n ? chain.v[i] : i == chain.n ? m->main.root : m->catalog.root;
-        if (p && bsearch(&p, v.v, v.n, sizeof *v.v, cmp_u64))
+        if (p && v.n && bsearch(&p, v.v, v.n, sizeof *v.v, cmp_u64))
             rc = bs_fail(BS_CORRUPT, "freelist lists page %llu, which is %s", (unsigned long long)p,
                          i < chain.n ? "a page of the freelist chain itself"
                                      : "the root page of a bucket tree");

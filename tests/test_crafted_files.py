@@ -14,6 +14,7 @@ structural checks instead of its CRC check:
 
 Layer: tests only; the public Python API, btree_store._testing.crc32c and tests/_format.py.
 """
+import os
 import random
 import struct
 
@@ -22,7 +23,9 @@ import pytest
 import btree_store
 from btree_store import CorruptionError
 
+import _crafted
 from _format import FL_ENTRIES, FL_NADD, Layout, reseal, u32, u64
+from _util import LONG, child_env
 
 P = 1024
 BUCKETS = ["alpha", "beta", "gamma-" + "g" * 30]
@@ -355,3 +358,42 @@ def test_meta_txid_out_of_range(tmp_path, corpus, txid):
         with db.begin(write=True) as txn:
             txn.put(b"after", b"x")
         db.check()
+
+
+def test_meta_page_count_beyond_the_file(tmp_path, corpus):
+    """A meta whose page count the file cannot hold (the pages past its end must all be free,
+    and each free page is listed inside the file) is not a valid meta: check() allocated a
+    page map that large (MemoryError) for page_count near 2^37."""
+    lay, data = corpus["layout"], corpus["data"]
+    newest = 0 if lay.metas[0] is lay.meta else 1
+
+    def fn(buf, o):
+        struct.pack_into("<Q", buf, o + 56, 2 ** 37)
+    path = _write(tmp_path, _edit_meta(data, fn, slots=(newest,)))
+    with btree_store.DB(path) as db:
+        assert db.stat()["txid"] == lay.meta["txid"] - 1  # the other meta
+        db.check()
+
+
+# ------------------------------------------------------------------ the crafted-file fuzzer
+def _cases():
+    n = int(os.environ.get("BTREE_STORE_CRAFTED_CASES", "0")) or (3000 if LONG else 300)
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        n = max(n // 4, 60)  # the sanitizer pass runs everything several times slower
+    return n
+
+
+def test_crafted_files_fuzz(tmp_path):
+    """The crafted-file fuzzer: cases run in child processes (a crash is a failed test that
+    names the case seed, not a dead pytest); each child reports the seed it is running, so
+    the parent restarts after the seed that crashed to keep going and lists every failure."""
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    _crafted.build_corpus(str(corpus_dir))
+    failures, stats = _crafted.run_batches(str(corpus_dir), str(tmp_path / "work"),
+                                           range(_cases()), env=child_env(),
+                                           timeout=_crafted.CASE_TIMEOUT)
+    assert not failures, "crafted cases failed (replay: python tests/_crafted.py SEED):\n" + \
+        "\n".join(failures[:20])
+    assert stats["opened"] > stats["cases"] // 4, stats  # the cases reach past open
+    assert stats["wrote"] > 0, stats
