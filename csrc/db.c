@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "freelist.h"
@@ -106,7 +107,7 @@ static void db_free(bs_db *db)
 int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
 {
     bs_options o = {0};
-    int rc, err, created = 0;
+    int rc, err, created = 0, remove_on_fail = 0;
     if (opt)
         o = *opt;
     *out = NULL;
@@ -153,6 +154,8 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
             rc = bs_fail_io(err, "locking %s", path);
         goto fail;
     }
+    /* a file this call created (and now holds locked) goes again if the creation fails */
+    remove_on_fail = created;
     uint64_t fsize = 0;
     if ((err = db->io->size(db->file, &fsize)) != 0) {
         rc = bs_fail_io(err, "reading the size of %s", path);
@@ -218,6 +221,8 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     *out = db;
     return BS_OK;
 fail:
+    if (remove_on_fail)
+        (void)unlink(db->path); /* while the lock is held: nobody else has used it */
     if (db->file)
         db->io->close(db->file, 0);
     db_free(db);

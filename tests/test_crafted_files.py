@@ -397,3 +397,30 @@ def test_crafted_files_fuzz(tmp_path):
         "\n".join(failures[:20])
     assert stats["opened"] > stats["cases"] // 4, stats  # the cases reach past open
     assert stats["wrote"] > 0, stats
+
+
+# ------------------------------------------------------------------ a failed create
+@pytest.mark.parametrize("kind,n,err", [("write", 1, "ENOSPC"), ("sync", 1, "EIO"),
+                                        ("write", 1, "EIO"), ("sync", 1, "ENOSPC")])
+def test_failed_create_leaves_no_file(tmp_path, kind, n, err):
+    """Creating a database that fails part way (disk full, I/O error while writing or
+    syncing the new meta pages) removes the half-made file it created; an existing file is
+    never removed by a failed open."""
+    import errno as _errno
+    from btree_store import _testing
+    path = str(tmp_path / "new.bs")
+    fio = _testing.FaultIO()
+    fio.fail_nth(kind, n, errno=getattr(_errno, err))
+    with pytest.raises(btree_store.DiskError):
+        btree_store.DB(path, _io=fio)
+    assert fio.fired
+    assert not os.path.exists(path)
+    # an existing (empty) file that the open did not create stays where it is
+    open(path, "wb").close()
+    fio = _testing.FaultIO()
+    fio.fail_nth(kind, n, errno=getattr(_errno, err))
+    with pytest.raises(btree_store.DiskError):
+        btree_store.DB(path, _io=fio)
+    assert os.path.exists(path)
+    with btree_store.DB(path) as db:  # and a later open makes it a database
+        db.check()
