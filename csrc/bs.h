@@ -85,6 +85,10 @@ typedef struct bs_options {
     int sync;             /* fsync at commit (0: survives a process crash, not power loss) */
     const struct bs_io_methods *io; /* NULL = the POSIX layer */
     void *io_arg;         /* passed to io->open */
+    int check_commits;    /* after every commit, run the integrity checker and compare
+                           * the writer's free set with the persisted one: a difference fails
+                           * bs_txn_commit with BS_CORRUPT (the commit itself stands). Costs a
+                           * full check per commit: for tests (pytest --btree-strict). */
 } bs_options;
 
 /* Open or create a database.
@@ -172,8 +176,9 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out);
  * change failed earlier: rolled back); BS_IOERR or BS_FULL while writing or syncing: the
  * previous commit stays the durable one, and the database panics (later write transactions
  * get BS_PANIC until it is reopened) unless the error was BS_FULL on the data pages; read
- * errors (deferred rebalancing reads pages); BS_NOMEM (nothing durable changes); BS_FORKED. Debug builds checking commits (BTREE_STORE_CHECK_COMMITS=1) return BS_CORRUPT
- * when the state after a durable commit breaks an invariant.
+ * errors (deferred rebalancing reads pages); BS_NOMEM (nothing durable changes); BS_FORKED.
+ * With bs_options.check_commits (or, in debug builds, BTREE_STORE_CHECK_COMMITS=1 at open):
+ * BS_CORRUPT when the state after the commit breaks an invariant.
  * Abort frees txn (no errors); it must not be called while another thread is inside the
  * transaction (the binding serializes this). */
 int bs_txn_commit(bs_txn *txn);

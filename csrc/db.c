@@ -205,10 +205,11 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     /* dirty pages beyond 64 MiB displace clean ones: a big write transaction stays within
      * cache_size + 64 MiB of page frames */
     cache_set_dirty_room(db->cache, (uint32_t)((64u << 20) / db->page_size));
+    db->check_commits = o.check_commits != 0;
 #ifndef NDEBUG
     {
         const char *ck = getenv("BTREE_STORE_CHECK_COMMITS");
-        db->check_commits = ck && strcmp(ck, "1") == 0;
+        db->check_commits = db->check_commits || (ck && strcmp(ck, "1") == 0);
     }
 #endif
     if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
@@ -526,9 +527,8 @@ static int txn_usable(bs_txn *txn)
 
 static int release_all_savepoints(bs_txn *txn);
 
-#ifndef NDEBUG
-/* Debug builds with BTREE_STORE_CHECK_COMMITS=1 at open: after each commit, the whole new
- * state is checked (invariant 3: every page below page_count reachable once or free once,
+/* bs_options.check_commits (or debug builds with BTREE_STORE_CHECK_COMMITS=1 at open): after
+ * each commit, the whole new state is checked (invariant 3: every page below page_count reachable once or free once,
  * and the free counts match; invariant 4 on every page) and the writer's in-memory free set
  * and chain must be exactly the persisted ones. A difference fails the commit call with
  * BS_CORRUPT (the commit itself is durable). Called while the writer is still held. */
@@ -556,7 +556,6 @@ static int debug_check_commit(bs_db *db)
     }
     return rc;
 }
-#endif
 
 int bs_txn_commit(bs_txn *txn)
 {
@@ -607,10 +606,8 @@ int bs_txn_commit(bs_txn *txn)
     rc = pager_commit(txn, &nm);
 fail:
     pager_leave(txn);
-#ifndef NDEBUG
     if (rc == BS_OK && db->check_commits)
         rc = debug_check_commit(db); /* still the writer: db->fl cannot change meanwhile */
-#endif
     txn_free(txn);
     return rc;
 }

@@ -171,7 +171,7 @@ struct bs_db {
     char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
     bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
-    bool check_commits;     /* debug builds: check the whole state after each commit */
+    bool check_commits;     /* check the whole state after each commit (bs_options) */
 };
 
 struct bs_txn {

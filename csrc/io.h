@@ -48,6 +48,11 @@ typedef struct bs_io_methods {
 /* The real POSIX implementation (io_posix.c). */
 extern const bs_io_methods bs_io_posix;
 
+/* In-memory files (io_mem.c): the database lives in a heap buffer that close() frees; no
+ * file system access at all (path is only a name; sync, sync_dir and lock do nothing).
+ * io_arg: NULL to start empty, or a path (const char *) whose bytes are loaded at open. */
+extern const bs_io_methods bs_io_mem;
+
 /* ---- fault injection (io_fault.c); tests only ---- */
 /* A fault controller wraps an inner table (normally &bs_io_posix). The pager does not know
  * about it: the binding passes &bs_io_fault as bs_options.io and the controller as io_arg. */

@@ -198,15 +198,26 @@ static PyObject *db_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* Is this os.fspath() result the special name ":memory:" (str or bytes)? */
+static int db_is_memory_name(PyObject *fspath)
+{
+    if (PyUnicode_Check(fspath))
+        return PyUnicode_CompareWithASCIIString(fspath, ":memory:") == 0;
+    return PyBytes_Check(fspath) && PyBytes_GET_SIZE(fspath) == 8 &&
+           memcmp(PyBytes_AS_STRING(fspath), ":memory:", 8) == 0;
+}
+
 static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
 {
     static const char *const names[] = {"path", "readonly", "create", "sync", "cache_size",
-                                        "page_size", "_io", NULL};
+                                        "page_size", "check_commits", "_io", "_memory_from",
+                                        NULL};
     static const py_argspec spec = {"DB", names, 1, 1};
-    PyObject *a[7];
+    PyObject *a[9];
     if (py_parse_tuple(&spec, args, kwds, a) < 0)
         return -1;
-    PyObject *path = a[0], *cache_obj = a[4], *psize_obj = a[5], *io = a[6] ? a[6] : Py_None;
+    PyObject *path = a[0], *cache_obj = a[4], *psize_obj = a[5], *io = a[7] ? a[7] : Py_None;
+    PyObject *check_obj = a[6] ? a[6] : Py_None, *from_obj = a[8] ? a[8] : Py_None;
     int readonly, create, sync;
     /* one at a time: a __bool__ that raises must not run the next one with its error set */
     if ((readonly = py_arg_bool(a[1], 0)) < 0 || (create = py_arg_bool(a[2], 1)) < 0 ||
@@ -223,6 +234,14 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     opt.sync = sync;
     opt.cache_size = 0; /* the engine's default (bs.h) */
     opt.page_size = 4096;
+    if (check_obj == Py_None) {
+        opt.check_commits = self->st->check_commits_default;
+    } else {
+        int on = PyObject_IsTrue(check_obj);
+        if (on < 0)
+            return -1;
+        opt.check_commits = on;
+    }
     if (cache_obj && cache_obj != Py_None) {
         if (!PyLong_Check(cache_obj)) {
             PyErr_Format(PyExc_TypeError, "cache_size must be int, not %.100s",
@@ -260,8 +279,38 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     PyObject *fspath = PyOS_FSPath(path);
     if (!fspath)
         return -1;
-    PyObject *pbytes = NULL;
+    int memory = db_is_memory_name(fspath);
+    PyObject *pbytes = NULL, *frombytes = NULL, *fromfs = NULL;
+    if (from_obj != Py_None && !memory) {
+        Py_DECREF(fspath);
+        PyErr_SetString(PyExc_ValueError, "_memory_from needs the path \":memory:\"");
+        return -1;
+    }
+    if (memory && io != Py_None) {
+        Py_DECREF(fspath);
+        PyErr_SetString(PyExc_ValueError, "an in-memory database takes no _io");
+        return -1;
+    }
+    if (memory && readonly && from_obj == Py_None) {
+        Py_DECREF(fspath);
+        PyErr_SetString(PyExc_ValueError, "a new in-memory database cannot be read-only "
+                        "(DB.memory(from_path=...) loads a file first)");
+        return -1;
+    }
+    if (from_obj != Py_None) {
+        if (!(fromfs = PyOS_FSPath(from_obj))) {
+            Py_DECREF(fspath);
+            return -1;
+        }
+        if (!PyUnicode_FSConverter(fromfs, &frombytes)) {
+            Py_DECREF(fromfs);
+            Py_DECREF(fspath);
+            return -1;
+        }
+    }
     if (!PyUnicode_FSConverter(fspath, &pbytes)) {
+        Py_XDECREF(frombytes);
+        Py_XDECREF(fromfs);
         Py_DECREF(fspath);
         return -1;
     }
@@ -270,12 +319,17 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
     while (self->switching)
         db_sleep_ms(1);
     if (self->db) {
+        Py_XDECREF(frombytes);
+        Py_XDECREF(fromfs);
         Py_DECREF(fspath);
         Py_DECREF(pbytes);
         PyErr_SetString(self->st->Error, "DB.__init__ called on an open database");
         return -1;
     }
-    if (io != Py_None) {
+    if (memory) {
+        opt.io = &bs_io_mem;
+        opt.io_arg = frombytes ? PyBytes_AS_STRING(frombytes) : NULL;
+    } else if (io != Py_None) {
         struct bs_fault *fc = py_faultio_acquire(self->st, io);
         if (!fc) {
             Py_DECREF(fspath);
@@ -289,20 +343,26 @@ static int db_init(DBObject *self, PyObject *args, PyObject *kwds)
 
     bs_db *d = NULL;
     int rc;
-    const char *cpath = PyBytes_AS_STRING(pbytes);
+    /* A memory database loaded from a file is opened under that file's name, so that the
+     * engine's messages name it (io_mem never touches the name itself). */
+    const char *cpath = PyBytes_AS_STRING(frombytes ? frombytes : pbytes);
     self->switching = 1;
     Py_BEGIN_ALLOW_THREADS
     rc = bs_db_open(cpath, &opt, &d);
     Py_END_ALLOW_THREADS
     self->switching = 0;
     Py_DECREF(pbytes);
+    Py_XDECREF(frombytes);
     if (rc != BS_OK) {
         db_release_io(self);
-        db_raise_open(self, rc, fspath, readonly);
+        db_raise_open(self, rc, fromfs ? fromfs : fspath, fromfs ? 1 : readonly);
+        Py_XDECREF(fromfs);
         Py_DECREF(fspath);
         return -1;
     }
+    Py_XDECREF(fromfs);
     Py_XSETREF(self->path, fspath);
+    self->memory = memory;
     self->db = d;
     self->closed = 0;
     self->readonly = readonly;
@@ -897,7 +957,7 @@ static PyMemberDef db_members[] = {
 static PyType_Slot db_slots[] = {
     {Py_tp_doc,
      "DB(path, *, readonly=False, create=True, sync=True, cache_size=None, "
-     "page_size=4096)\n--\n\n"
+     "page_size=4096, check_commits=None)\n--\n\n"
      "A btree_store database file, opened (and locked) at construction.\n\n"
      "path: str, bytes or os.PathLike. readonly: open for reading only. create: create the\n"
      "file when missing. sync: commits fsync (False: a commit survives a crash of the\n"
@@ -908,7 +968,13 @@ static PyType_Slot db_slots[] = {
      "Use it as a context manager, or call close(). Raises FileNotFoundError,\n"
      "PermissionError, IsADirectoryError (with .filename), LockedError (another process\n"
      "has it open), CorruptionError (not a btree_store file, damaged, or a newer format),\n"
-     "DiskError, TypeError / ValueError (bad options)."},
+     "DiskError, TypeError / ValueError (bad options).\n\n"
+     "path \":memory:\" opens a new in-memory database: the same engine and format in a\n"
+     "heap buffer, no file, no fsync, no lock; close() frees it (it cannot be reopened:\n"
+     "copy() it to a file to keep it; DB.memory(from_path=...) loads a file).\n"
+     "check_commits=True runs the integrity checker after every commit (slow; for tests):\n"
+     "a problem makes commit() raise CorruptionError. None takes the process-wide default\n"
+     "(pytest --btree-strict turns it on)."},
     {Py_tp_new, db_new},
     {Py_tp_init, db_init},
     {Py_tp_finalize, db_finalize},
@@ -929,10 +995,43 @@ static PyType_Spec db_spec = {
     .slots = db_slots,
 };
 
+/* _core._check_commits_default(on=None): the check_commits setting of DB(check_commits=None);
+ * sets it when on is given; returns the setting before the call. */
+static PyObject *db_check_commits_default(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
+                                          PyObject *kwnames)
+{
+    static const char *const names[] = {"on", NULL};
+    static const py_argspec spec = {"_check_commits_default", names, 1, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_state *st = PyModule_GetState(m);
+    int old = st->check_commits_default;
+    if (a[0] && a[0] != Py_None) {
+        int on = PyObject_IsTrue(a[0]);
+        if (on < 0)
+            return NULL;
+        st->check_commits_default = on;
+    }
+    return PyBool_FromLong(old);
+}
+
+static PyMethodDef db_module_functions[] = {
+    {"_check_commits_default", (PyCFunction)(void (*)(void))db_check_commits_default,
+     METH_FASTCALL | METH_KEYWORDS,
+     "_check_commits_default($module, /, on=None)\n--\n\n"
+     "The check_commits setting that DB(check_commits=None) uses (initially False); with\n"
+     "`on`, set it. Returns the setting as it was before the call. The pytest plugin's\n"
+     "--btree-strict option turns it on for the session."},
+    {NULL, NULL, 0, NULL},
+};
+
 int py_db_init_type(PyObject *m, py_state *st)
 {
     st->DB_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &db_spec, NULL);
     if (!st->DB_type)
+        return -1;
+    if (PyModule_AddFunctions(m, db_module_functions) < 0)
         return -1;
     return py_add_type(m, "DB", st->DB_type);
 }

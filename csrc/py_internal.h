@@ -60,6 +60,7 @@ typedef struct py_state {
     PyObject *DiskFullError;
     PyObject *BucketNotFoundError;
     PyObject *BucketExistsError;
+    int check_commits_default; /* DB(check_commits=None) uses this (pytest --btree-strict) */
 } py_state;
 
 extern PyModuleDef py_module_def;
@@ -141,6 +142,7 @@ typedef struct DBObject {
     bs_db *db;                 /* NULL when closed (or never opened) */
     PyObject *path;            /* os.fspath(path) as given */
     PyObject *io;              /* FaultIO object or NULL */
+    int memory;                /* an in-memory database (":memory:"): no file at all */
     int closed;                /* set first by close(): new calls raise ClosedError */
     int switching;             /* a thread is inside bs_db_open (__init__) or bs_db_close
                                 * with the GIL released: others wait for it */

@@ -7,7 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import btree_store
+
+# Run a test taking conftest's `db` on a file (the pytest plugin's btree_db) and in memory
+# (btree_memory_db): conftest's `db` fixture is parametrized indirectly by fixture name.
+ON_FILE_AND_MEMORY = pytest.mark.parametrize("db", ["btree_db", "btree_memory_db"],
+                                             indirect=True)
 
 LONG = os.environ.get("BTREE_STORE_LONG") == "1"
 

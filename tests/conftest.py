@@ -6,6 +6,9 @@
   checked and closed the same way. `reopen(db, **kw)` closes a DB and opens its file again.
 - Hypothesis profiles: "ci" (default, modest) and "long" (BTREE_STORE_LONG=1).
 - An autouse guard dumps every thread's stack and aborts the run if one test hangs.
+- The package's pytest plugin (btree_store.pytest_plugin: btree_db, btree_memory_db,
+  btree_db_factory, --btree-strict) is loaded by its pytest11 entry point when the package is
+  installed; run from the source tree (PYTHONPATH=python) it is loaded from here instead.
 
 Layer: tests only; uses the public Python API of btree_store.
 """
@@ -20,6 +23,11 @@ from hypothesis import HealthCheck, settings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import btree_store  # noqa: E402
+
+# Installed, pytest has already imported the plugin through the entry point (registering it
+# twice would be an error); from the source tree nothing has, and this loads it.
+if "btree_store.pytest_plugin" not in sys.modules:
+    pytest_plugins = ["btree_store.pytest_plugin"]
 
 LONG = os.environ.get("BTREE_STORE_LONG") == "1"
 
@@ -112,8 +120,15 @@ def reopen(factory):
 
 
 @pytest.fixture
-def db(factory):
+def db(request, factory):
+    """A fresh database file. Parametrized indirectly with the name of one of the pytest
+    plugin's fixtures ("btree_db", "btree_memory_db"), it is that fixture's database: a test
+    marked _util.ON_FILE_AND_MEMORY runs once on a file and once in memory."""
+    name = getattr(request, "param", None)
+    if name:
+        return request.getfixturevalue(name)
     return factory.open(factory.new_path("test.bs"))
+
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import btree_store
 from btree_store import ClosedError, Error, ReadonlyError
 
 from _util import dump
+from _util import ON_FILE_AND_MEMORY
 
 
 # ---------------------------------------------------------------- exceptions
@@ -28,6 +29,7 @@ def test_exception_hierarchy():
 
 
 # ---------------------------------------------------------------- basics
+@ON_FILE_AND_MEMORY
 def test_put_get_delete(db):
     with db.begin(write=True) as txn:
         assert txn.put(b"k", b"v") is True
@@ -58,6 +60,7 @@ def test_overwrite_false_keeps_old(db):
         assert txn.get(b"k2") == b"x"
 
 
+@ON_FILE_AND_MEMORY
 def test_mapping_protocol(db):
     with db.begin(write=True) as txn:
         txn[b"k"] = b"v"
@@ -132,6 +135,7 @@ def test_explicit_commit_and_abort(db):
         assert txn.get(b"c") == b"3"
 
 
+@ON_FILE_AND_MEMORY
 def test_read_snapshot_isolation(db):
     with db.begin(write=True) as txn:
         txn.put(b"a", b"1")
@@ -170,6 +174,7 @@ def test_read_txn_rejects_writes(db):
             txn.delete(b"a")
 
 
+@ON_FILE_AND_MEMORY
 def test_many_keys_and_order_independent(db):
     import random
     rnd = random.Random(1)
@@ -437,6 +442,7 @@ def test_check_returns_none(db):
     assert db.check() is None
 
 
+@ON_FILE_AND_MEMORY
 def test_delete_all_shrinks_tree_and_reuses(db):
     for rnd in range(3):
         with db.begin(write=True) as txn:

@@ -14,6 +14,7 @@ from btree_store import BucketNotFoundError, Error
 
 from _format import layout_of
 from _util import dump
+from _util import ON_FILE_AND_MEMORY
 
 
 def test_create_list_drop(db, reopen):
@@ -130,6 +131,7 @@ def test_bucket_names_sorted_bytewise(db):
     assert db.buckets() == sorted(names, key=lambda s: s.encode())
 
 
+@ON_FILE_AND_MEMORY
 def test_buckets_are_separate_keyspaces(db):
     with db.begin(write=True) as txn:
         txn.create_bucket("x")
@@ -215,6 +217,7 @@ def test_create_fill_drop_abort_leaves_file_as_before(db, db_path):
     assert set(lay.contents) == {None, "keep"}
 
 
+@ON_FILE_AND_MEMORY
 def test_drop_frees_pages(db):
     rnd = random.Random(2)
     sizes = []
@@ -381,6 +384,7 @@ def test_exec_and_view(db):
         kept[0].get(b"1")
 
 
+@ON_FILE_AND_MEMORY
 def test_exec_multi_rolls_back_only_failed_part(db):
     db.exec("a", lambda t: t.put(b"base", b"1"))
     db.exec("b", lambda t: t.put(b"base", b"2"))

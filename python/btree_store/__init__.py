@@ -104,7 +104,7 @@ class _Multi:
 
 
 class DB(_core.DB):
-    """DB(path, *, readonly=False, create=True, sync=True, cache_size=None, page_size=4096)
+    """DB(path, *, readonly=False, create=True, sync=True, cache_size=None, page_size=4096, check_commits=None)
 
     A btree_store database file, opened (and locked) at construction. Use it as a context
     manager, or call close(). ``begin(write=False, *, bucket=None, timeout=None, sync=None)``
@@ -117,7 +117,36 @@ class DB(_core.DB):
     Raises FileNotFoundError, PermissionError, IsADirectoryError (with .filename),
     LockedError (another process has it open), CorruptionError (not a btree_store file,
     damaged, or a newer format), DiskError, TypeError / ValueError (bad options).
+
+    ``DB(":memory:")`` (or ``DB.memory()``) is an in-memory database: the same engine,
+    format and semantics, in a heap buffer (no file, no fsync, no lock). Closing it frees
+    it: it cannot be reopened; ``copy(path)`` writes it out as a normal file first. (To
+    open a file that is really named ``:memory:``, say ``./:memory:``.)
+
+    ``check_commits=True`` runs the integrity checker after every commit; a problem makes
+    that commit() raise CorruptionError (the commit itself stands). It costs a full check
+    per commit: it is meant for tests. ``None`` takes the process-wide default, which
+    ``pytest --btree-strict`` (the btree_store pytest plugin) turns on.
     """
+
+    @classmethod
+    def memory(cls, *, from_path=None, page_size=None, cache_size=None, check_commits=None):
+        """A new in-memory database (see DB(":memory:")): no file, no fsync, no lock.
+
+        from_path: a database file (str, bytes or os.PathLike) whose bytes are loaded into
+        memory and then opened and verified as the file would be (CorruptionError,
+        FileNotFoundError, ...); the file itself is only read, never changed or locked, so
+        it should not be written by anyone while it loads (copy() a live database first).
+        A changed memory database is saved with copy(path). page_size applies to a new
+        database only. Closing frees the memory: it cannot be reopened."""
+        kw = {}
+        if page_size is not None:
+            kw["page_size"] = page_size
+        if cache_size is not None:
+            kw["cache_size"] = cache_size
+        if from_path is not None:
+            kw["_memory_from"] = from_path
+        return cls(":memory:", check_commits=check_commits, **kw)
 
     def exec(self, bucket: str, fn: Callable[[WriteTxn], _T]) -> _T:
         """Run fn(txn) in a write transaction bound to `bucket` (created if missing).
