@@ -13,19 +13,7 @@
 
 #include "cache.h"
 #include "internal.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-            if (++failures > 20)                                           \
-                exit(1);                                                   \
-        }                                                                  \
-    } while (0)
+#include "testutil.h"
 
 #define P 1024u
 

@@ -18,28 +18,9 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "testutil.h"
 
-static int failures;
 static char dir[64];
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: FAIL %s\n", __FILE__, __LINE__, #cond); \
-            if (++failures > 30)                                           \
-                exit(1);                                                   \
-        }                                                                  \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                   \
-    do {                                                                                 \
-        long long a_ = (long long)(a), b_ = (long long)(b);                              \
-        if (a_ != b_) {                                                                  \
-            fprintf(stderr, "%s:%d: FAIL %s == %s (%lld vs %lld)\n", __FILE__, __LINE__, \
-                    #a, #b, a_, b_);                                                     \
-            if (++failures > 30)                                                         \
-                exit(1);                                                                 \
-        }                                                                                \
-    } while (0)
 
 static const bs_io_methods *P = &bs_io_posix;
 static const bs_io_methods *F = &bs_io_fault;

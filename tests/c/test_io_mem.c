@@ -21,27 +21,7 @@
 
 #include "bs.h"
 #include "io.h"
-
-static int failures;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: FAIL %s\n", __FILE__, __LINE__, #cond); \
-            if (++failures > 30)                                           \
-                exit(1);                                                   \
-        }                                                                  \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                   \
-    do {                                                                                 \
-        long long a_ = (long long)(a), b_ = (long long)(b);                              \
-        if (a_ != b_) {                                                                  \
-            fprintf(stderr, "%s:%d: FAIL %s == %s (%lld vs %lld)\n", __FILE__, __LINE__, \
-                    #a, #b, a_, b_);                                                     \
-            if (++failures > 30)                                                         \
-                exit(1);                                                                 \
-        }                                                                                \
-    } while (0)
+#include "testutil.h"
 
 static const bs_io_methods *M = &bs_io_mem;
 
