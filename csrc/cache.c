@@ -7,27 +7,213 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cache.h"
 #include "internal.h"
 
 #define FRAME_POOL_MAX 64
 
+/* ------------------------------------------------------------------ frame slabs
+ * Frames are carved from 2 MiB slabs, aligned to 2 MiB and (Linux) advised as transparent huge
+ * pages: a lookup touches the table, then the frame and its page, and a random descent over
+ * a cache of thousands of frames missed the TLB at every level when each frame was a 4 KiB
+ * allocation of its own (a page image straddled two small pages). One huge page covers 500
+ * frames of 4 KiB. The slabs of one frame size are shared by every cache of the process
+ * (slab_class, its own mutex, handed over across fork() by pthread_atfork); a frame finds its
+ * slab by masking its address; an empty slab goes back to the allocator (one is kept per size
+ * so that a frame freed and allocated again does not map and unmap a slab each time).
+ * Sanitizer builds allocate each frame on its own, so that a use after free is caught. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FRAME_SLABS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define FRAME_SLABS 0
+#endif
+#endif
+#ifndef FRAME_SLABS
+#define FRAME_SLABS 1
+#endif
+
+#if FRAME_SLABS
+#define SLAB_BYTES ((size_t)2 << 20)
+#define SLAB_HDR 64u
+#define SLAB_CLASSES 7 /* page sizes 1 KiB .. 64 KiB */
+
+typedef struct bs_slab {
+    struct bs_slab *prev, *next;  /* the class's list of slabs with a free frame */
+    bs_frame *free;               /* freed frames of this slab */
+    char *bump;                   /* frames from here on were never handed out */
+    uint32_t live;                /* frames handed out and not freed */
+    uint32_t cls;
+    bool listed;
+} bs_slab;
+
+typedef struct slab_class {
+    pthread_mutex_t mu;
+    bs_slab *avail;               /* slabs with a free or never-used frame */
+    bs_slab *spare;               /* one empty slab kept */
+    size_t fsize;                 /* frame bytes: header + page, a multiple of 64 */
+} slab_class;
+
+static slab_class slab_classes[SLAB_CLASSES];
+static pthread_once_t slab_once = PTHREAD_ONCE_INIT;
+
+static void slab_lock_all(void)
+{
+    for (int i = 0; i < SLAB_CLASSES; i++)
+        pthread_mutex_lock(&slab_classes[i].mu);
+}
+
+static void slab_unlock_all(void)
+{
+    for (int i = SLAB_CLASSES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&slab_classes[i].mu);
+}
+
+static void slab_init(void)
+{
+    for (int i = 0; i < SLAB_CLASSES; i++) {
+        pthread_mutex_init(&slab_classes[i].mu, NULL);
+        slab_classes[i].fsize = (sizeof(bs_frame) + ((size_t)1024 << i) + 63) & ~(size_t)63;
+    }
+    pthread_atfork(slab_lock_all, slab_unlock_all, slab_unlock_all);
+}
+
+static int slab_class_of(uint32_t psize)
+{
+    for (int i = 0; i < SLAB_CLASSES; i++)
+        if (psize == (1024u << i))
+            return i;
+    return -1;
+}
+
+static void slab_unlist(slab_class *k, bs_slab *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        k->avail = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    s->listed = false;
+}
+
+static void slab_list(slab_class *k, bs_slab *s)
+{
+    s->prev = NULL;
+    s->next = k->avail;
+    if (k->avail)
+        k->avail->prev = s;
+    k->avail = s;
+    s->listed = true;
+}
+
+static bs_frame *slab_take(int cls)
+{
+    slab_class *k = &slab_classes[cls];
+    pthread_mutex_lock(&k->mu);
+    bs_slab *s = k->avail;
+    if (!s && k->spare) {
+        s = k->spare;
+        k->spare = NULL;
+        slab_list(k, s);
+    }
+    if (!s) {
+        void *p = NULL;
+        if (posix_memalign(&p, SLAB_BYTES, SLAB_BYTES)) {
+            pthread_mutex_unlock(&k->mu);
+            return NULL;
+        }
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        (void)madvise(p, SLAB_BYTES, MADV_HUGEPAGE); /* advice only: small pages work too */
+#endif
+        s = p;
+        memset(s, 0, sizeof *s);
+        s->bump = (char *)p + SLAB_HDR;
+        s->cls = (uint32_t)cls;
+        slab_list(k, s);
+    }
+    bs_frame *f;
+    if (s->free) {
+        f = s->free;
+        s->free = f->next;
+    } else {
+        f = (bs_frame *)s->bump;
+        s->bump += k->fsize;
+    }
+    s->live++;
+    if (!s->free && (size_t)((char *)s + SLAB_BYTES - s->bump) < k->fsize)
+        slab_unlist(k, s); /* full */
+    pthread_mutex_unlock(&k->mu);
+    return f;
+}
+
+static void slab_give(bs_frame *f)
+{
+    bs_slab *s = (bs_slab *)((uintptr_t)f & ~(uintptr_t)(SLAB_BYTES - 1));
+    slab_class *k = &slab_classes[s->cls];
+    void *drop = NULL;
+    pthread_mutex_lock(&k->mu);
+    f->next = s->free;
+    s->free = f;
+    if (--s->live == 0) {
+        /* empty: keep it as the spare (its frames are forgotten: it restarts from bump) */
+        if (s->listed)
+            slab_unlist(k, s);
+        s->free = NULL;
+        s->bump = (char *)s + SLAB_HDR;
+        if (k->spare)
+            drop = s;
+        else
+            k->spare = s;
+    } else if (!s->listed) {
+        slab_list(k, s);
+    }
+    pthread_mutex_unlock(&k->mu);
+    free(drop);
+}
+#endif
+
 bs_frame *cache_frame_new(uint32_t psize)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 64, sizeof(bs_frame) + psize))
+    bool slab = false;
+#if FRAME_SLABS
+    int cls = slab_class_of(psize);
+    if (cls >= 0) {
+        pthread_once(&slab_once, slab_init);
+        if (!(p = slab_take(cls)))
+            return NULL;
+        slab = true;
+    }
+#endif
+    if (!slab && posix_memalign(&p, 64, sizeof(bs_frame) + psize))
         return NULL;
     bs_frame *f = p;
     f->pgno = 0;
     atomic_init(&f->ref, 0);
+    f->slab = slab;
     f->pos = UINT32_MAX;
     f->retired_at = 0;
     f->next = NULL;
     return f;
 }
 
-void cache_frame_free(bs_frame *f) { free(f); }
+void cache_frame_free(bs_frame *f)
+{
+#if FRAME_SLABS
+    if (f && f->slab) {
+        slab_give(f);
+        return;
+    }
+#endif
+    free(f);
+}
 
 static bs_ctable *ctable_new(uint32_t size)
 {
@@ -99,17 +285,17 @@ void cache_close(bs_cache *c)
         for (uint32_t i = 0; i <= t->mask; i++) {
             bs_frame *f = atomic_load(&t->e[i]);
             if (f && f != BS_CACHE_TOMB)
-                free(f);
+                cache_frame_free(f);
         }
         free(t);
     }
     for (bs_frame *f = c->retired, *n; f; f = n) {
         n = f->next;
-        free(f);
+        cache_frame_free(f);
     }
     for (bs_frame *f = c->freelist, *n; f; f = n) {
         n = f->next;
-        free(f);
+        cache_frame_free(f);
     }
     for (bs_ctable *x = c->retired_tables, *n; x; x = n) {
         n = x->next;
@@ -191,7 +377,7 @@ static void cache_reclaim(bs_cache *c)
             c->freelist = f;
             c->nfree++;
         } else {
-            free(f);
+            cache_frame_free(f);
         }
     }
     bs_ctable **tp = &c->retired_tables;

@@ -85,6 +85,7 @@ void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses)
 struct bs_frame {
     uint64_t pgno;
     _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
+    bool slab;                 /* carved from a slab (cache.c), else its own allocation */
     uint32_t pos;              /* slot in the clock array, or UINT32_MAX */
     uint64_t retired_at;       /* epoch when unlinked from the table */
     struct bs_frame *next;     /* retired list / free list */

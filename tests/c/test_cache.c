@@ -3,7 +3,8 @@
  * test_cache.c - the shared page cache on its own: inserts and lookups, the capacity bound
  * under CLOCK eviction, a pointer held inside an epoch (a "pin") staying valid while its frame
  * is evicted and the pool recycles frames, reclamation once the epoch is left, replacement of
- * an image, cache_evict, and the statistics.
+ * an image, cache_evict, the statistics, and the frame slabs (frames of every page size never
+ * overlap, freed frames are reused, a slab emptied and filled again).
  *
  * Layer: test program; calls cache.h (and reads its private counters to see reclamation).
  */
@@ -180,8 +181,56 @@ static void test_dirty_displaces_clean(void)
     cache_close(c);
 }
 
+/* frames from the slabs: page-size images that never overlap, across several slabs (more than
+ * 2 MiB of frames), freed in an interleaved order and allocated again, for every page size */
+static void test_frame_slabs(void)
+{
+    enum { N = 1200 };
+    static bs_frame *fr[N];
+    for (uint32_t ps = 1024; ps <= 65536; ps *= 2) {
+        unsigned n = ps >= 16384 ? 100 : N; /* 100 x 64 KiB still spans several slabs */
+        for (unsigned i = 0; i < n; i++) {
+            fr[i] = cache_frame_new(ps);
+            CHECK(fr[i] != NULL, "frame %u of page size %u", i, ps);
+            if (!fr[i])
+                return;
+            CHECK(((uintptr_t)cache_frame_data(fr[i]) & 15) == 0, "data alignment");
+            memset(cache_frame_data(fr[i]), (int)(i & 0xff), ps);
+        }
+        for (unsigned i = 0; i < n; i++) {
+            const uint8_t *d = cache_frame_data(fr[i]);
+            CHECK(d[0] == (uint8_t)i && d[ps - 1] == (uint8_t)i,
+                  "frame %u of page size %u was overwritten by another", i, ps);
+        }
+        for (unsigned i = 0; i < n; i += 2) /* every other one: slabs half empty */
+            cache_frame_free(fr[i]);
+        for (unsigned i = 0; i < n; i += 2) {
+            fr[i] = cache_frame_new(ps);
+            CHECK(fr[i] != NULL, "frame %u again", i);
+            if (!fr[i])
+                return;
+            memset(cache_frame_data(fr[i]), 0xEE, ps);
+        }
+        for (unsigned i = 1; i < n; i += 2) {
+            const uint8_t *d = cache_frame_data(fr[i]);
+            CHECK(d[0] == (uint8_t)i && d[ps / 2] == (uint8_t)i && d[ps - 1] == (uint8_t)i,
+                  "kept frame %u of page size %u was handed out again", i, ps);
+        }
+        for (unsigned i = 0; i < n; i++)
+            cache_frame_free(fr[i]);
+    }
+    /* a page size outside the slab classes still works (its own allocation) */
+    bs_frame *odd = cache_frame_new(3000);
+    CHECK(odd != NULL, "odd page size");
+    if (odd) {
+        memset(cache_frame_data(odd), 1, 3000);
+        cache_frame_free(odd);
+    }
+}
+
 int main(void)
 {
+    test_frame_slabs();
     test_basic_and_bound();
     test_pins_and_reclamation();
     test_large_capacity_grows();
