@@ -217,6 +217,16 @@ int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nl
 /* Entries in the bucket (O(1)). Errors: BS_NOBUCKET (dropped), BS_BADTXN, read errors (a
  * handle opened after a rolled-back savepoint is reloaded from the catalog). */
 int bs_bucket_count(bs_txn *txn, bs_bucket *b, uint64_t *out);
+/* Statistics of one bucket's tree in this transaction's view (stat.c walks every node; the
+ * pages of overflow values are counted from their sizes, not read). Errors: BS_NOBUCKET
+ * (dropped), BS_BADTXN, BS_CORRUPT, read errors, BS_WOULDBLOCK (no-I/O mode: repeat). */
+typedef struct bs_bucket_stats {
+    uint64_t entries;
+    uint32_t depth;          /* levels of the tree (0: empty) */
+    uint64_t branch_pages, leaf_pages, overflow_pages;
+    uint64_t key_bytes, value_bytes; /* sums of the key and value lengths */
+} bs_bucket_stats;
+int bs_bucket_stat(bs_txn *txn, bs_bucket *b, bs_bucket_stats *out);
 
 /* ---- data ---- */
 typedef struct bs_val {

@@ -431,6 +431,41 @@ static PyObject *txn_count(TxnObject *self, PyObject *const *args, Py_ssize_t na
     return PyLong_FromLongLong(n);
 }
 
+/* txn.stat(*, bucket=None): one bucket's tree walked (bs_bucket_stat). */
+static PyObject *txn_stat(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"bucket", NULL};
+    static const py_argspec spec = {"stat", names, 0, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    py_name nm;
+    if (py_txn_bucket(self, a[0], &nm) < 0)
+        return NULL;
+    bs_txn *t = py_txn_enter(self, 0);
+    if (!t)
+        return NULL;
+    bs_bucket *b;
+    bs_bucket_stats s;
+    memset(&s, 0, sizeof s);
+    int rc = py_txn_open_bucket(t, &nm, 0, &b);
+    if (rc == BS_OK)
+        PY_CALL(rc, t, bs_bucket_stat(t, b, &s));
+    if (rc != BS_OK)
+        txn_raise(self, &nm, rc);
+    py_txn_leave(self);
+    if (rc != BS_OK)
+        return NULL;
+    return Py_BuildValue("{sKsIsKsKsKsKsK}", "entries", (unsigned long long)s.entries, "depth",
+                         (unsigned int)s.depth, "branch_pages",
+                         (unsigned long long)s.branch_pages, "leaf_pages",
+                         (unsigned long long)s.leaf_pages, "overflow_pages",
+                         (unsigned long long)s.overflow_pages, "key_bytes",
+                         (unsigned long long)s.key_bytes, "value_bytes",
+                         (unsigned long long)s.value_bytes);
+}
+
 /* ---- batch calls ----
  * put_many / get_many / delete_many read their input in chunks of BATCH items: the Python
  * iteration (which may run any Python code) happens outside py_txn_enter, then the chunk goes
@@ -1358,6 +1393,14 @@ static PyMethodDef txn_methods[] = {
      "count($self, /, *, bucket=None)\n--\n\n"
      "Number of entries in the bucket (O(1): kept in the bucket's record).\n"
      "Raises BucketNotFoundError, ClosedError."},
+    {"stat", FASTKW(txn_stat),
+     "stat($self, /, *, bucket=None)\n--\n\n"
+     "Statistics of one bucket (None: the transaction's bucket) in this transaction's view,\n"
+     "as a dict: entries, depth (levels of its tree, 0 when empty), branch_pages,\n"
+     "leaf_pages, overflow_pages (pages of the values stored outside the tree), key_bytes\n"
+     "and value_bytes (sums of the key and value lengths). It walks the whole tree: O(pages).\n"
+     "Raises BucketNotFoundError, TypeError (a name that is not a str), ClosedError,\n"
+     "CorruptionError, DiskError."},
     {"put_many", FASTKW(txn_put_many),
      "put_many($self, /, items, *, bucket=None, overwrite=True, append=False)\n--\n\n"
      "Store every (key, value) pair of items (an iterable of pairs, or a dict) in order and\n"

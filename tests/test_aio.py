@@ -538,3 +538,151 @@ def test_close_ends_transactions_and_workers(factory):
     db = factory.open(path)
     with db.begin() as t:
         assert t.get(b"a") is None
+
+
+# ---- the newer calls: batch calls, stat, keys/values/items, copy/compact/sync ----
+
+def test_newer_calls_equal_the_synchronous_api(open_db, tmp_path):
+    db = open_db()
+    fill(db, 120, bucket="b", every_big=40)
+
+    async def main():
+        adb = aio.AsyncDB(db)
+        async with adb.begin(write=True) as w:
+            pairs = ((b"g%03d" % i, b"%d" % i) for i in range(50))  # a generator
+            assert await w.put_many(pairs, bucket="b") == 50
+            assert await w.put_many({b"g000": b"no"}, bucket="b", overwrite=False) == 0
+            assert await w.put_many([(b"z1", b"1"), (b"z2", b"2")], bucket="b",
+                                    append=True) == 2
+            assert await w.delete_many(iter([b"z2", b"missing"]), bucket="b") == 1
+            assert await w.get_many((k for k in [b"g001", b"nope"]), bucket="b") == [b"1", None]
+            assert await w.stat(bucket="b") == w.txn.stat(bucket="b")
+        with db.begin(bucket="b") as t:
+            want_stat = t.stat()
+            want_keys, want_values = list(t.keys()), list(t.values(reverse=True))
+            want_items = list(t.items(b"g010", b"k0050"))
+            want_many = t.get_many([b"k0000", b"k0001", b"x"])
+        async with adb.begin(bucket="b") as r:
+            assert await r.stat() == want_stat and want_stat["entries"] == 171
+            assert [k async for k in r.keys()] == want_keys
+            assert [v async for v in r.values(reverse=True)] == want_values
+            assert [kv async for kv in r.items(b"g010", b"k0050")] == want_items
+            assert await r.get_many([b"k0000", b"k0001", b"x"]) == want_many
+            assert await r.count() == 171 and await r.count(bucket="b") == 171
+            with pytest.raises(TypeError):
+                await r.count("b")  # keyword-only, as in Txn.count
+            with pytest.raises(TypeError):
+                await r.stat("b")
+            with pytest.raises(TypeError):
+                await r.get_many(["str key"])
+            with pytest.raises(btree_store.BucketNotFoundError):
+                await r.stat(bucket="missing")
+            with pytest.raises(btree_store.ReadonlyError):
+                await r.put_many([(b"a", b"b")])
+            with pytest.raises(btree_store.ReadonlyError):
+                await r.delete_many([b"a"])
+        with pytest.raises(btree_store.ClosedError):
+            await r.stat()
+
+        await adb.sync()
+        dest = str(tmp_path / "copy.bs")
+        await adb.copy(dest, compact=True)
+        with pytest.raises(FileExistsError):
+            await adb.copy(dest)  # exists, overwrite=False
+        await adb.copy(dest, overwrite=True)
+        with btree_store.DB(dest, readonly=True) as c:
+            with c.begin(bucket="b") as t:
+                assert list(t.items()) == list(db.begin(bucket="b").items())
+        before = db.stat()["page_count"]
+        async with adb.begin(write=True) as w:
+            await w.delete_many([k for k in want_keys], bucket="b")
+        await adb.compact()
+        assert db.stat()["page_count"] < before
+        t = db.begin()
+        with pytest.raises(btree_store.Error):
+            await adb.compact()  # a transaction is open
+        t.abort()
+        await adb.check()
+
+    run(main())
+
+
+def test_database_calls_run_on_a_worker_thread(open_db, tmp_path):
+    db = open_db()
+    fill(db, 50)
+    loop_thread = threading.get_ident()
+    seen = {}
+
+    def spy(name):
+        real = getattr(db, name)
+
+        def call(*a, **kw):
+            seen[name] = threading.get_ident()
+            return real(*a, **kw)
+        setattr(db, name, call)  # an instance attribute of the btree_store.DB subclass
+
+    for name in ("sync", "copy", "compact", "check", "stat", "buckets"):
+        spy(name)
+
+    async def main():
+        adb = aio.AsyncDB(db)
+        await adb.sync()
+        await adb.copy(str(tmp_path / "c.bs"))
+        await adb.compact()
+        await adb.check()
+        await adb.stat()
+        await adb.buckets()
+
+    run(main())
+    assert set(seen) == {"sync", "copy", "compact", "check", "stat", "buckets"}
+    assert loop_thread not in seen.values()
+
+
+def test_batch_and_stat_calls_where_they_run(factory):
+    path = factory.new_path()
+    db = factory.open(path)
+    fill(db, 200)
+    db.close()
+    db = factory.open(path, _io=_testing.FaultIO())  # a page missing from the cache: I/O
+
+    async def main():
+        adb = aio.AsyncDB(db)
+        keys = [b"k%04d" % i for i in range(0, 200, 3)]
+        async with adb.begin() as r:
+            want = [b"v%d" % i for i in range(0, 200, 3)]
+            assert await r.get_many(keys) == want  # cold: on the worker
+            assert r._offloaded == 1 and r._inline == 0
+            st = await r.stat()  # every page is cached now: inline
+            assert r._inline == 1 and r._offloaded == 1
+            assert st["entries"] == 200
+            assert await r.get_many(keys) == want
+            assert r._inline == 2
+        async with adb.begin(write=True) as w:
+            n = w._offloaded
+            assert await w.put_many([(b"n1", b"1")]) == 1  # a batch write: the worker
+            assert await w.delete_many([b"n1"]) == 1
+            assert w._offloaded == n + 2
+
+    run(main())
+
+
+@pytest.mark.parametrize("call", ["keys", "values", "items"])
+def test_keys_values_items_resume_after_a_miss(factory, call):
+    path = factory.new_path()
+    db = factory.open(path)
+    fill(db, 150, every_big=7)
+    with db.begin() as t:
+        expect = list(getattr(t, call)(reverse=call == "values"))
+    db.close()
+    db = factory.open(path, _io=_testing.FaultIO(), cache_size=0)
+
+    async def main():
+        adb = aio.AsyncDB(db)
+        async with adb.begin() as r:
+            got = [x async for x in getattr(r, call)(reverse=call == "values")]
+            assert r._offloaded > 0
+            assert got == expect and all(
+                type(x) is bytes for item in got
+                for x in (item if isinstance(item, tuple) else (item,)))
+
+    run(main())

@@ -17,6 +17,7 @@ kept view never changes); iter(txn), keys(), values() and items() yield bytes.
 from __future__ import annotations
 
 import collections.abc as _abc
+import os as _os
 from typing import Any, Callable, TypeVar
 
 from . import _core
@@ -39,6 +40,7 @@ from ._core import (
 __version__ = "0.1.0"
 
 _T = TypeVar("_T")
+_DB = TypeVar("_DB", bound="DB")
 
 __all__ = [
     "DB",
@@ -130,7 +132,10 @@ class DB(_core.DB):
     """
 
     @classmethod
-    def memory(cls, *, from_path=None, page_size=None, cache_size=None, check_commits=None):
+    def memory(cls: type[_DB], *,
+               from_path: str | bytes | _os.PathLike[str] | _os.PathLike[bytes] | None = None,
+               page_size: int | None = None, cache_size: int | None = None,
+               check_commits: bool | None = None) -> _DB:
         """A new in-memory database (see DB(":memory:")): no file, no fsync, no lock.
 
         from_path: a database file (str, bytes or os.PathLike) whose bytes are loaded into
@@ -139,7 +144,7 @@ class DB(_core.DB):
         it should not be written by anyone while it loads (copy() a live database first).
         A changed memory database is saved with copy(path). page_size applies to a new
         database only. Closing frees the memory: it cannot be reopened."""
-        kw = {}
+        kw: dict[str, Any] = {}
         if page_size is not None:
             kw["page_size"] = page_size
         if cache_size is not None:

@@ -17,8 +17,10 @@ Where the work runs:
   - An operation that would have to wait for the disk (a cache miss the OS does not hold, an
     overflow value, a spill of a large transaction, a bucket drop) gives up before changing
     anything and is repeated on the transaction's worker thread; so are a write
-    transaction's begin (which may wait for the writer lock) and commit (the fsync), and the
-    database-level calls (open, close, check, stat, buckets, exec, view, exec_multi).
+    transaction's begin (which may wait for the writer lock) and commit (the fsync), the
+    batch writes (put_many, delete_many: many engine calls, which may spill), and the
+    database-level calls (open, close, check, stat, buckets, sync, copy, compact, exec,
+    view, exec_multi).
   - A transaction's operations run in the order they are awaited: once one is on the
     worker, the following ones queue behind it there until it is done.
 
@@ -48,10 +50,13 @@ import concurrent.futures
 import functools
 import os
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Optional, TypeVar, cast
 
-from . import DB, Iterator, Txn, _core
+from . import DB, Iterator, Txn, WriteTxn, _core, _Multi
 from ._core import _try_nowait
+
+if TYPE_CHECKING:  # keys and values: any bytes-like object (as in the synchronous API)
+    from typing_extensions import Buffer as _Bytes
 
 __all__ = ["AsyncDB", "AsyncTxn", "AsyncIterator", "open"]
 
@@ -170,7 +175,7 @@ class AsyncDB:
             txn = await asyncio.wrap_future(cf)
         except asyncio.CancelledError:
             # The begin may still be running on the worker: abort what it returns there.
-            def undo(f: concurrent.futures.Future[Txn]) -> None:
+            def undo(f: concurrent.futures.Future[WriteTxn]) -> None:
                 try:
                     if not f.cancelled() and f.exception() is None:
                         f.result().abort()
@@ -205,7 +210,21 @@ class AsyncDB:
         """``DB.buckets()`` on a worker thread."""
         return await self._in_thread(self._db.buckets)
 
-    async def exec(self, bucket: str, fn: Callable[[Txn], _T]) -> _T:
+    async def sync(self) -> None:
+        """``DB.sync()`` (one fsync making every commit durable) on a worker thread."""
+        return await self._in_thread(self._db.sync)
+
+    async def copy(self, dest: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+                   compact: bool = False, *, overwrite: bool = False) -> None:
+        """``DB.copy(dest, compact, overwrite=...)`` on a worker thread: a consistent
+        backup of the newest commit while other transactions go on."""
+        return await self._in_thread(self._db.copy, dest, compact, overwrite=overwrite)
+
+    async def compact(self) -> None:
+        """``DB.compact()`` on a worker thread (no transaction of this DB may be open)."""
+        return await self._in_thread(self._db.compact)
+
+    async def exec(self, bucket: str, fn: Callable[[WriteTxn], _T]) -> _T:
         """``DB.exec(bucket, fn)`` on a worker thread: fn is a plain (synchronous) function
         that gets the write transaction."""
         return await self._in_thread(self._db.exec, bucket, fn)
@@ -214,7 +233,7 @@ class AsyncDB:
         """``DB.view(bucket, fn)`` on a worker thread (fn synchronous)."""
         return await self._in_thread(self._db.view, bucket, fn)
 
-    async def exec_multi(self, fn: Callable[[Any], _T]) -> _T:
+    async def exec_multi(self, fn: Callable[[_Multi], _T]) -> _T:
         """``DB.exec_multi(fn)`` on a worker thread (fn synchronous)."""
         return await self._in_thread(self._db.exec_multi, fn)
 
@@ -239,7 +258,7 @@ class _Begin:
         self._args = (write, bucket, timeout)
         self._txn: Optional[AsyncTxn] = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncTxn]:
         return self._adb._begin(*self._args).__await__()
 
     async def __aenter__(self) -> AsyncTxn:
@@ -325,6 +344,11 @@ class AsyncTxn:
         return self._txn
 
     @property
+    def _wtxn(self) -> WriteTxn:
+        # the write calls (a read transaction raises ReadonlyError from them, as Txn does)
+        return cast(WriteTxn, self._txn)
+
+    @property
     def db(self) -> AsyncDB:
         """The AsyncDB this transaction belongs to."""
         return self._adb
@@ -353,34 +377,61 @@ class AsyncTxn:
         return f"<btree_store.aio.AsyncTxn {self._txn!r}>"
 
     # ---- data calls ----
-    async def get(self, key: Any, default: Any = None, *, bucket: Optional[str] = None) -> Any:
+    async def get(self, key: _Bytes, default: Any = None, *,
+                  bucket: Optional[str] = None) -> Any:
         """The value of key (bytes), or default."""
         return await self._call(self._txn.get, key, default, bucket=bucket)
 
-    async def put(self, key: Any, value: Any, overwrite: bool = True, *,
+    async def put(self, key: _Bytes, value: _Bytes, overwrite: bool = True, *,
                   bucket: Optional[str] = None) -> bool:
         """Store value under key; with overwrite=False an existing key is kept and False
         returned."""
-        return await self._call(self._txn.put, key, value, overwrite, bucket=bucket)
+        return await self._call(self._wtxn.put, key, value, overwrite, bucket=bucket)
 
-    async def delete(self, key: Any, *, bucket: Optional[str] = None) -> bool:
+    async def delete(self, key: _Bytes, *, bucket: Optional[str] = None) -> bool:
         """Remove key; True if it existed."""
-        return await self._call(self._txn.delete, key, bucket=bucket)
+        return await self._call(self._wtxn.delete, key, bucket=bucket)
 
-    async def pop(self, key: Any, *args: Any, bucket: Optional[str] = None) -> Any:
+    async def pop(self, key: _Bytes, *args: Any, bucket: Optional[str] = None) -> Any:
         """Remove key and return its value; ``pop(key, default)`` returns default when it is
         missing, ``pop(key)`` raises KeyError."""
-        return await self._call(self._txn.pop, key, *args, bucket=bucket)
+        return await self._call(self._wtxn.pop, key, *args, bucket=bucket)
 
-    async def replace(self, key: Any, value: Any, *, bucket: Optional[str] = None) -> Any:
+    async def replace(self, key: _Bytes, value: _Bytes, *,
+                      bucket: Optional[str] = None) -> Optional[bytes]:
         """Store value under key and return the previous value (None if there was none)."""
-        return await self._call(self._txn.replace, key, value, bucket=bucket)
+        return await self._call(self._wtxn.replace, key, value, bucket=bucket)
 
-    async def count(self, bucket: Optional[str] = None) -> int:
+    async def count(self, *, bucket: Optional[str] = None) -> int:
         """Number of entries in the bucket (O(1))."""
         return await self._call(self._txn.count, bucket=bucket)
 
-    async def contains(self, key: Any, *, bucket: Optional[str] = None) -> bool:
+    async def stat(self, *, bucket: Optional[str] = None) -> dict[str, int]:
+        """``Txn.stat``: one bucket's entries, depth, pages by kind and key/value bytes
+        (inline when its pages are cached, else on the worker)."""
+        return await self._call(self._txn.stat, bucket=bucket)
+
+    async def get_many(self, keys: Iterable[_Bytes], *,
+                       bucket: Optional[str] = None) -> list[Optional[bytes]]:
+        """The value (bytes) of each key, None where missing (``Txn.get_many``); the
+        keys are collected first, so any iterable may be given."""
+        return await self._call(self._txn.get_many, list(keys), bucket=bucket)
+
+    async def put_many(self, items: Any, *, bucket: Optional[str] = None,
+                       overwrite: bool = True, append: bool = False) -> int:
+        """``Txn.put_many`` (pairs, or a dict) on the transaction's worker thread (a batch
+        is made of many engine calls and may spill to disk); returns how many were
+        written."""
+        return await self._on_worker(functools.partial(
+            self._wtxn.put_many, items, bucket=bucket, overwrite=overwrite, append=append))
+
+    async def delete_many(self, keys: Iterable[_Bytes], *, bucket: Optional[str] = None) -> int:
+        """``Txn.delete_many`` on the transaction's worker thread; returns how many of the
+        keys existed."""
+        return await self._on_worker(functools.partial(
+            self._wtxn.delete_many, keys, bucket=bucket))
+
+    async def contains(self, key: _Bytes, *, bucket: Optional[str] = None) -> bool:
         """True if key is present (``key in txn`` of the synchronous API)."""
         if bucket is None:
             return await self._call(self._txn.__contains__, key)
@@ -395,6 +446,25 @@ class AsyncTxn:
             self._txn.iter, start, stop, reverse=reverse, bucket=bucket, keys=keys,
             values=values, prefix=prefix))
 
+    def keys(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
+             bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+        """``async for key in txn.keys(...)``: the keys as bytes (``Txn.keys``)."""
+        return AsyncIterator(self, functools.partial(
+            self._txn.keys, start, stop, reverse=reverse, bucket=bucket, prefix=prefix))
+
+    def values(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
+               bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+        """``async for value in txn.values(...)``: the values as bytes (``Txn.values``)."""
+        return AsyncIterator(self, functools.partial(
+            self._txn.values, start, stop, reverse=reverse, bucket=bucket, prefix=prefix))
+
+    def items(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
+              bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+        """``async for key, value in txn.items(...)``: (bytes, bytes) pairs
+        (``Txn.items``)."""
+        return AsyncIterator(self, functools.partial(
+            self._txn.items, start, stop, reverse=reverse, bucket=bucket, prefix=prefix))
+
     def __aiter__(self) -> _KeyIterator:
         """async for key in atxn: the keys of the bucket, as bytes."""
         return _KeyIterator(self.iter(values=False))
@@ -402,11 +472,11 @@ class AsyncTxn:
     # ---- buckets ----
     async def create_bucket(self, name: str, exist_ok: bool = True) -> None:
         """Create a named bucket (see ``Txn.create_bucket``)."""
-        return await self._call(self._txn.create_bucket, name, exist_ok)
+        return await self._call(self._wtxn.create_bucket, name, exist_ok)
 
     async def drop_bucket(self, name: str) -> bool:
         """Drop a named bucket and all its data; False if it did not exist."""
-        return await self._call(self._txn.drop_bucket, name)
+        return await self._call(self._wtxn.drop_bucket, name)
 
     async def buckets(self) -> list[str]:
         """Sorted names of the named buckets in this transaction's snapshot."""
@@ -456,10 +526,10 @@ class AsyncIterator:
 
     __slots__ = ("_atxn", "_make", "_it", "_last", "_broken")
 
-    def __init__(self, atxn: AsyncTxn, make: Callable[[], Iterator]) -> None:
+    def __init__(self, atxn: AsyncTxn, make: Callable[[], Iterator[Any]]) -> None:
         self._atxn = atxn
         self._make = make
-        self._it: Optional[Iterator] = None
+        self._it: Optional[Iterator[Any]] = None
         self._last: Optional[bytes] = None  # key of the last item yielded (for a resume)
         self._broken = False  # an inline step gave up: the synchronous iterator is finished
 
@@ -511,7 +581,7 @@ class AsyncIterator:
             next(it)  # the pending item is the one already yielded
         return next(it, _STOP)
 
-    async def seek(self, key: Any) -> bool:
+    async def seek(self, key: _Bytes) -> bool:
         """Move to the first key >= key (<= key in reverse); the next step yields it. True
         if there is one in the range."""
         atxn = self._atxn
@@ -570,7 +640,7 @@ class _Opening:
             None, functools.partial(DB, self._path, **self._options))
         return AsyncDB(db)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncDB]:
         return self._open().__await__()
 
     async def __aenter__(self) -> AsyncDB:

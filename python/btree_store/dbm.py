@@ -36,7 +36,7 @@ import os
 import shelve
 from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
-from . import DB, Error, Txn
+from . import DB, Error, Txn, WriteTxn
 
 _T = TypeVar("_T")
 #: What the dbm functions accept as a file name.
@@ -108,7 +108,7 @@ class BtreeDBM(collections.abc.MutableMapping):  # type: ignore[type-arg]
             raise ValueError("flag must be 'r', 'w', 'c' or 'n', not %r" % (flag,))
         path = os.fspath(path)
         self._db: Optional[DB] = None
-        self._txn: Optional[Txn] = None
+        self._txn: Optional[WriteTxn] = None
         self._depth = 0
         existed = os.path.exists(path)
         if flag in ("r", "w") and not existed:
@@ -147,7 +147,7 @@ class BtreeDBM(collections.abc.MutableMapping):  # type: ignore[type-arg]
         with db.begin(bucket=self._bucket) as txn:
             return fn(txn)
 
-    def _write(self, fn: Callable[[Txn], _T]) -> _T:
+    def _write(self, fn: Callable[[WriteTxn], _T]) -> _T:
         db = self._check_open()
         if self._readonly:
             raise error("the database was opened read-only (flag 'r')")
@@ -227,11 +227,11 @@ class BtreeDBM(collections.abc.MutableMapping):  # type: ignore[type-arg]
         """Iterate over the keys (a snapshot taken now, in key order)."""
         return iter(self.keys())
 
-    def setdefault(self, key: KeyLike, default: KeyLike = b"") -> bytes:
+    def setdefault(self, key: KeyLike, default: KeyLike = b"") -> bytes:  # type: ignore[override]
         """The value of key; when missing, store default under it first and return it."""
         k = _b(key, "key")
 
-        def fn(t: Txn) -> bytes:
+        def fn(t: WriteTxn) -> bytes:
             value = t.get(k)
             if value is None:
                 value = _b(default, "value")
@@ -247,7 +247,7 @@ class BtreeDBM(collections.abc.MutableMapping):  # type: ignore[type-arg]
     def clear(self) -> None:
         """Delete every key, in one transaction."""
 
-        def fn(t: Txn) -> None:
+        def fn(t: WriteTxn) -> None:
             for k in [bytes(k) for k in t.iter(values=False)]:
                 t.delete(k)
 
@@ -357,8 +357,10 @@ def register(default: bool = True) -> None:
     module. With default=True (the default) new files that dbm.open()/shelve.open() create
     are btree_store files as well. Calling it again is harmless."""
     global _std_whichdb
-    import dbm as std
+    import dbm as std_dbm
     import sys
+
+    std: Any = std_dbm  # (its private tables are not in typeshed)
 
     mod = sys.modules[__name__]
     if _std_whichdb is None:
