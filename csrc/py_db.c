@@ -604,7 +604,12 @@ static PyObject *db_copy_raise(DBObject *self, int rc, PyObject *dest)
     int err = bs_errno();
     if (rc == BS_IOERR && (err == ENOENT || err == EEXIST || err == EISDIR || err == ENOTDIR ||
                            err == EACCES || err == EPERM || err == EROFS)) {
-        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "isO", err, bs_errmsg(), dest);
+        /* str() of the OSError says "[Errno N] strerror: 'dest'": the path once (the
+         * engine's message names it and a temporary name too) */
+        PyObject *exc = PyObject_CallFunction(
+            PyExc_OSError, "isO", err,
+            err == EEXIST ? "File exists (pass overwrite=True to replace it)" : strerror(err),
+            dest);
         if (exc) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
             Py_DECREF(exc);

@@ -272,6 +272,7 @@ def test_copy_errors(open_db, factory, tmp_path):
     with pytest.raises(FileNotFoundError) as ei:
         db.copy(tmp_path / "missing" / "c.bs")
     assert ei.value.filename == str(tmp_path / "missing" / "c.bs")
+    assert str(ei.value).count(str(tmp_path)) == 1 and ".tmp-" not in str(ei.value), ei.value
     for compact in (False, True):
         with pytest.raises(ValueError, match="the database itself"):
             db.copy(src, compact=compact, overwrite=True)
@@ -287,6 +288,8 @@ def test_copy_errors(open_db, factory, tmp_path):
     with pytest.raises(FileExistsError) as ei:
         db.copy(dest)
     assert ei.value.errno == errno.EEXIST and ei.value.filename == str(dest)
+    # each thing said once: the path (as .filename), the reason, the way out
+    assert str(ei.value).count(str(dest)) == 1 and "overwrite=True" in str(ei.value), ei.value
     assert dest.read_bytes() == b"precious"
     db.copy(dest, overwrite=True)
     assert_content(str(dest), {None: {b"k": b"v"}})

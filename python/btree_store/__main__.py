@@ -27,6 +27,7 @@ main(argv) returns the exit code.
 Layer: package; uses the public Python API (btree_store.DB, Txn) and _dumpfmt.
 """
 import argparse
+import glob
 import os
 import stat as _stat
 import sys
@@ -207,9 +208,10 @@ class Progress:
             self._draw(time.monotonic(), final=True)
 
 
-def _in_thread(fn, progress, poll=None):
+def _in_thread(fn, progress, poll=None, done=None):
     """Run fn() (one long call into the engine) while the main thread draws progress from
-    poll() (a count, or None for elapsed time only). Without a terminal: just fn()."""
+    poll() (a count, or None for elapsed time only); done(), if given, is the final count
+    (and total) once fn() returned. Without a terminal: just fn()."""
     if not progress.on:
         return fn()
     box = {}
@@ -230,7 +232,11 @@ def _in_thread(fn, progress, poll=None):
             pass
     if "error" in box:
         raise box["error"]
-    progress.update(poll() if poll else None)
+    if done is not None:
+        progress.total = done()
+        progress.update(progress.total)
+    else:
+        progress.update(poll() if poll else None)
     progress.finish()
     return box.get("value")
 
@@ -240,6 +246,14 @@ def _size(path):
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def _written(dest):
+    """Bytes a copy to dest has written so far: the engine writes dest.tmp-PID-N (this
+    process's PID) and renames it to dest at the end."""
+    pattern = glob.escape(os.fspath(dest)) + ".tmp-%d-*" % os.getpid()
+    sizes = [_size(p) for p in glob.glob(pattern)]
+    return max(sizes) if sizes else _size(dest)
 
 
 def _open(path, *, write=False, create=False):
@@ -527,7 +541,7 @@ def cmd_copy(args, out):
         prog = Progress("copy", total=total, unit="bytes")
         try:
             _in_thread(lambda: db.copy(args.dst, compact=args.compact), prog,
-                       lambda: _size(args.dst))
+                       lambda: _written(args.dst), lambda: _size(args.dst))
         except BaseException:
             if os.path.lexists(args.dst):
                 try:
@@ -543,7 +557,13 @@ def cmd_compact(args, out):
     db = _open(args.path, write=True)
     with db:
         before = _size(args.path)
-        _in_thread(db.compact, Progress("compact"))
+        st = db.stat()
+        live = max(st["page_count"] - st["free_pages"], 1) * st["page_size"]
+        # the compact copy is written next to the file (PATH.tmp-PID-N), then renamed over it
+        tmp = glob.escape(os.fspath(args.path)) + ".tmp-%d-*" % os.getpid()
+        _in_thread(db.compact, Progress("compact", total=live, unit="bytes"),
+                   lambda: max([_size(p) for p in glob.glob(tmp)] or [0]),
+                   lambda: _size(args.path))
     after = _size(args.path)
     out.write(("%s: %d -> %d bytes\n" % (args.path, before, after)).encode("utf-8",
                                                                          "backslashreplace"))
