@@ -248,13 +248,15 @@ int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
         cap = 1u << 26;
     c->cap = (uint32_t)cap;
     c->page_size = page_size;
-    /* Nothing here grows with the capacity except two arrays the kernel maps lazily (calloc
-     * and malloc of large blocks are fresh mappings, never touched here): the table starts
-     * small and grows with the frames, frames are allocated on first use. So a large
-     * capacity over a small file costs what the file needs. */
-    bs_ctable *t = ctable_new(ctable_size_for(c->cap < 1024 ? c->cap : 1024));
-    c->clock = calloc(c->cap, sizeof *c->clock);
-    c->free_pos = malloc(c->cap * sizeof *c->free_pos);
+    /* Nothing here grows with the capacity: the table, the clock and its free positions
+     * start small and grow with the frames (cache_grow_clock), frames are allocated on
+     * first use. So a large capacity over a small file costs what the file needs, and
+     * opening costs the same whatever the capacity (no large block to map or zero). */
+    uint32_t first = c->cap < 1024 ? c->cap : 1024;
+    bs_ctable *t = ctable_new(ctable_size_for(16));
+    c->clock_cap = first;
+    c->clock = malloc(first * sizeof *c->clock);
+    c->free_pos = malloc(first * sizeof *c->free_pos);
     if (!t || !c->clock || !c->free_pos) {
         free(t);
         free(c->clock);
@@ -469,6 +471,24 @@ static uint32_t cache_limit(bs_cache *c)
     return lim < 16 ? 16 : (uint32_t)lim;
 }
 
+/* under c->mu: double the clock and free_pos arrays (up to cap slots); false when out of
+ * memory (the clock then keeps the slots it has and evicts within them). Slots at and
+ * beyond next_pos are never read, so the new ones are left uninitialized. */
+static bool cache_grow_clock(bs_cache *c)
+{
+    uint32_t n = c->clock_cap > c->cap / 2 ? c->cap : c->clock_cap * 2;
+    bs_frame **clock = realloc(c->clock, (size_t)n * sizeof *clock);
+    if (!clock)
+        return false;
+    c->clock = clock;
+    uint32_t *free_pos = realloc(c->free_pos, (size_t)n * sizeof *free_pos);
+    if (!free_pos)
+        return false; /* clock is larger than clock_cap says: harmless */
+    c->free_pos = free_pos;
+    c->clock_cap = n;
+    return true;
+}
+
 /* under c->mu: make room for one more frame (CLOCK) and return its clock position */
 static uint32_t cache_make_room(bs_cache *c)
 {
@@ -495,7 +515,7 @@ static uint32_t cache_make_room(bs_cache *c)
     }
     if (c->nfree_pos)
         return c->free_pos[--c->nfree_pos];
-    if (c->next_pos < c->cap)
+    if (c->next_pos < c->cap && (c->next_pos < c->clock_cap || cache_grow_clock(c)))
         return c->next_pos++;
     for (uint64_t spins = 0;; spins++) {
         uint32_t pos = c->hand;

@@ -117,8 +117,9 @@ struct bs_cache {
     bs_ctable *_Atomic table;
     uint32_t tlive, ttomb;          /* live entries, tombstones */
     uint32_t page_size;
-    bs_frame **clock;               /* capacity slots */
+    bs_frame **clock;               /* clock_cap slots (grown up to cap as they are used) */
     uint32_t cap, hand, nframes;
+    uint32_t clock_cap;             /* slots allocated in clock and free_pos */
     bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch: a
                                      * queue, oldest first (retired_at only grows) */
     bs_frame *retired_tail;

@@ -72,7 +72,10 @@ size_t bs_db_max_key(const bs_db *db) { return fmt_max_key(db->page_size); }
  * cgroup v2 limit when that is lower), at least 64 MiB. The cache allocates frames on first
  * use and never holds more than one per page of the file, so a file smaller than this costs
  * its own size, and the default grows with the database up to the quarter of RAM. */
-static uint64_t db_default_cache_size(void)
+static uint64_t default_cache_size;
+static pthread_once_t default_cache_once = PTHREAD_ONCE_INIT;
+
+static void db_compute_default_cache_size(void)
 {
     uint64_t mem = 0;
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
@@ -86,7 +89,15 @@ static uint64_t db_default_cache_size(void)
         fclose(f);
     }
     uint64_t c = mem / 4;
-    return c < (64ull << 20) ? 64ull << 20 : c;
+    default_cache_size = c < (64ull << 20) ? 64ull << 20 : c;
+}
+
+/* computed once per process: the memory and cgroup limits are read at the first open only
+ * (a test suite opens thousands of databases) */
+static uint64_t db_default_cache_size(void)
+{
+    pthread_once(&default_cache_once, db_compute_default_cache_size);
+    return default_cache_size;
 }
 
 static void db_free(bs_db *db)

@@ -169,7 +169,7 @@ static bs_dirty_ent *dirty_find(bs_txn *txn, uint64_t pgno)
 
 static int dirty_grow(bs_dirty *d)
 {
-    size_t nsize = d->e ? (d->mask + 1) * 2 : 256;
+    size_t nsize = d->e ? (d->mask + 1) * 2 : 32; /* most transactions dirty a few pages */
     bs_dirty_ent *ne = calloc(nsize, sizeof *ne);
     if (!ne)
         return bs_fail(BS_NOMEM, "out of memory for dirty pages");

@@ -127,7 +127,8 @@ static void test_large_capacity_grows(void)
     CHECK(cache_open(P, (uint64_t)1 << 36, &c) == BS_OK, "open 64 GiB");
     CHECK(cache_capacity(c) == 1u << 26, "capacity %u", cache_capacity(c));
     bs_ctable *t0 = atomic_load(&c->table);
-    CHECK(t0->mask + 1 <= 4096, "initial table of %u slots", t0->mask + 1);
+    CHECK(t0->mask + 1 <= 64, "initial table of %u slots", t0->mask + 1);
+    CHECK(c->clock_cap <= 1024, "initial clock of %u slots", c->clock_cap);
     bs_slot *s = cache_slot_acquire(c);
     for (uint64_t p = 2; p < 5002; p++) {
         cache_enter(c, s);
@@ -142,7 +143,39 @@ static void test_large_capacity_grows(void)
     for (uint64_t p = 2; p < 5002; p++)
         all &= cache_find(c, p) && filled(cache_find(c, p), (int)((p * 7) & 0xff));
     CHECK(all, "every page found after the table grew");
+    CHECK(c->clock_cap >= 5000 && c->clock_cap <= 8192, "clock of %u slots", c->clock_cap);
     cache_leave(s);
+    cache_slot_release(c, s);
+    cache_close(c);
+}
+
+/* The clock grows in steps up to a capacity that is not a power of two, then CLOCK evicts
+ * within it: never more frames than the capacity, every cached image the right one. */
+static void test_clock_grows_to_capacity(void)
+{
+    bs_cache *c;
+    CHECK(cache_open(P, 3000 * P, &c) == BS_OK, "open");
+    bs_slot *s = cache_slot_acquire(c);
+    for (uint64_t p = 2; p < 9002; p++) {
+        cache_enter(c, s);
+        put(c, p, 1, false);
+        cache_leave(s);
+        CHECK(c->nframes <= 3000, "%u frames after page %llu", c->nframes, (unsigned long long)p);
+    }
+    CHECK(c->nframes == 3000 && c->clock_cap == 3000, "%u frames, clock of %u slots",
+          c->nframes, c->clock_cap);
+    cache_enter(c, s);
+    uint32_t found = 0;
+    int right = 1;
+    for (uint64_t p = 2; p < 9002; p++) {
+        const uint8_t *pg = cache_find(c, p);
+        if (pg) {
+            found++;
+            right &= filled(pg, (int)((p * 7 + 1) & 0xff));
+        }
+    }
+    cache_leave(s);
+    CHECK(found == 3000 && right, "%u pages found (%s)", found, right ? "right" : "WRONG");
     cache_slot_release(c, s);
     cache_close(c);
 }
@@ -235,6 +268,7 @@ int main(void)
     test_pins_and_reclamation();
     test_large_capacity_grows();
     test_dirty_displaces_clean();
+    test_clock_grows_to_capacity();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;
