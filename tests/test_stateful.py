@@ -4,10 +4,10 @@ CoreMachine: put/get/delete/commit/abort/reopen plus an open read snapshot, on t
 default bucket, small pages so that trees split, merge and use overflow runs.
 BucketMachine: several buckets (create/drop), counts, iterators on random ranges in
 both directions checked against sorted() of the model, seek, commit/abort/reopen.
-Both run db.check() after every reopen and in teardown. In debug builds
-(BTREE_STORE_DEBUG=1) every commit also checks the whole state (every page reachable once or
-free once, the writer's free set equal to the persisted one): BTREE_STORE_CHECK_COMMITS=1 is
-set for the databases these machines open.
+Both run db.check() after every reopen and in teardown. Every commit also checks the whole
+state (every page reachable once or free once, the writer's free set equal to the persisted
+one): the databases these machines open take check_commits from the process default, which
+the autouse fixture turns on (in every build, debug or release).
 
 Layer: tests only; public Python API of btree_store.
 """
@@ -20,12 +20,17 @@ from hypothesis import note
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
 
 import btree_store
+from btree_store import _core
 
 
 @pytest.fixture(autouse=True)
-def _check_every_commit(monkeypatch):
-    # read by the engine at open; only debug builds (asserts on) look at it
-    monkeypatch.setenv("BTREE_STORE_CHECK_COMMITS", "1")
+def _check_every_commit():
+    # DB(check_commits=None), what the machines open, takes this default
+    old = _core._check_commits_default(True)
+    try:
+        yield
+    finally:
+        _core._check_commits_default(old)
 
 
 KEY_POOL = [b"", b"a", b"ab", b"abc", b"b", b"ba", b"k" * 100, b"\x00", b"\xff" * 3,

@@ -1,7 +1,8 @@
 """test_write_txn_model.py - model-based stress of write transactions: random puts,
 deletes, overflow values, bucket create/drop, nested savepoints rolled back or released and
 iterators stepped in between, on a tiny page cache, checked against a dict model after every
-read, and by check() and a full comparison after every commit or abort; old read snapshots
+read, and by check() and a full comparison after every commit or abort (check_commits=True:
+every commit also compares the writer's free set with the persisted one); old read snapshots
 stay open across commits (pinning freed pages) and must keep their contents; the file is
 reopened now and then.
 
@@ -29,7 +30,7 @@ def _model_stress(path, seed):
     (pinning freed pages) and must keep their contents; the file is reopened now and then."""
     rnd = random.Random(seed)
     db = btree_store.DB(path, page_size=rnd.choice([1024, 1024, 4096]),
-                        cache_size=rnd.choice([1, 8192, 65536]), sync=False)
+                        cache_size=rnd.choice([1, 8192, 65536]), sync=False, check_commits=True)
     model = {None: {}}
     readers = []  # (read transaction, the model it must keep seeing)
 
@@ -122,7 +123,8 @@ def _model_stress(path, seed):
             if rnd.random() < 0.15:  # reopen: nothing freed may be lost or reused twice
                 readers.clear()
                 db.close()
-                db = btree_store.DB(path, cache_size=rnd.choice([1, 8192, 65536]), sync=False)
+                db = btree_store.DB(path, cache_size=rnd.choice([1, 8192, 65536]), sync=False,
+                                    check_commits=True)
                 db.check()
             with db.begin() as r:
                 assert sorted(x for x in model if x) == r.buckets()
