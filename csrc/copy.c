@@ -470,14 +470,9 @@ typedef struct cp_names {
 static int names_add(void *ctx, const void *name, size_t nlen)
 {
     cp_names *ns = ctx;
-    if (ns->n == ns->cap) {
-        size_t cap = ns->cap ? 2 * ns->cap : 16;
-        void *nv = realloc(ns->v, cap * sizeof *ns->v);
-        if (!nv)
-            return 1;
-        ns->v = nv;
-        ns->cap = cap;
-    }
+    /* out of memory stops the walk: the caller sees fewer names than the catalog counts */
+    if (bs_grow(&ns->v, &ns->cap, ns->n + 1, sizeof *ns->v, 16, "the bucket names") != BS_OK)
+        return 1;
     if (nlen > BS_MAX_NAME)
         return 1;
     memcpy(ns->v[ns->n].n, name, nlen);

@@ -826,10 +826,8 @@ static PyObject *db_enter(DBObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *db_exit(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames)
 {
-    static const char *const names[] = {"exc_type", "exc_value", "traceback", NULL};
-    static const py_argspec spec = {"__exit__", names, 3, 3};
     PyObject *a[3];
-    if (py_parse_posonly(&spec, 3, args, nargs, kwnames, a) < 0)
+    if (py_parse_exit(args, nargs, kwnames, a) < 0)
         return NULL;
     if (db_close_impl(self) < 0)
         return NULL;

@@ -105,6 +105,8 @@ int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t narg
 int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
 int py_parse_tuple(const py_argspec *spec, PyObject *args, PyObject *kwds, PyObject **out);
+/* The arguments of __exit__(exc_type, exc_value, traceback, /) into exc[3]; -1 on error. */
+int py_parse_exit(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **exc);
 #define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 /* Truth value of an optional argument (NULL -> dflt); -1 on error. */
 int py_arg_bool(PyObject *o, int dflt);

@@ -345,6 +345,13 @@ int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
     return py_args_required(spec, out);
 }
 
+int py_parse_exit(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **exc)
+{
+    static const char *const names[] = {"exc_type", "exc_value", "traceback", NULL};
+    static const py_argspec spec = {"__exit__", names, 3, 3};
+    return py_parse_posonly(&spec, 3, args, nargs, kwnames, exc);
+}
+
 int py_parse_tuple(const py_argspec *spec, PyObject *args, PyObject *kwds, PyObject **out)
 {
     Py_ssize_t nargs = args ? PyTuple_GET_SIZE(args) : 0;

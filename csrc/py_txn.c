@@ -1172,10 +1172,8 @@ static PyObject *txn_enter_cm(TxnObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *txn_exit_cm(TxnObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    static const char *const names[] = {"exc_type", "exc_value", "traceback", NULL};
-    static const py_argspec spec = {"__exit__", names, 3, 3};
     PyObject *a[3];
-    if (py_parse_posonly(&spec, 3, args, nargs, kwnames, a) < 0)
+    if (py_parse_exit(args, nargs, kwnames, a) < 0)
         return NULL;
     if (self->root) /* a bound view: its owner ends the transaction */
         Py_RETURN_FALSE;

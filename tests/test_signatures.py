@@ -278,3 +278,11 @@ def test_pop_default_is_positional(tmp_path):
             txn.__exit__(exc_type=None, exc_value=None, traceback=None)
         with pytest.raises(TypeError, match="missing required"):
             txn.__exit__(None)
+        with pytest.raises(TypeError, match="positional-only"):
+            db.__exit__(exc_type=None, exc_value=None, traceback=None)
+        with pytest.raises(TypeError, match="missing required"):
+            db.__exit__(None, None)
+        with pytest.raises(TypeError, match="at most 3 positional"):
+            db.__exit__(None, None, None, None)
+        assert not db.closed
+    assert db.closed
