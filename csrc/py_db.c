@@ -1032,7 +1032,7 @@ static PyMethodDef db_module_functions[] = {
 int py_db_init_type(PyObject *m, py_state *st)
 {
     st->DB_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &db_spec, NULL);
-    if (!st->DB_type)
+    if (!st->DB_type || py_keep_text_signature(st->DB_type, &db_spec) < 0)
         return -1;
     if (PyModule_AddFunctions(m, db_module_functions) < 0)
         return -1;

@@ -129,6 +129,11 @@ int py_bucket_name(PyObject *o, py_name *out);
 int py_add_type(PyObject *m, const char *name, PyTypeObject *tp);
 /* Make a heap type impossible to instantiate from Python. */
 void py_no_new(PyTypeObject *tp);
+/* Keep the text signature at the start of the spec's Py_tp_doc ("DB(path, *, ...)\n--\n\n")
+ * as the type's __text_signature__, so that inspect.signature() works for the type and its
+ * Python subclasses: CPython 3.9's PyType_FromSpec drops it from tp_doc (__doc__ never shows
+ * it); later versions keep it, and there this does nothing. -1 on error. */
+int py_keep_text_signature(PyTypeObject *tp, const PyType_Spec *spec);
 
 /* Get a read-only contiguous buffer of a bytes-like argument (str -> TypeError; a
  * non-contiguous buffer is copied into a contiguous one). what names

@@ -447,6 +447,32 @@ void py_no_new(PyTypeObject *tp)
 #endif
 }
 
+int py_keep_text_signature(PyTypeObject *tp, const PyType_Spec *spec)
+{
+#if PY_VERSION_HEX < 0x030A0000
+    /* __doc__ (in the type's dict, set by PyType_Ready) stays without the signature; the
+     * __text_signature__ getter reads tp_doc, which a heap type frees with PyObject_Free */
+    for (const PyType_Slot *s = spec->slots; s->slot; s++) {
+        if (s->slot != Py_tp_doc || !s->pfunc)
+            continue;
+        size_t n = strlen(s->pfunc) + 1;
+        char *doc = PyObject_Malloc(n);
+        if (!doc) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(doc, s->pfunc, n);
+        PyObject_Free((void *)tp->tp_doc);
+        tp->tp_doc = doc;
+        PyType_Modified(tp);
+    }
+#else
+    (void)tp;
+    (void)spec;
+#endif
+    return 0;
+}
+
 /* ---- module ---- */
 
 static int py_module_exec(PyObject *m)

@@ -335,7 +335,7 @@ static PyMethodDef testing_functions[] = {
 int py_testing_init(PyObject *m, py_state *st)
 {
     st->FaultIO_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &fio_spec, NULL);
-    if (!st->FaultIO_type)
+    if (!st->FaultIO_type || py_keep_text_signature(st->FaultIO_type, &fio_spec) < 0)
         return -1;
     if (py_add_type(m, "_FaultIO", st->FaultIO_type) < 0)
         return -1;

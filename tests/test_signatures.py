@@ -286,3 +286,15 @@ def test_pop_default_is_positional(tmp_path):
             db.__exit__(None, None, None, None)
         assert not db.closed
     assert db.closed
+
+
+def test_c_types_keep_their_text_signature():
+    """The C types' signatures come from the start of their docstrings; CPython 3.9 drops it
+    there unless the binding keeps it (py_keep_text_signature): __text_signature__ holds it,
+    __doc__ does not show it, and the Python subclass DB inherits it."""
+    from btree_store import _testing
+    assert _core.DB.__text_signature__.startswith("(path, *, readonly=False")
+    assert _testing.FaultIO.__text_signature__ == "()"
+    for tp in (_core.DB, _testing.FaultIO):
+        assert not tp.__doc__.startswith(("DB(", "FaultIO(")), tp.__doc__[:40]
+    assert str(inspect.signature(btree_store.DB)) == _core.DB.__text_signature__
