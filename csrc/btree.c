@@ -409,6 +409,37 @@ static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
     }
 }
 
+void btree_bounds(const uint8_t *pg, bs_bounds *out)
+{
+    unsigned n = pg_nkeys(pg);
+    int leaf = pg_type(pg) == PT_LEAF;
+    unsigned first = leaf ? 0 : 1;
+    out->valid = 0;
+    if (n <= first)
+        return;
+    for (int w = 0; w < 2; w++) {
+        const uint8_t *c = node_cell(pg, w ? n - 1 : first);
+        const uint8_t *k = leaf ? lcell_key(c) : bcell_key(c);
+        size_t kl = leaf ? lcell_klen(c) : bcell_klen(c);
+        out->len[w] = kl <= BS_BOUNDS_CAP ? (uint8_t)kl : BS_BOUNDS_LONG;
+        memcpy(out->key[w], k, kl <= BS_BOUNDS_CAP ? kl : BS_BOUNDS_CAP);
+    }
+    out->valid = 1;
+}
+
+/* key w (0 first, 1 last) of the summary b against (key, klen): < 0, 0, > 0 as key_cmp, or
+ * 2 when the stored prefix does not decide (both longer than BS_BOUNDS_CAP, prefixes equal) */
+static inline int bounds_cmp(const bs_bounds *b, int w, const uint8_t *key, size_t klen)
+{
+    if (b->len[w] != BS_BOUNDS_LONG)
+        return key_cmp(b->key[w], b->len[w], key, klen);
+    size_t m = klen < BS_BOUNDS_CAP ? klen : BS_BOUNDS_CAP;
+    int c = m ? memcmp(b->key[w], key, m) : 0;
+    if (c)
+        return c;
+    return klen <= BS_BOUNDS_CAP ? 1 : 2; /* a longer key with the whole of key as prefix */
+}
+
 /* node pg's keys lie in r: leaf keys in [lo, hi), branch separators in [lo, hi] */
 static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
 {
@@ -419,18 +450,28 @@ static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
     first = leaf ? 0 : 1;
     if (n <= first || (!r->lo && !r->hi))
         return BS_OK;
+    /* a cached image's first and last keys are kept beside it (pager_bounds) */
+    const bs_bounds *b = pager_bounds(pg);
     if (r->lo) {
-        const uint8_t *c = node_cell(pg, first);
-        k = leaf ? lcell_key(c) : bcell_key(c);
-        kl = leaf ? lcell_klen(c) : bcell_klen(c);
-        if (key_cmp(k, kl, r->lo, r->lol) < 0)
+        int c = b ? bounds_cmp(b, 0, r->lo, r->lol) : 2;
+        if (c == 2) {
+            const uint8_t *cl = node_cell(pg, first);
+            k = leaf ? lcell_key(cl) : bcell_key(cl);
+            kl = leaf ? lcell_klen(cl) : bcell_klen(cl);
+            c = key_cmp(k, kl, r->lo, r->lol);
+        }
+        if (c < 0)
             goto bad;
     }
     if (r->hi) {
-        const uint8_t *c = node_cell(pg, n - 1);
-        k = leaf ? lcell_key(c) : bcell_key(c);
-        kl = leaf ? lcell_klen(c) : bcell_klen(c);
-        if (key_cmp(k, kl, r->hi, r->hil) >= leaf)
+        int c = b ? bounds_cmp(b, 1, r->hi, r->hil) : 2;
+        if (c == 2) {
+            const uint8_t *cl = node_cell(pg, n - 1);
+            k = leaf ? lcell_key(cl) : bcell_key(cl);
+            kl = leaf ? lcell_klen(cl) : bcell_klen(cl);
+            c = key_cmp(k, kl, r->hi, r->hil);
+        }
+        if (c >= leaf)
             goto bad;
     }
     return BS_OK;

@@ -197,6 +197,7 @@ bs_frame *cache_frame_new(uint32_t psize)
     bs_frame *f = p;
     f->pgno = 0;
     atomic_init(&f->ref, 0);
+    f->aux[0] = 0;
     f->slab = slab;
     f->pos = UINT32_MAX;
     f->retired_at = 0;
@@ -597,6 +598,7 @@ bs_frame *cache_frame_alloc(bs_cache *c)
         return cache_frame_new(c->page_size);
     f->pos = UINT32_MAX;
     f->next = NULL;
+    f->aux[0] = 0;
     return f;
 }
 

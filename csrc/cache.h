@@ -55,6 +55,8 @@ bs_frame *cache_frame_alloc(bs_cache *c);
 bs_frame *cache_frame_new(uint32_t page_size);
 void cache_frame_free(bs_frame *f);     /* a frame in no table */
 static inline uint8_t *cache_frame_data(bs_frame *f);
+/* The frame whose image data is (the pager's summary bytes: f->aux). */
+static inline bs_frame *cache_frame_of(const uint8_t *data);
 
 /* ---- lookups and inserts ---- */
 /* The cached image of pgno (CLOCK bit set), or NULL. Lock-free; the caller is inside
@@ -82,14 +84,21 @@ void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses)
 
 /* ------------------------------------------------------------------ private to cache.c */
 
+/* The first cache line holds what only the cache itself reads (eviction, retirement); the
+ * second what a lookup reads (pgno, CLOCK bit) and the pager's own bytes about the image,
+ * next to the page. */
+#define BS_FRAME_AUX 48
 struct bs_frame {
-    uint64_t pgno;
-    _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
-    bool slab;                 /* carved from a slab (cache.c), else its own allocation */
     uint32_t pos;              /* slot in the clock array, or UINT32_MAX */
+    bool slab;                 /* carved from a slab (cache.c), else its own allocation */
     uint64_t retired_at;       /* epoch when unlinked from the table */
     struct bs_frame *next;     /* retired list / free list */
-    _Alignas(16) uint8_t data[]; /* page_size bytes */
+    _Alignas(64) uint64_t pgno;
+    _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
+    /* The pager's summary of the image (pager.c): written before the frame is published,
+     * never after; aux[0] == 0 (no summary) in every frame cache.c hands out. */
+    uint8_t aux[BS_FRAME_AUX];
+    _Alignas(64) uint8_t data[]; /* page_size bytes */
 };
 
 /* An epoch slot: a transaction announces the global epoch while it may hold page pointers
@@ -168,6 +177,12 @@ static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno)
 }
 
 static inline uint8_t *cache_frame_data(bs_frame *f) { return f->data; }
+
+/* the frame of an image (data from cache_frame_data or cache_find) */
+static inline bs_frame *cache_frame_of(const uint8_t *data)
+{
+    return (bs_frame *)(void *)((uintptr_t)data - offsetof(bs_frame, data));
+}
 
 static inline void cache_enter(bs_cache *c, bs_slot *s)
 {

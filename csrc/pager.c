@@ -396,6 +396,24 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
     return BS_OK;
 }
 
+/* the bounds of a node image, kept in its frame before it is published (never after) */
+_Static_assert(sizeof(bs_bounds) <= BS_FRAME_AUX, "bounds summary fits the frame");
+static void frame_summarize(bs_frame *f)
+{
+    const uint8_t *pg = cache_frame_data(f);
+    bs_bounds *b = (bs_bounds *)(void *)f->aux;
+    if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF)
+        btree_bounds(pg, b);
+    else
+        b->valid = 0;
+}
+
+const bs_bounds *pager_bounds(const uint8_t *pg)
+{
+    const bs_bounds *b = (const bs_bounds *)(const void *)cache_frame_of(pg)->aux;
+    return b->valid ? b : NULL;
+}
+
 static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
 {
     bs_db *db = txn->db;
@@ -439,6 +457,7 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
         return rc;
     }
     assert(pg_pgno(buf) == pgno); /* invariant 4: verified before it is shared */
+    frame_summarize(f);
     *out = cache_insert(c, f, pgno, false);
     return BS_OK;
 }
@@ -1136,6 +1155,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         v[i]->fr = NULL;
         txn->dirty.nmem--;
         cache_dirty_add(db->cache, -1);
+        frame_summarize(f);
         cache_insert(db->cache, f, v[i]->pgno, true);
     }
     free(v);
