@@ -195,3 +195,44 @@ def test_corrupt_leaf_raises_corruption_error(tmp_path):
                 txn.stat(bucket="b")
             assert txn.stat()["entries"] == 1  # the default bucket is intact
     os.remove(path)
+
+
+def test_shared_pages_in_a_crafted_tree_raise_corruption_error(tmp_path):
+    """A hostile file whose root branch points every child at the same subtree (each page
+    still valid on its own, checksums resealed): the walk reports CorruptionError (the
+    counts do not match, or more pages are reachable than the file has) instead of counting
+    the shared pages again and again: a walk stops once it has seen more pages than the
+    file holds, so a DAG of shared pages cannot make it run for long."""
+    import struct
+    from _format import reseal, u16, u64
+
+    path = str(tmp_path / "dag.db")
+    with btree_store.DB(path) as d:
+        with d.begin(write=True) as txn:
+            for i in range(30000):
+                txn.put(b"%08d" % i, b"x" * 40)
+        with d.begin() as txn:
+            assert txn.stat()["depth"] >= 3
+        P = d.page_size
+    layout = layout_of(path)
+    root = layout.meta["default"]["root"]
+    buf = bytearray(open(path, "rb").read())
+    o = root * P
+    n = u16(buf, o + 6)
+    kids = [(u64(buf, o + u16(buf, o + 32 + 2 * i)), u64(buf, o + u16(buf, o + 32 + 2 * i) + 8))
+            for i in range(n)]
+    # every pointer of the root to its largest child: n copies of the biggest subtree are
+    # more pages than the file has
+    child, ctx = max(kids, key=lambda k: u16(buf, k[0] * P + 6))
+    assert n * u16(buf, child * P + 6) > layout.page_count
+    for i in range(n):
+        c = u16(buf, o + 32 + 2 * i)
+        struct.pack_into("<QQ", buf, o + c, child, ctx)
+    reseal(buf, P, pages=[root])
+    with open(path, "wb") as f:
+        f.write(buf)
+    with btree_store.DB(path, readonly=True) as d:
+        with d.begin() as txn:
+            with pytest.raises(btree_store.CorruptionError) as ei:
+                txn.stat()
+    assert "more pages reachable than the file has" in str(ei.value), ei.value
