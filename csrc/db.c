@@ -198,6 +198,7 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         m = db->meta;
     }
     db->meta = m;
+    atomic_store(&db->dir_unsynced, !o.readonly && !(fresh && created && db->sync));
     /* The durability horizon: what opening found is made durable now (it may be a commit a
      * crashed process wrote and never synced, or one made with sync=False), so that the
      * pages it freed may be reused and its meta slot stays untouched until the next durable
@@ -1026,6 +1027,11 @@ int bs_db_sync(bs_db *db)
     if (err) {
         atomic_store(&db->panic, 1);
         return bs_fail_io(err, "syncing %s", db->path);
+    }
+    if (atomic_load(&db->dir_unsynced)) {
+        if ((err = db->io->sync_dir(db->io_arg, db->path)) != 0)
+            return bs_fail_io(err, "syncing the directory of %s", db->path);
+        atomic_store(&db->dir_unsynced, 0);
     }
     /* Move the horizon only while no writer is active: the horizon and its slot belong to
      * the writer, which picks its meta slot from them (keeping it is always safe). */

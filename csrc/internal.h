@@ -162,6 +162,10 @@ struct bs_db {
     uint64_t writer_thread; /* bs_thread_token() of the writer (never reused, unlike pthread_t) */
 
     _Atomic int panic;      /* invariant 5 */
+    /* The directory entry may not be durable (a file created with sync=False, or one found
+     * at open: a crashed process may have created it so): the first durable commit or sync
+     * fsyncs the directory first. */
+    _Atomic int dir_unsynced;
     /* Durability horizon (writer-owned; read atomically by stat): the newest commit known
      * to be on stable storage, and the meta slot holding it. No commit writes that slot
      * until a newer commit is durable, and pages freed by commits newer than it wait. */

@@ -73,13 +73,23 @@ void bs_fault_fail_nth(bs_fault *fc, unsigned mask, uint64_t n, int err, int sti
 /* Tear the n-th write: only its first `keep` bytes (a multiple of 512) reach the file, then
  * the call fails with EIO. */
 void bs_fault_tear_nth(bs_fault *fc, uint64_t n, size_t keep);
-/* Power-loss simulation. While on, every write since the last successful sync is remembered
- * (offset + bytes) in memory; bs_fault_crash() then rewrites the file as the disk might hold
- * it after a power cut: each unsynced write is, by a PRNG seeded with seed, either kept whole,
- * torn at a 512-byte boundary (prefix kept) or lost, applied in a random order; and from then
- * on every call fails with EIO (the "machine" is dead) until the handle is closed. */
+/* After n more successful calls of the kinds in mask, every such call fails with err until
+ * bs_fault_heal() (a full disk: ENOSPC; a dying one: EIO). */
+void bs_fault_fail_after(bs_fault *fc, unsigned mask, uint64_t n, int err);
+/* Turn fail_nth, fail_after and tear_nth off. */
+void bs_fault_heal(bs_fault *fc);
+/* The machine model (see io_fault.c's header). on: log unsynced writes per path from now on
+ * (everything before counts as durable); seed is kept for callers. */
 void bs_fault_powerloss(bs_fault *fc, int on, uint64_t seed);
+/* The process dies: every handle open on fc is dead (EIO) and its descriptor closed; the
+ * unsynced logs stay. Returns how many live handles it killed. */
 int bs_fault_crash(bs_fault *fc);
+enum { BS_POWERLOSS_DROP = 1, BS_POWERLOSS_TEAR = 2, BS_POWERLOSS_REORDER = 3 };
+/* Crash, then lose / tear / reorder every unsynced write on the machine (io_fault.c). 0 or
+ * an errno (EINVAL: bad mode). */
+int bs_fault_power_loss(bs_fault *fc, int mode, uint64_t seed);
+/* Unsynced records of path (NULL: all paths), an unsynced directory entry counting one. */
+uint64_t bs_fault_unsynced(bs_fault *fc, const char *path);
 /* Calls seen so far per kind (counters never reset), and whether an injected fault fired. */
 uint64_t bs_fault_count(bs_fault *fc, unsigned kind_mask);
 int bs_fault_fired(bs_fault *fc);

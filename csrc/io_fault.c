@@ -1,40 +1,61 @@
 /*
- * io_fault.c - fault-injecting I/O layer for tests (bs_io_fault + the bs_fault controller).
+ * io_fault.c - fault-injecting I/O layer for tests: bs_io_fault + the bs_fault controller,
+ * which models one MACHINE (its OS page cache, its disk, its directory entries).
  *
  * Layer: bottom of the engine; calls only the inner bs_io_methods table it wraps (normally
  * bs_io_posix) and the C library.
  *
  * Usage: bs_options.io = &bs_io_fault, bs_options.io_arg = a bs_fault from bs_fault_new().
- * ONE controller serves ONE open file at a time: a second open while a file is open gives
- * EBUSY. Free the controller only after that file is closed.
+ * Any number of files may be open on one controller at a time (several handles on one path
+ * too: a new DB reopening a path after a crash). Free the controller only after every file
+ * opened on it is closed. One mutex in the controller is held across each whole call
+ * (including the inner I/O), so the state stays consistent when the engine calls from
+ * several threads and several handles.
  *
  * Kinds counted: read_at (READ), write_at / writev_at (WRITE, one call each), sync (SYNC),
  * truncate (TRUNCATE). open, close, size, lock and sync_dir are never counted and never fail
- * by injection (after a crash, every call on the crashed file but close fails with EIO).
+ * by injection.
  *
- *   fail_nth  the n-th call of the masked kinds (counted from the moment it is set) fails with
- *             err without doing anything; sticky: every later such call fails too.
- *   tear_nth  the n-th write call (counted from the moment it is set) writes only its first
- *             `keep` bytes, then returns EIO. fail_nth wins when both hit the same call.
- *   powerloss Writes go to the real file at once (reads must see them), but each one first
- *             saves the bytes and file size it changes; truncates save what they cut. A
- *             successful sync forgets the log (all durable). bs_fault_crash() undoes the log
- *             in reverse order (the file is then exactly as at the last successful sync, or
- *             as when powerloss/open started), then re-applies, in an order shuffled by a
- *             splitmix64 PRNG from the seed, each logged write whole (1/3), torn at a random
- *             512-byte multiple below its length (1/3, possibly nothing) or lost (1/3), and
- *             each logged truncate with probability 1/2. After that the file is dead: every
- *             call on it fails with EIO until it is closed. The log is per open file; closing
- *             the file forgets it (closed data counts as durable). Powerloss mode stays on
- *             for later opens until turned off.
- * A mutex in the controller is held across each whole call (including the inner I/O), so the
- * log stays consistent when the engine calls from several threads.
+ *   fail_nth   the n-th call of the masked kinds (counted from the moment it is set) fails with
+ *              err without doing anything; sticky: every later such call fails too.
+ *   fail_after after n more successful calls of the masked kinds, every such call fails with
+ *              err (nothing done) until bs_fault_heal(). n = 0: the next call already fails.
+ *   tear_nth   the n-th write call (counted from the moment it is set) writes only its first
+ *              `keep` bytes, then returns EIO. fail_nth / fail_after win on the same call.
+ *   heal       turns fail_nth, fail_after and tear_nth off.
+ *
+ * The machine (while logging is on: bs_fault_powerloss(fc, 1, seed)). Writes go to the real
+ * file at once (every handle sees them, as through a shared page cache), but the controller
+ * keeps, PER PATH, the log of writes and truncates not yet made durable: each record saves
+ * the bytes and the file size it changed. A successful sync of any handle on that path
+ * forgets the path's log. Files created on the machine (open reported created) have an
+ * unsynced directory entry until sync_dir is called for a path in the same directory.
+ *   crash      the process dies: every handle open on the machine is dead from now on (every
+ *              call but close fails with EIO; its descriptor and lock are released at once, so
+ *              the path can be opened again). The logs stay: the OS cache survives a process.
+ *              Closing a file (dead or not) keeps its log too.
+ *   power_loss implies crash; then, for every path with a log: a file whose directory entry
+ *              was never synced disappears (unlinked, log forgotten); otherwise every logged
+ *              record is undone in reverse order (the file is exactly as at its last successful
+ *              sync, or as when logging started), then some are applied again, by a splitmix64
+ *              PRNG seeded with seed:
+ *                drop     none: the file is as at its last sync.
+ *                tear     the records in their original order, each independently applied
+ *                         whole (1/3), lost (1/3) or torn (1/3): each 512-byte sector of it
+ *                         (counted from its offset) reaches the disk with probability 1/2.
+ *                         A torn truncate is lost.
+ *                reorder  a subset: with probability 1/2 a prefix of random length (0..all),
+ *                         else each record independently with probability 1/2; the subset is
+ *                         applied whole in a random order (so a later write may land before
+ *                         an earlier one it overlaps).
+ *              Then every log is forgotten (the machine restarted; what is on disk is durable).
  * bs_file is never completed as a type: this file casts it to its own fault_file.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io.h"
 
@@ -50,13 +71,22 @@ typedef struct fault_rec {
     uint64_t size_before;
 } fault_rec;
 
+/* One path on the machine: its unsynced log and directory state. */
+typedef struct fault_path {
+    struct fault_path *next;
+    char *path;
+    int dir_unsynced;   /* created on the machine, its directory never synced since */
+    fault_rec *log;     /* changes since the last successful sync */
+    size_t nlog, caplog;
+} fault_path;
+
 typedef struct fault_file {
     struct bs_fault *fc;  /* NULL if the controller was freed first (misuse) */
+    struct fault_file *next; /* the controller's list of open handles */
     const bs_io_methods *io; /* the inner table */
-    bs_file *inner;
+    bs_file *inner;     /* NULL once dead (closed by the crash) */
+    fault_path *fp;
     int dead;           /* crashed: every call fails with EIO */
-    fault_rec *log;     /* powerloss: changes since the last successful sync */
-    size_t nlog, caplog;
 } fault_file;
 
 struct bs_fault {
@@ -67,17 +97,51 @@ struct bs_fault {
     unsigned fail_mask;
     uint64_t fail_n, fail_seen;
     int fail_err, fail_sticky, fail_done;
+    /* fail_after */
+    unsigned fa_mask;
+    uint64_t fa_left;
+    int fa_err;
     /* tear_nth */
     uint64_t tear_n, tear_seen;
     size_t tear_keep;
-    /* powerloss */
+    /* the machine */
     int pl_on;
     uint64_t pl_seed;
     int fired;
-    fault_file *file;   /* the one open file, or NULL */
+    fault_file *files;  /* open handles */
+    fault_path *paths;
 };
 
 static inline fault_file *ff_of(bs_file *f) { return (fault_file *)(void *)f; }
+
+static void fault_log_clear(fault_path *fp)
+{
+    for (size_t i = 0; i < fp->nlog; i++) {
+        free(fp->log[i].newb);
+        free(fp->log[i].oldb);
+    }
+    free(fp->log);
+    fp->log = NULL;
+    fp->nlog = fp->caplog = 0;
+}
+
+/* The record of path (created if missing; NULL when out of memory). Called with mu held. */
+static fault_path *fault_path_get(bs_fault *fc, const char *path)
+{
+    for (fault_path *p = fc->paths; p; p = p->next)
+        if (strcmp(p->path, path) == 0)
+            return p;
+    fault_path *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    if (!(p->path = strdup(path))) {
+        free(p);
+        return NULL;
+    }
+    p->next = fc->paths;
+    fc->paths = p;
+    return p;
+}
 
 /* ---- controller API ---- */
 
@@ -98,8 +162,14 @@ void bs_fault_free(bs_fault *fc)
 {
     if (!fc)
         return;
-    if (fc->file)
-        fc->file->fc = NULL; /* misuse: file still open; it keeps working without faults */
+    for (fault_file *f = fc->files; f; f = f->next)
+        f->fc = NULL; /* misuse: file still open; every call on it fails with EIO */
+    for (fault_path *p = fc->paths, *n; p; p = n) {
+        n = p->next;
+        fault_log_clear(p);
+        free(p->path);
+        free(p);
+    }
     pthread_mutex_destroy(&fc->mu);
     free(fc);
 }
@@ -116,6 +186,26 @@ void bs_fault_fail_nth(bs_fault *fc, unsigned mask, uint64_t n, int err, int sti
     pthread_mutex_unlock(&fc->mu);
 }
 
+void bs_fault_fail_after(bs_fault *fc, unsigned mask, uint64_t n, int err)
+{
+    pthread_mutex_lock(&fc->mu);
+    fc->fa_mask = mask & BS_FAULT_ANY;
+    fc->fa_left = n;
+    fc->fa_err = err > 0 ? err : EIO;
+    pthread_mutex_unlock(&fc->mu);
+}
+
+void bs_fault_heal(bs_fault *fc)
+{
+    pthread_mutex_lock(&fc->mu);
+    fc->fail_mask = 0;
+    fc->fail_n = 0;
+    fc->fail_done = 0;
+    fc->fa_mask = 0;
+    fc->tear_n = 0;
+    pthread_mutex_unlock(&fc->mu);
+}
+
 void bs_fault_tear_nth(bs_fault *fc, uint64_t n, size_t keep)
 {
     pthread_mutex_lock(&fc->mu);
@@ -125,24 +215,15 @@ void bs_fault_tear_nth(bs_fault *fc, uint64_t n, size_t keep)
     pthread_mutex_unlock(&fc->mu);
 }
 
-static void fault_log_clear(fault_file *ff)
-{
-    for (size_t i = 0; i < ff->nlog; i++) {
-        free(ff->log[i].newb);
-        free(ff->log[i].oldb);
-    }
-    free(ff->log);
-    ff->log = NULL;
-    ff->nlog = ff->caplog = 0;
-}
-
 void bs_fault_powerloss(bs_fault *fc, int on, uint64_t seed)
 {
     pthread_mutex_lock(&fc->mu);
     fc->pl_on = on != 0;
     fc->pl_seed = seed;
-    if (fc->file)
-        fault_log_clear(fc->file); /* everything before now counts as durable */
+    for (fault_path *p = fc->paths; p; p = p->next) {
+        fault_log_clear(p); /* everything before now counts as durable */
+        p->dir_unsynced = 0;
+    }
     pthread_mutex_unlock(&fc->mu);
 }
 
@@ -165,6 +246,17 @@ int bs_fault_fired(bs_fault *fc)
     return r;
 }
 
+uint64_t bs_fault_unsynced(bs_fault *fc, const char *path)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&fc->mu);
+    for (fault_path *p = fc->paths; p; p = p->next)
+        if (!path || strcmp(p->path, path) == 0)
+            n += p->nlog + (p->dir_unsynced ? 1 : 0);
+    pthread_mutex_unlock(&fc->mu);
+    return n;
+}
+
 static uint64_t fault_rand(uint64_t *s)
 {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -173,80 +265,146 @@ static uint64_t fault_rand(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Undo the log (reverse order), then re-apply a random subset in random order. */
-static int fault_crash_file(bs_fault *fc, fault_file *ff)
+/* Kill every handle (mu held): the process died. Returns how many were alive. */
+static int fault_kill_all(bs_fault *fc)
 {
-    const bs_io_methods *io = fc->inner;
-    int rc = 0, r;
-    for (size_t i = ff->nlog; i-- > 0;) {
-        fault_rec *e = &ff->log[i];
-        if (e->is_trunc) {
-            if ((r = io->truncate(ff->inner, e->size_before)) && !rc)
-                rc = r;
-            if (e->oldlen && (r = io->write_at(ff->inner, e->oldb, e->oldlen, e->off)) && !rc)
-                rc = r;
-        } else {
-            if (e->oldlen && (r = io->write_at(ff->inner, e->oldb, e->oldlen, e->off)) && !rc)
-                rc = r;
-            if ((r = io->truncate(ff->inner, e->size_before)) && !rc)
-                rc = r;
-        }
-    }
-    size_t n = ff->nlog;
-    size_t *order = malloc((n ? n : 1) * sizeof *order);
-    if (!order)
-        return rc ? rc : ENOMEM;
-    uint64_t s = fc->pl_seed;
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    for (size_t i = n; i > 1; i--) { /* Fisher-Yates */
-        size_t j = (size_t)(fault_rand(&s) % i);
-        size_t t = order[i - 1];
-        order[i - 1] = order[j];
-        order[j] = t;
-    }
-    for (size_t k = 0; k < n; k++) {
-        fault_rec *e = &ff->log[order[k]];
-        uint64_t x = fault_rand(&s);
-        if (e->is_trunc) {
-            if ((x & 1) && (r = io->truncate(ff->inner, e->off)) && !rc)
-                rc = r;
+    int n = 0;
+    for (fault_file *f = fc->files; f; f = f->next) {
+        if (f->dead)
             continue;
+        f->dead = 1;
+        n++;
+        if (f->inner) {
+            (void)f->io->close(f->inner, 0); /* a dead process's descriptors and locks go */
+            f->inner = NULL;
         }
-        size_t keep, chunks = (e->len + 511) / 512;
-        switch (x % 3) {
-        case 0: /* whole */
-            keep = e->len;
-            break;
-        case 1: /* torn: a 512-byte multiple strictly below len (possibly 0) */
-            keep = chunks ? (size_t)((x >> 8) % chunks) * 512 : 0;
-            break;
-        default: /* lost */
-            keep = 0;
-            break;
-        }
-        if (keep && (r = io->write_at(ff->inner, e->newb, keep, e->off)) && !rc)
-            rc = r;
     }
-    free(order);
-    return rc;
+    if (n)
+        fc->fired = 1;
+    return n;
 }
 
 int bs_fault_crash(bs_fault *fc)
 {
     pthread_mutex_lock(&fc->mu);
-    fault_file *ff = fc->file;
-    int rc;
-    if (!ff) {
-        rc = EINVAL;
-    } else if (ff->dead) {
-        rc = 0; /* already crashed */
-    } else {
-        rc = fault_crash_file(fc, ff);
-        fault_log_clear(ff);
-        ff->dead = 1;
-        fc->fired = 1;
+    int n = fault_kill_all(fc);
+    pthread_mutex_unlock(&fc->mu);
+    return n;
+}
+
+/* Apply a logged write (whole, or only the sectors in the mask when torn). */
+static int fault_apply_write(const bs_io_methods *io, bs_file *f, const fault_rec *e, int torn,
+                             uint64_t *s)
+{
+    if (!torn)
+        return e->len ? io->write_at(f, e->newb, e->len, e->off) : 0;
+    int rc = 0;
+    for (size_t pos = 0; pos < e->len; pos += 512) {
+        size_t l = e->len - pos < 512 ? e->len - pos : 512;
+        if ((fault_rand(s) & 1) && !rc)
+            rc = io->write_at(f, e->newb + pos, l, e->off + pos);
     }
+    return rc;
+}
+
+static int fault_apply(const bs_io_methods *io, bs_file *f, const fault_rec *e, int torn,
+                       uint64_t *s)
+{
+    if (e->is_trunc)
+        return torn ? 0 : io->truncate(f, e->off);
+    return fault_apply_write(io, f, e, torn, s);
+}
+
+/* Power loss on one path (mu held; no handle is alive). */
+static int fault_powerloss_path(bs_fault *fc, fault_path *fp, int mode, uint64_t *s)
+{
+    const bs_io_methods *io = fc->inner;
+    int rc = 0, r;
+    if (fp->dir_unsynced) {
+        if (unlink(fp->path) != 0 && errno != ENOENT)
+            rc = errno;
+        fp->dir_unsynced = 0;
+        fault_log_clear(fp);
+        return rc;
+    }
+    if (!fp->nlog)
+        return 0;
+    bs_file *f = NULL;
+    int created = 0;
+    if ((r = io->open(NULL, fp->path, 0, 0, &f, &created)) != 0) {
+        fault_log_clear(fp);
+        return r == ENOENT ? 0 : r; /* removed meanwhile: nothing to lose */
+    }
+    for (size_t i = fp->nlog; i-- > 0;) {
+        fault_rec *e = &fp->log[i];
+        if (e->is_trunc) {
+            if ((r = io->truncate(f, e->size_before)) && !rc)
+                rc = r;
+            if (e->oldlen && (r = io->write_at(f, e->oldb, e->oldlen, e->off)) && !rc)
+                rc = r;
+        } else {
+            if (e->oldlen && (r = io->write_at(f, e->oldb, e->oldlen, e->off)) && !rc)
+                rc = r;
+            if ((r = io->truncate(f, e->size_before)) && !rc)
+                rc = r;
+        }
+    }
+    size_t n = fp->nlog, m = 0;
+    size_t *pick = malloc((n ? n : 1) * sizeof *pick);
+    if (!pick) {
+        rc = rc ? rc : ENOMEM;
+        goto out;
+    }
+    if (mode == BS_POWERLOSS_TEAR) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t x = fault_rand(s) % 3;
+            if (x == 1)
+                continue; /* lost */
+            if ((r = fault_apply(io, f, &fp->log[i], x == 2, s)) && !rc)
+                rc = r;
+        }
+    } else if (mode == BS_POWERLOSS_REORDER) {
+        if (fault_rand(s) & 1) {
+            m = (size_t)(fault_rand(s) % (n + 1));
+            for (size_t i = 0; i < m; i++)
+                pick[i] = i;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                if (fault_rand(s) & 1)
+                    pick[m++] = i;
+        }
+        for (size_t i = m; i > 1; i--) { /* Fisher-Yates */
+            size_t j = (size_t)(fault_rand(s) % i);
+            size_t t = pick[i - 1];
+            pick[i - 1] = pick[j];
+            pick[j] = t;
+        }
+        for (size_t k = 0; k < m; k++)
+            if ((r = fault_apply(io, f, &fp->log[pick[k]], 0, s)) && !rc)
+                rc = r;
+    }
+    free(pick);
+out:
+    if ((r = io->sync(f)) && !rc)
+        rc = r;
+    if ((r = io->close(f, 0)) && !rc)
+        rc = r;
+    fault_log_clear(fp);
+    return rc;
+}
+
+int bs_fault_power_loss(bs_fault *fc, int mode, uint64_t seed)
+{
+    if (mode != BS_POWERLOSS_DROP && mode != BS_POWERLOSS_TEAR && mode != BS_POWERLOSS_REORDER)
+        return EINVAL;
+    pthread_mutex_lock(&fc->mu);
+    fault_kill_all(fc);
+    fc->fired = 1;
+    uint64_t s = seed;
+    int rc = 0, r;
+    for (fault_path *p = fc->paths; p; p = p->next)
+        if ((r = fault_powerloss_path(fc, p, mode, &s)) && !rc)
+            rc = r;
     pthread_mutex_unlock(&fc->mu);
     return rc;
 }
@@ -258,6 +416,13 @@ static int fault_check(bs_fault *fc, int k)
 {
     unsigned bit = 1u << k;
     fc->count[k]++;
+    if (fc->fa_mask & bit) {
+        if (!fc->fa_left) {
+            fc->fired = 1;
+            return fc->fa_err;
+        }
+        fc->fa_left--;
+    }
     if (!fc->fail_n || !(fc->fail_mask & bit))
         return 0;
     fc->fail_seen++;
@@ -277,7 +442,7 @@ static int fault_enter(fault_file *ff, bs_fault **fcp)
     if (!fc)
         return 0;
     pthread_mutex_lock(&fc->mu);
-    return ff->dead ? EIO : 0;
+    return ff->dead || !ff->inner ? EIO : 0;
 }
 
 static void fault_leave(bs_fault *fc)
@@ -288,15 +453,16 @@ static void fault_leave(bs_fault *fc)
 
 static int fault_log_push(fault_file *ff, fault_rec *e)
 {
-    if (ff->nlog == ff->caplog) {
-        size_t cap = ff->caplog ? ff->caplog * 2 : 16;
-        fault_rec *v = realloc(ff->log, cap * sizeof *v);
+    fault_path *fp = ff->fp;
+    if (fp->nlog == fp->caplog) {
+        size_t cap = fp->caplog ? fp->caplog * 2 : 16;
+        fault_rec *v = realloc(fp->log, cap * sizeof *v);
         if (!v)
             return ENOMEM;
-        ff->log = v;
-        ff->caplog = cap;
+        fp->log = v;
+        fp->caplog = cap;
     }
-    ff->log[ff->nlog++] = *e;
+    fp->log[fp->nlog++] = *e;
     return 0;
 }
 
@@ -352,13 +518,10 @@ static int fault_open(void *arg, const char *path, int readonly, int create, bs_
         return EINVAL;
     pthread_mutex_lock(&fc->mu);
     int rc = 0;
-    fault_file *ff = NULL;
-    if (fc->file) {
-        rc = EBUSY;
-        goto out;
-    }
-    ff = calloc(1, sizeof *ff);
-    if (!ff) {
+    fault_file *ff = calloc(1, sizeof *ff);
+    fault_path *fp = fault_path_get(fc, path);
+    if (!ff || !fp) {
+        free(ff);
         rc = ENOMEM;
         goto out;
     }
@@ -366,9 +529,15 @@ static int fault_open(void *arg, const char *path, int readonly, int create, bs_
         free(ff);
         goto out;
     }
+    if (*created) {
+        fault_log_clear(fp); /* a new file: what an older one of that name did is moot */
+        fp->dir_unsynced = fc->pl_on;
+    }
     ff->fc = fc;
     ff->io = fc->inner;
-    fc->file = ff;
+    ff->fp = fp;
+    ff->next = fc->files;
+    fc->files = ff;
     *out = (bs_file *)(void *)ff;
 out:
     pthread_mutex_unlock(&fc->mu);
@@ -383,11 +552,13 @@ static int fault_close(bs_file *f, int forked)
     bs_fault *fc = ff->fc;
     if (fc)
         pthread_mutex_lock(&fc->mu);
-    int rc = ff->io->close(ff->inner, forked);
-    fault_log_clear(ff);
+    int rc = ff->inner ? ff->io->close(ff->inner, forked) : 0;
     if (fc) {
-        if (fc->file == ff)
-            fc->file = NULL;
+        for (fault_file **pp = &fc->files; *pp; pp = &(*pp)->next)
+            if (*pp == ff) {
+                *pp = ff->next;
+                break;
+            }
         pthread_mutex_unlock(&fc->mu);
     }
     free(ff);
@@ -548,7 +719,7 @@ static int fault_sync(bs_file *f)
     if (!rc)
         rc = fc->inner->sync(ff->inner);
     if (!rc)
-        fault_log_clear(ff); /* durable now */
+        fault_log_clear(ff->fp); /* durable now */
     fault_leave(fc);
     return rc;
 }
@@ -625,12 +796,28 @@ static int fault_lock(bs_file *f, int kind)
     return rc;
 }
 
+/* Length of the directory part of path ("" -> 0 means the current directory). */
+static size_t fault_dirlen(const char *path)
+{
+    const char *sl = strrchr(path, '/');
+    return sl ? (size_t)(sl - path) : 0;
+}
+
 static int fault_sync_dir(void *arg, const char *path)
 {
     bs_fault *fc = arg;
     if (!fc)
         return EINVAL;
-    return fc->inner->sync_dir(NULL, path);
+    pthread_mutex_lock(&fc->mu);
+    int rc = fc->inner->sync_dir(NULL, path);
+    if (!rc) {
+        size_t dl = fault_dirlen(path);
+        for (fault_path *p = fc->paths; p; p = p->next)
+            if (fault_dirlen(p->path) == dl && strncmp(p->path, path, dl) == 0)
+                p->dir_unsynced = 0;
+    }
+    pthread_mutex_unlock(&fc->mu);
+    return rc;
 }
 
 const bs_io_methods bs_io_fault = {

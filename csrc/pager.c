@@ -1112,6 +1112,16 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         durable = true; /* cannot be validated at open: make it durable instead */
     }
     nm->slot = 1 - db->durable_slot;
+    if (durable && atomic_load(&db->dir_unsynced)) {
+        /* the file's directory entry must be durable before any commit is (nothing of this
+         * commit is referenced yet: a failure leaves the durable state untouched) */
+        if ((err = db->io->sync_dir(db->io_arg, db->path)) != 0) {
+            rc = bs_fail_io(err, "syncing the directory of %s", db->path);
+            atomic_store(&db->panic, 1);
+            goto fail;
+        }
+        atomic_store(&db->dir_unsynced, 0);
+    }
     if (durable && !listed && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing the data pages of commit %llu", (unsigned long long)txn->txid);
         atomic_store(&db->panic, 1);

@@ -1,7 +1,8 @@
 /*
  * py_testing.c - test-only pieces of btree_store._core, re-exported by btree_store._testing:
- * the FaultIO type (a bs_fault controller wrapping the POSIX I/O layer: fail the n-th call,
- * tear a write, simulate power loss) and the CRC32C functions.
+ * the FaultIO type (a bs_fault controller wrapping the POSIX I/O layer, modelling one machine:
+ * fail the n-th call or every call after n, tear a write, kill the process, simulate a power
+ * loss) and the CRC32C functions. btree_store.testing.FaultyMachine is built on it.
  *
  * Layer: CPython binding; calls io.h (fault controller) and crc32c.h only.
  */
@@ -16,7 +17,7 @@
 typedef struct FaultIOObject {
     PyObject_HEAD
     bs_fault *fc;
-    int in_use; /* an open DB uses it */
+    int in_use; /* how many open DBs use it */
 } FaultIOObject;
 
 struct bs_fault *py_faultio_acquire(py_state *st, PyObject *o)
@@ -27,15 +28,16 @@ struct bs_fault *py_faultio_acquire(py_state *st, PyObject *o)
         return NULL;
     }
     FaultIOObject *f = (FaultIOObject *)o;
-    if (f->in_use) {
-        PyErr_SetString(st->Error, "this FaultIO is already used by an open DB");
-        return NULL;
-    }
-    f->in_use = 1;
+    f->in_use++;
     return f->fc;
 }
 
-void py_faultio_release(PyObject *o) { ((FaultIOObject *)o)->in_use = 0; }
+void py_faultio_release(PyObject *o)
+{
+    FaultIOObject *f = (FaultIOObject *)o;
+    if (f->in_use > 0)
+        f->in_use--;
+}
 
 /* "read" | "write" | "sync" | "truncate" | "any", or several joined by '|'. */
 static int fio_kind(PyObject *o, unsigned *mask)
@@ -191,20 +193,118 @@ static PyObject *fio_powerloss(FaultIOObject *self, PyObject *const *args, Py_ss
     Py_RETURN_NONE;
 }
 
+static int fio_errno(PyObject *o, int *err)
+{
+    if (!o)
+        return 0;
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "errno must be int, not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        v = -1;
+    }
+    if (v <= 0 || v > 4095) {
+        PyErr_SetString(PyExc_ValueError, "errno must be a positive errno value");
+        return -1;
+    }
+    *err = (int)v;
+    return 0;
+}
+
+static PyObject *fio_fail_after(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"kind", "n", "errno", NULL};
+    static const py_argspec spec = {"fail_after", names, 3, 2};
+    PyObject *a[3];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    unsigned mask;
+    uint64_t n;
+    int err = EIO;
+    if (fio_kind(a[0], &mask) < 0 || fio_u64(a[1], "n", &n) < 0 || fio_errno(a[2], &err) < 0)
+        return NULL;
+    bs_fault_fail_after(self->fc, mask, n, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_heal(FaultIOObject *self, PyObject *Py_UNUSED(ignored))
+{
+    bs_fault_heal(self->fc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *fio_crash(FaultIOObject *self, PyObject *Py_UNUSED(ignored))
 {
+    int n;
+    bs_fault *fc = self->fc;
+    Py_BEGIN_ALLOW_THREADS
+    n = bs_fault_crash(fc);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(n > 0);
+}
+
+static PyObject *fio_power_loss(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"mode", "seed", NULL};
+    static const py_argspec spec = {"power_loss", names, 2, 0};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    int mode = BS_POWERLOSS_DROP;
+    if (a[0]) {
+        if (!PyUnicode_Check(a[0])) {
+            PyErr_Format(PyExc_TypeError, "mode must be str, not %.100s", Py_TYPE(a[0])->tp_name);
+            return NULL;
+        }
+        if (PyUnicode_CompareWithASCIIString(a[0], "drop") == 0)
+            mode = BS_POWERLOSS_DROP;
+        else if (PyUnicode_CompareWithASCIIString(a[0], "tear") == 0)
+            mode = BS_POWERLOSS_TEAR;
+        else if (PyUnicode_CompareWithASCIIString(a[0], "reorder") == 0)
+            mode = BS_POWERLOSS_REORDER;
+        else {
+            PyErr_Format(PyExc_ValueError, "bad mode %R: use 'drop', 'tear' or 'reorder'", a[0]);
+            return NULL;
+        }
+    }
+    uint64_t seed = 0;
+    if (a[1] && a[1] != Py_None && fio_u64(a[1], "seed", &seed) < 0)
+        return NULL;
     int rc;
     bs_fault *fc = self->fc;
     Py_BEGIN_ALLOW_THREADS
-    rc = bs_fault_crash(fc);
+    rc = bs_fault_power_loss(fc, mode, seed);
     Py_END_ALLOW_THREADS
-    if (rc == EINVAL) /* no file open under this controller: nothing unsynced to lose */
-        Py_RETURN_FALSE;
     if (rc != 0) {
         errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fio_unsynced(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"path", NULL};
+    static const py_argspec spec = {"unsynced", names, 1, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!a[0] || a[0] == Py_None)
+        return PyLong_FromUnsignedLongLong(bs_fault_unsynced(self->fc, NULL));
+    PyObject *b = NULL;
+    if (!PyUnicode_FSConverter(a[0], &b))
+        return NULL;
+    uint64_t n = bs_fault_unsynced(self->fc, PyBytes_AS_STRING(b));
+    Py_DECREF(b);
+    return PyLong_FromUnsignedLongLong(n);
 }
 
 static PyObject *fio_count(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -230,7 +330,7 @@ static PyObject *fio_get_fired(FaultIOObject *self, void *c)
 static PyObject *fio_get_in_use(FaultIOObject *self, void *c)
 {
     (void)c;
-    return PyBool_FromLong(self->in_use);
+    return PyBool_FromLong(self->in_use > 0);
 }
 
 static PyObject *fio_repr(FaultIOObject *self)
@@ -250,10 +350,20 @@ static PyMethodDef fio_methods[] = {
      "tear_nth($self, /, n, keep)\n--\n\nThe n-th write keeps only its first `keep` bytes (a multiple of "
      "512), then fails with EIO."},
     {"powerloss", FASTKW(fio_powerloss),
-     "powerloss($self, /, seed=0, on=True)\n--\n\nFrom now, remember unsynced writes for crash()."},
+     "powerloss($self, /, seed=0, on=True)\n--\n\nFrom now, remember unsynced writes for power_loss()."},
+    {"fail_after", FASTKW(fio_fail_after),
+     "fail_after($self, /, kind, n, errno=5)\n--\n\nAfter n more successful calls of kind, every "
+     "such call fails with errno until heal()."},
+    {"heal", (PyCFunction)fio_heal, METH_NOARGS,
+     "heal($self, /)\n--\n\nTurn fail_nth, fail_after and tear_nth off."},
     {"crash", (PyCFunction)fio_crash, METH_NOARGS,
-     "crash($self, /)\n--\n\nWrite back a random subset of the unsynced writes (whole, torn or "
-     "lost); then every call fails with EIO. False when no file is open (nothing to do)."},
+     "crash($self, /)\n--\n\nThe process dies: every file open on this machine is dead (EIO); "
+     "unsynced writes stay. False when no live file was open."},
+    {"power_loss", FASTKW(fio_power_loss),
+     "power_loss($self, /, mode='drop', seed=0)\n--\n\ncrash(), then lose ('drop'), tear "
+     "('tear') or reorder ('reorder') every write not yet synced (see io_fault.c)."},
+    {"unsynced", FASTKW(fio_unsynced),
+     "unsynced($self, /, path=None)\n--\n\nRecords not yet durable (of path, or of all)."},
     {"count", FASTKW(fio_count), "count($self, /, kind='any')\n--\n\nCalls of that kind seen so far."},
     {NULL, NULL, 0, NULL},
 };

@@ -3,7 +3,7 @@ before them, db.sync() and begin(sync=...) make commits durable, and after a sim
 loss the state is a commit at or after the last durable one, with check() clean.
 
 Power loss is simulated by btree_store._testing.FaultIO: from powerloss(seed) on it remembers
-writes that were not synced, and crash() keeps a random subset of them (whole, torn or lost).
+writes that were not synced, and power_loss(mode, seed) tears or reorders them (io_fault.c).
 """
 import random
 
@@ -64,7 +64,7 @@ def _history_trial(tmp_path, seed):
                 durable = len(states) - 1
         except btree_store.Error:
             break
-    fio.crash()
+    fio.power_loss(("tear", "reorder")[seed % 2], seed)
     try:
         db.close()
     except btree_store.Error:

@@ -6,7 +6,7 @@
   content equals the last acknowledged commit (or the one in flight when the fault hit inside
   commit); stop when the workload completes without the fault firing.
 - Torn writes at 512-byte boundaries, the same way.
-- Power loss: fio.powerloss(seed), random commits, fio.crash() between commits or in the
+- Power loss: fio.powerloss(seed), random commits, fio.power_loss("tear"|"reorder") between commits or in the
   middle of one (after a failed write or sync), reopen, compare with the model.
 - Sticky failures (PanicError after a failed sync in commit), disk full (DiskFullError, the
   DB stays usable, nothing committed is lost).
@@ -340,7 +340,7 @@ def powerloss_trial(tmp_path, trial_seed, base):
         out.error = e
     if mid and out.error is None:
         out.inflight = None  # the fault was never reached: everything was acknowledged
-    fio.crash()
+    fio.power_loss(("tear", "reorder")[trial_seed % 2], trial_seed)
     if db is not None:
         try:
             db.close()
@@ -385,7 +385,7 @@ def test_powerloss_during_creation(tmp_path):
                 out.acked, out.inflight = i, None
         except btree_store.Error as e:
             out.error = e
-        fio.crash()
+        fio.power_loss(("tear", "reorder")[seed % 2], seed)
         if db is not None:
             try:
                 db.close()

@@ -2,8 +2,9 @@
 /*
  * test_io.c - the POSIX I/O table (open/create, read/write/writev, zero-fill past EOF, size,
  * truncate, sync, flock conflicts, close after fork keeps the lock) and the fault controller
- * (fail_nth, sticky, tear at a 512 boundary, powerloss + crash: the file is always the
- * durable base plus some whole/torn subset of the unsynced writes, then the handle is dead).
+ * (fail_nth, sticky, tear at a 512 boundary, fail_after + heal; the machine: a crash kills
+ * the handles and keeps the unsynced writes, a power loss drops / tears / reorders them,
+ * a file whose directory was never synced vanishes).
  *
  * Layer: test program; calls only io.h (the I/O tables), nothing above them.
  */
@@ -170,9 +171,13 @@ static void test_fault_fail(void)
     CHECK(fc != NULL);
     CHECK_EQ(F->open(fc, path, 0, 1, &f, &created), 0);
     CHECK_EQ(created, 1);
-    CHECK_EQ(F->open(fc, path, 0, 1, &f2, &created), EBUSY); /* one file per controller */
+    /* several handles per controller (one machine); the lock still excludes */
+    CHECK_EQ(F->open(fc, path, 0, 1, &f2, &created), 0);
+    CHECK_EQ(created, 0);
     CHECK_EQ(F->sync_dir(fc, path), 0);
     CHECK_EQ(F->lock(f, BS_LOCK_EX), 0);
+    CHECK(F->lock(f2, BS_LOCK_EX) != 0);
+    CHECK_EQ(F->close(f2, 0), 0);
     fill(a, sizeof a, 3);
 
     /* the 3rd write from now fails with ENOSPC and writes nothing; the 4th works */
@@ -270,23 +275,44 @@ static int matches(const uint8_t *file, size_t fsz, const uint8_t *base, size_t 
     return ok;
 }
 
-/* Is `file` equal to base + some whole/torn subset of the two writes in some order? */
-static int is_crash_state(const uint8_t *file, size_t fsz, const uint8_t *base, size_t bsz,
-                          const wr *w)
+/* Is `file` equal to base + some subset of the two writes, each whole, in some order? */
+static int is_reorder_state(const uint8_t *file, size_t fsz, const uint8_t *base, size_t bsz,
+                            const wr *w)
 {
     static const int orders[2][2] = {{0, 1}, {1, 0}};
     size_t keep[2];
-    for (keep[0] = 0; keep[0] <= w[0].len; keep[0] += 512) {
-        for (keep[1] = 0; keep[1] <= w[1].len; keep[1] += 512) {
-            for (int o = 0; o < 2; o++)
+    for (int k0 = 0; k0 < 2; k0++)
+        for (int k1 = 0; k1 < 2; k1++)
+            for (int o = 0; o < 2; o++) {
+                keep[0] = k0 ? w[0].len : 0;
+                keep[1] = k1 ? w[1].len : 0;
                 if (matches(file, fsz, base, bsz, w, keep, orders[o], 2))
                     return 1;
-        }
-    }
+            }
     return 0;
 }
 
-static void test_fault_powerloss(void)
+/* Torn: every 512-byte sector holds the base's bytes, or those of a write covering it, or
+ * zeros past the base; the size is the base's or ends inside a write. */
+static int is_tear_state(const uint8_t *file, size_t fsz, const uint8_t *base, size_t bsz,
+                         const wr *w)
+{
+    static const uint8_t zero[512];
+    if (fsz < bsz || fsz % 512)
+        return 0;
+    for (size_t s = 0; s < fsz; s += 512) {
+        int ok = (s < bsz && !memcmp(file + s, base + s, 512)) ||
+                 (s >= bsz && !memcmp(file + s, zero, 512));
+        for (int i = 0; i < 2 && !ok; i++)
+            ok = s >= w[i].off && s + 512 <= w[i].off + w[i].len &&
+                 !memcmp(file + s, w[i].data + (s - w[i].off), 512);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_fault_machine(void)
 {
     const char *path = path_of("crash.db");
     enum { NSEED = 40 };
@@ -295,113 +321,173 @@ static void test_fault_powerloss(void)
     fill(B, sizeof B, 0x22);
     fill(C, sizeof C, 0x33);
     fill(D, sizeof D, 0x44);
-    int kinds_seen[4] = {0}; /* base only, B whole, C torn, both */
+    int seen[4][3] = {{0}}; /* per mode: the base, everything, something else */
     {
-        /* the checker itself: accepts base, rejects a misplaced or partial sector */
+        /* the checkers themselves */
         wr w[2] = {{4096, sizeof B, B}, {6144, sizeof C, C}};
-        static uint8_t fake[12288];
+        static uint8_t fake[14336];
         memcpy(fake, A, sizeof A);
-        CHECK(is_crash_state(fake, sizeof A, A, sizeof A, w));
+        CHECK(is_reorder_state(fake, sizeof A, A, sizeof A, w));
+        CHECK(is_tear_state(fake, sizeof A, A, sizeof A, w));
         memcpy(fake + 4096, B, 512);
-        CHECK(is_crash_state(fake, sizeof A, A, sizeof A, w));
+        CHECK(!is_reorder_state(fake, sizeof A, A, sizeof A, w)); /* a partial write */
+        CHECK(is_tear_state(fake, sizeof A, A, sizeof A, w));
         memcpy(fake + 4608, B, 512); /* B's first sector at the wrong place */
-        CHECK(!is_crash_state(fake, sizeof A, A, sizeof A, w));
-        memcpy(fake, A, sizeof A);
-        memcpy(fake + 4096, B, 700); /* not a 512 multiple */
-        CHECK(!is_crash_state(fake, sizeof A, A, sizeof A, w));
-        CHECK(!is_crash_state(A, 8192, A, sizeof A, w)); /* shorter than the base */
+        CHECK(!is_tear_state(fake, sizeof A, A, sizeof A, w));
+        CHECK(!is_tear_state(A, 8192, A, sizeof A, w)); /* shorter than the base */
     }
+    for (int mode = BS_POWERLOSS_DROP; mode <= BS_POWERLOSS_REORDER; mode++) {
+        for (uint64_t seed = 1; seed <= NSEED; seed++) {
+            bs_fault *fc = bs_fault_new(NULL);
+            bs_file *f = NULL, *g = NULL;
+            int created;
+            unlink(path);
+            CHECK_EQ(F->open(fc, path, 0, 1, &f, &created), 0);
+            bs_fault_powerloss(fc, 1, 0); /* the file exists: its directory entry is durable */
+            CHECK_EQ(F->write_at(f, A, sizeof A, 0), 0);
+            CHECK_EQ(F->sync(f), 0);
+            CHECK_EQ(bs_fault_unsynced(fc, path), 0);
+            /* B (overwrite inside) and C (overlapping B, extending the file): unsynced */
+            CHECK_EQ(F->write_at(f, B, sizeof B, 4096), 0);
+            struct iovec iov[3] = {{C, 1000}, {C + 1000, 0}, {C + 1000, sizeof C - 1000}};
+            CHECK_EQ(F->writev_at(f, iov, 3, 6144), 0);
+            CHECK_EQ(bs_fault_unsynced(fc, path), 2);
+            uint8_t tmp[8192];
+            size_t got = 0;
+            CHECK_EQ(F->read_at(f, tmp, sizeof C, 6144, &got), 0);
+            CHECK(got == sizeof C && !memcmp(tmp, C, sizeof C));
 
-    for (uint64_t seed = 1; seed <= NSEED; seed++) {
-        bs_fault *fc = bs_fault_new(NULL);
-        bs_file *f = NULL;
-        int created;
-        unlink(path);
-        CHECK_EQ(F->open(fc, path, 0, 1, &f, &created), 0);
-        bs_fault_powerloss(fc, 1, seed * 0x1234567ull);
-        /* A then sync: durable */
-        CHECK_EQ(F->write_at(f, A, sizeof A, 0), 0);
-        CHECK_EQ(F->sync(f), 0);
-        /* B (overwrite inside) and C (overlapping B, extending the file): unsynced */
-        CHECK_EQ(F->write_at(f, B, sizeof B, 4096), 0);
-        struct iovec iov[3] = {{C, 1000}, {C + 1000, 0}, {C + 1000, sizeof C - 1000}};
-        CHECK_EQ(F->writev_at(f, iov, 3, 6144), 0);
-        /* reads see the unsynced data */
-        uint8_t tmp[8192];
-        size_t got = 0;
-        CHECK_EQ(F->read_at(f, tmp, sizeof C, 6144, &got), 0);
-        CHECK(got == sizeof C && !memcmp(tmp, C, sizeof C));
-        CHECK_EQ(bs_fault_fired(fc), 0);
+            /* a process crash: the handle is dead, the writes stay, the log too */
+            CHECK_EQ(bs_fault_crash(fc), 1);
+            CHECK_EQ(bs_fault_fired(fc), 1);
+            uint64_t sz;
+            CHECK_EQ(F->read_at(f, tmp, 10, 0, &got), EIO);
+            CHECK_EQ(F->write_at(f, tmp, 10, 0), EIO);
+            CHECK_EQ(F->writev_at(f, iov, 3, 0), EIO);
+            CHECK_EQ(F->sync(f), EIO);
+            CHECK_EQ(F->size(f, &sz), EIO);
+            CHECK_EQ(F->truncate(f, 0), EIO);
+            CHECK_EQ(F->lock(f, BS_LOCK_SH), EIO);
+            CHECK_EQ(bs_fault_crash(fc), 0); /* nothing alive any more */
+            /* the lock went with the process: a new handle locks, sees B and C */
+            CHECK_EQ(F->open(fc, path, 0, 0, &g, &created), 0);
+            CHECK_EQ(F->lock(g, BS_LOCK_EX), 0);
+            CHECK_EQ(F->read_at(g, tmp, sizeof B, 4096, &got), 0);
+            CHECK(!memcmp(tmp, B, 2048) && !memcmp(tmp + 2048, C, 2048));
+            CHECK_EQ(F->close(f, 0), 0);
+            CHECK_EQ(F->close(g, 0), 0); /* a close keeps the log */
+            CHECK_EQ(bs_fault_unsynced(fc, path), 2);
+            CHECK_EQ(F->open(fc, path, 0, 0, &g, &created), 0);
 
-        CHECK_EQ(bs_fault_crash(fc), 0);
-        CHECK_EQ(bs_fault_fired(fc), 1);
-        /* dead machine: everything fails with EIO until close */
-        uint64_t sz;
-        CHECK_EQ(F->read_at(f, tmp, 10, 0, &got), EIO);
-        CHECK_EQ(F->write_at(f, tmp, 10, 0), EIO);
-        CHECK_EQ(F->writev_at(f, iov, 3, 0), EIO);
-        CHECK_EQ(F->sync(f), EIO);
-        CHECK_EQ(F->size(f, &sz), EIO);
-        CHECK_EQ(F->truncate(f, 0), EIO);
-        CHECK_EQ(F->lock(f, BS_LOCK_SH), EIO);
-        CHECK_EQ(F->close(f, 0), 0);
-
-        size_t fsz = 0;
-        uint8_t *file = slurp(path, &fsz);
-        wr w[2] = {{4096, sizeof B, B}, {6144, sizeof C, C}};
-        CHECK(file && is_crash_state(file, fsz, A, sizeof A, w));
-        if (fsz == sizeof A && !memcmp(file, A, sizeof A))
-            kinds_seen[0] = 1;
-        if (!memcmp(file + 4096, B, 2048))
-            kinds_seen[1] = 1;
-        if (fsz > sizeof A && fsz < 6144 + sizeof C)
-            kinds_seen[2] = 1;
-        if (fsz == 6144 + sizeof C && !memcmp(file + 4096, B, 2048))
-            kinds_seen[3] = 1;
-        free(file);
-
-        /* reopen through the same controller: works again; a sync makes D durable */
-        CHECK_EQ(F->open(fc, path, 0, 0, &f, &created), 0);
-        CHECK_EQ(F->write_at(f, D, sizeof D, 0), 0);
-        CHECK_EQ(F->sync(f), 0);
-        CHECK_EQ(F->write_at(f, A, 4096, 0), 0);  /* unsynced overwrite of D */
-        CHECK_EQ(F->truncate(f, 2048), 0);        /* unsynced shrink */
-        CHECK_EQ(F->write_at(f, B, 1024, 8192), 0); /* unsynced, past the cut */
-        CHECK_EQ(bs_fault_crash(fc), 0);
-        CHECK_EQ(F->close(f, 0), 0);
-        file = slurp(path, &fsz);
-        /* sectors: [0,2048) is D or A; the rest follows one of the truncate/write outcomes */
-        CHECK(file != NULL);
-        if (file) {
-            /* T applied then W1 torn/whole after it: 2048..4096; T then W2: 8704 or 9216;
-             * T lost: the durable size (>= 12288) */
-            CHECK(fsz % 512 == 0 && ((fsz >= 2048 && fsz <= 4096) || fsz == 8704 ||
-                                     fsz == 9216 || fsz >= sizeof A));
-            for (size_t s = 0; s < 4 && s * 512 < fsz; s++) {
-                const uint8_t *p = file + s * 512;
-                CHECK(!memcmp(p, D + s * 512, 512) || !memcmp(p, A + s * 512, 512));
+            CHECK_EQ(bs_fault_power_loss(fc, mode, seed * 0x1234567ull), 0);
+            CHECK_EQ(F->read_at(g, tmp, 10, 0, &got), EIO); /* the power loss crashed it */
+            CHECK_EQ(F->close(g, 0), 0);
+            CHECK_EQ(bs_fault_unsynced(fc, NULL), 0);
+            size_t fsz = 0;
+            uint8_t *file = slurp(path, &fsz);
+            wr w[2] = {{4096, sizeof B, B}, {6144, sizeof C, C}};
+            CHECK(file != NULL);
+            if (file) {
+                int base = fsz == sizeof A && !memcmp(file, A, sizeof A);
+                int all = fsz == 6144 + sizeof C && !memcmp(file + 4096, B, 2048) &&
+                          !memcmp(file + 6144, C, sizeof C);
+                if (mode == BS_POWERLOSS_DROP)
+                    CHECK(base);
+                else if (mode == BS_POWERLOSS_TEAR)
+                    CHECK(is_tear_state(file, fsz, A, sizeof A, w));
+                else
+                    CHECK(is_reorder_state(file, fsz, A, sizeof A, w));
+                seen[mode][base ? 0 : all ? 1 : 2] = 1;
             }
+            free(file);
+
+            /* the machine works again; a truncate and writes after a sync */
+            CHECK_EQ(F->open(fc, path, 0, 0, &f, &created), 0);
+            CHECK_EQ(F->write_at(f, D, sizeof D, 0), 0);
+            CHECK_EQ(F->sync(f), 0);
+            CHECK_EQ(F->write_at(f, A, 4096, 0), 0);    /* unsynced overwrite of D */
+            CHECK_EQ(F->truncate(f, 2048), 0);          /* unsynced shrink */
+            CHECK_EQ(F->write_at(f, B, 1024, 8192), 0); /* unsynced, past the cut */
+            CHECK_EQ(bs_fault_power_loss(fc, mode, seed), 0);
+            CHECK_EQ(F->close(f, 0), 0);
+            file = slurp(path, &fsz);
+            CHECK(file != NULL);
+            if (file) {
+                CHECK(fsz >= 2048);
+                if (mode == BS_POWERLOSS_DROP)
+                    CHECK(fsz >= sizeof A && !memcmp(file, D, sizeof D));
+                for (size_t s = 0; s < 4 && s * 512 < fsz; s++) {
+                    const uint8_t *q = file + s * 512;
+                    CHECK(!memcmp(q, D + s * 512, 512) || !memcmp(q, A + s * 512, 512));
+                }
+            }
+            free(file);
+            bs_fault_free(fc);
         }
-        free(file);
-        bs_fault_free(fc);
     }
-    CHECK(kinds_seen[0] && kinds_seen[1] && kinds_seen[2] && kinds_seen[3]);
+    CHECK(seen[BS_POWERLOSS_TEAR][0] && seen[BS_POWERLOSS_TEAR][1] && seen[BS_POWERLOSS_TEAR][2]);
+    CHECK(seen[BS_POWERLOSS_REORDER][0] && seen[BS_POWERLOSS_REORDER][1] &&
+          seen[BS_POWERLOSS_REORDER][2]);
+    {
+        bs_fault *bad = bs_fault_new(NULL);
+        CHECK_EQ(bs_fault_power_loss(bad, 0, 0), EINVAL); /* no such mode */
+        bs_fault_free(bad);
+    }
     unlink(path);
 
-    /* crash without an open file is an error; powerloss off forgets the log */
+    /* the directory: a file created on the machine vanishes at power loss until its
+     * directory is synced; logging off forgets the log */
+    for (int dsync = 0; dsync < 2; dsync++) {
+        bs_fault *fc = bs_fault_new(NULL);
+        bs_file *f;
+        int created = 0;
+        bs_fault_powerloss(fc, 1, 5);
+        CHECK_EQ(F->open(fc, path, 0, 1, &f, &created), 0);
+        CHECK_EQ(created, 1);
+        CHECK_EQ(F->write_at(f, A, 4096, 0), 0);
+        CHECK_EQ(F->sync(f), 0);
+        CHECK_EQ(bs_fault_unsynced(fc, path), 1); /* the directory entry */
+        if (dsync) {
+            CHECK_EQ(F->sync_dir(fc, path), 0);
+            CHECK_EQ(bs_fault_unsynced(fc, path), 0);
+        }
+        CHECK_EQ(bs_fault_power_loss(fc, BS_POWERLOSS_TEAR, 9), 0);
+        CHECK_EQ(F->close(f, 0), 0);
+        CHECK_EQ(access(path, F_OK) == 0, dsync);
+        bs_fault_free(fc);
+        unlink(path);
+    }
     bs_fault *fc = bs_fault_new(NULL);
-    CHECK_EQ(bs_fault_crash(fc), EINVAL);
     bs_file *f;
-    CHECK_EQ(F->open(fc, path, 0, 1, &f, NULL), 0);
+    int cr = 0;
+    CHECK_EQ(F->open(fc, path, 0, 1, &f, &cr), 0);
     bs_fault_powerloss(fc, 1, 5);
     CHECK_EQ(F->write_at(f, A, 4096, 0), 0);
     bs_fault_powerloss(fc, 0, 0);
-    CHECK_EQ(bs_fault_crash(fc), 0); /* nothing logged: the file keeps A */
+    CHECK_EQ(bs_fault_power_loss(fc, BS_POWERLOSS_DROP, 1), 0); /* nothing logged */
     CHECK_EQ(F->close(f, 0), 0);
     size_t fsz;
     uint8_t *file = slurp(path, &fsz);
     CHECK(file && fsz == 4096 && !memcmp(file, A, 4096));
     free(file);
+
+    /* fail_after: n successes, then every call of the kind until heal */
+    CHECK_EQ(F->open(fc, path, 0, 0, &f, &cr), 0);
+    bs_fault_fail_after(fc, BS_FAULT_WRITE, 2, ENOSPC);
+    CHECK_EQ(F->write_at(f, A, 512, 0), 0);
+    CHECK_EQ(F->sync(f), 0); /* another kind: not counted */
+    CHECK_EQ(F->write_at(f, A, 512, 0), 0);
+    CHECK_EQ(F->write_at(f, A, 512, 0), ENOSPC);
+    CHECK_EQ(F->write_at(f, A, 512, 0), ENOSPC);
+    CHECK_EQ(F->sync(f), 0);
+    bs_fault_heal(fc);
+    CHECK_EQ(F->write_at(f, A, 512, 0), 0);
+    bs_fault_fail_after(fc, BS_FAULT_SYNC, 0, EIO);
+    CHECK_EQ(F->sync(f), EIO);
+    CHECK_EQ(F->write_at(f, A, 512, 0), 0);
+    bs_fault_heal(fc);
+    CHECK_EQ(F->sync(f), 0);
+    CHECK_EQ(F->close(f, 0), 0);
     bs_fault_free(fc);
     unlink(path);
 }
@@ -415,7 +501,7 @@ int main(void)
     }
     test_posix();
     test_fault_fail();
-    test_fault_powerloss();
+    test_fault_machine();
     rmdir(dir);
     if (failures) {
         fprintf(stderr, "test_io: %d failure(s)\n", failures);
