@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TYPING = os.path.join(HERE, "typing")
 PKG = os.path.dirname(os.path.abspath(btree_store.__file__))
 ROOT = os.path.dirname(PKG)  # the directory btree_store is imported from
-TYPED_MODULES = ["__init__.py", "aio.py", "dbm.py", "_testing.py", "_core.pyi"]
+TYPED_MODULES = ["__init__.py", "aio.py", "dbm.py", "_testing.py", "testing.py", "_core.pyi"]
 
 
 def _env():

@@ -62,6 +62,7 @@ import errno as _errno
 import os
 import random
 import weakref
+from typing import Any, List, Optional, Union
 
 from . import DB
 from ._testing import FaultIO
@@ -76,26 +77,26 @@ _MODES = ("drop", "tear", "reorder")
 class FaultyMachine:
     """A simulated machine holding the database file at ``path`` (see the module docstring)."""
 
-    def __init__(self, path):
+    def __init__(self, path: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]) -> None:
         if not isinstance(path, (str, bytes, os.PathLike)):
             raise TypeError("path must be str or os.PathLike, not %s" % type(path).__name__)
-        path = os.fsdecode(os.fspath(path))
-        if path == ":memory:" or not path:
-            raise ValueError("a FaultyMachine needs a file path, not %r" % path)
-        self.path = os.path.abspath(path)
+        spath = os.fsdecode(os.fspath(path))
+        if spath == ":memory:" or not spath:
+            raise ValueError("a FaultyMachine needs a file path, not %r" % spath)
+        self.path: str = os.path.abspath(spath)
         self._fio = FaultIO()
         self._fio.powerloss(0)  # the machine logs every unsynced write from now on
-        self._dbs = []          # weak references to the DBs opened on the machine
+        self._dbs: "List[weakref.ref[DB]]" = []  # the DBs opened on the machine
         self._closed = False
-        self.last_seed = None
+        self.last_seed: Optional[int] = None
 
     # -- helpers
-    def _check(self):
+    def _check(self) -> None:
         if self._closed:
             raise ValueError("the FaultyMachine is closed")
 
-    def _live_dbs(self):
-        out = []
+    def _live_dbs(self) -> List[DB]:
+        out: List[DB] = []
         for r in self._dbs:
             db = r()
             if db is not None:
@@ -103,8 +104,8 @@ class FaultyMachine:
         self._dbs = [weakref.ref(d) for d in out]
         return out
 
-    def _close_dbs(self):
-        first = None
+    def _close_dbs(self) -> Optional[Exception]:
+        first: Optional[Exception] = None
         for db in self._live_dbs():
             try:
                 db.close()
@@ -116,21 +117,22 @@ class FaultyMachine:
 
     # -- the API
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once close() was called."""
         return self._closed
 
-    def open(self, **db_kwargs):
+    def open(self, **db_kwargs: Any) -> DB:
         """A btree_store.DB on the machine (same keyword arguments as DB)."""
         self._check()
         for k in ("_io", "_memory_from", "path"):
             if k in db_kwargs:
                 raise TypeError("open() got an unexpected keyword argument %r" % k)
-        db = DB(self.path, _io=self._fio, **db_kwargs)
+        kwargs: Any = dict(db_kwargs, _io=self._fio)  # _io: private, not in the stub
+        db = DB(self.path, **kwargs)
         self._dbs.append(weakref.ref(db))
         return db
 
-    def fail_after(self, n, kind="write", error="EIO"):
+    def fail_after(self, n: int, kind: str = "write", error: str = "EIO") -> None:
         """After n more successful calls of kind, every such call fails until heal()."""
         self._check()
         if isinstance(n, bool) or not isinstance(n, int):
@@ -147,18 +149,18 @@ class FaultyMachine:
             raise ValueError("error must be 'EIO' or 'ENOSPC', not %r" % error)
         self._fio.fail_after(_KINDS[kind], n, _ERRORS[error])
 
-    def heal(self):
+    def heal(self) -> None:
         """The disk works again (turns fail_after off)."""
         self._check()
         self._fio.heal()
 
-    def crash(self):
+    def crash(self) -> None:
         """The process dies: every DB on the machine is dead; unsynced writes stay cached."""
         self._check()
         self._fio.crash()
         self._close_dbs()
 
-    def power_loss(self, mode="drop", seed=None):
+    def power_loss(self, mode: str = "drop", seed: Optional[int] = None) -> None:
         """crash(), then lose / tear / reorder every write not yet synced."""
         self._check()
         if not isinstance(mode, str):
@@ -176,18 +178,18 @@ class FaultyMachine:
         self._close_dbs()
         self._fio.power_loss(mode, seed)
 
-    def reopen(self, **db_kwargs):
+    def reopen(self, **db_kwargs: Any) -> DB:
         """Close the dead DBs and open a fresh one on what survived."""
         self._check()
         self._close_dbs()
         return self.open(**db_kwargs)
 
-    def unsynced(self):
+    def unsynced(self) -> int:
         """How many write records on the machine are not durable yet."""
         self._check()
         return self._fio.unsynced()
 
-    def close(self):
+    def close(self) -> None:
         """Close every DB opened on the machine; the machine is unusable afterwards."""
         if self._closed:
             return
@@ -197,17 +199,16 @@ class FaultyMachine:
         if err is not None:
             raise err
 
-    def __enter__(self):
+    def __enter__(self) -> "FaultyMachine":
         """Return the machine itself (ValueError if it is closed)."""
         self._check()
         return self
 
-    def __exit__(self, *exc):
-        """close() the machine."""
+    def __exit__(self, *exc: object) -> None:
+        """close() the machine (exceptions propagate)."""
         self.close()
-        return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         """The path, and whether the machine is closed."""
         return "<btree_store.testing.FaultyMachine %r%s>" % (
             self.path, " closed" if self._closed else "")
