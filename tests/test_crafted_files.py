@@ -212,7 +212,7 @@ def test_freelist_lists_pages_in_use_anywhere(tmp_path, corpus):
 
 
 def test_first_write_copies_the_listed_page(tmp_path):
-    """The crash of issue 9: the freelist lists a bucket's root, and the first write copies
+    """Once a crash: the freelist lists a bucket's root, and the first write copies
     that very root; the allocation handed the root back and shadow() indexed an empty
     savepoint stack (SIGSEGV). Now: CorruptionError naming the page, with and without a
     savepoint open."""
