@@ -242,8 +242,8 @@ int check_db(bs_txn *txn)
         goto out;
     }
 
-    if ((rc = chk_tree(&ck, &txn->meta.main, txn->meta.txid % 2, OWN_MAIN)) != BS_OK ||
-        (rc = chk_tree(&ck, &txn->meta.catalog, txn->meta.txid % 2, OWN_CATALOG)) != BS_OK)
+    if ((rc = chk_tree(&ck, &txn->meta.main, txn->meta.slot, OWN_MAIN)) != BS_OK ||
+        (rc = chk_tree(&ck, &txn->meta.catalog, txn->meta.slot, OWN_CATALOG)) != BS_OK)
         goto out;
     for (size_t i = 0; i < ck.nbk; i++) {
         bs_tree t = ck.bk[i].tree;

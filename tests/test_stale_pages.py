@@ -146,3 +146,32 @@ def test_stale_page_is_corruption(tmp_path, history, kind):
         finally:
             db.close()
         os.remove(path)
+
+
+def test_check_names_the_meta_page_that_points_at_a_stale_root(tmp_path):
+    """check() names the meta page whose bucket record expects another txid than the root
+    carries: the slot the newest commit is in (two sync=False commits share slot 1, though
+    the second one's txid is even)."""
+    import struct
+    from _format import reseal_meta
+    path = str(tmp_path / "m.bs")
+    with btree_store.DB(path, page_size=P, sync=False) as db:
+        for i in range(2):
+            with db.begin(write=True) as t:
+                t.put(b"k%d" % i, b"v")
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    slot = {u64(data, s * P + 16): s for s in (0, 1)}[2]
+    assert slot == 1
+    rec = slot * P + 80  # the default bucket's record: root u64 ... txid u64 at +24
+    root = u64(data, rec)
+    assert u64(data, rec + 24) == 2
+    struct.pack_into("<Q", data, rec + 24, 1)
+    reseal_meta(data, slot, P, lists=False)
+    with open(path, "wb") as f:
+        f.write(data)
+    with btree_store.DB(path, readonly=True) as db:
+        with pytest.raises(CorruptionError) as ei:
+            db.check()
+    msg = str(ei.value)
+    assert "page %d" % root in msg and "meta page 1 expects transaction 1" in msg, msg
