@@ -198,6 +198,8 @@ bs_frame *cache_frame_new(uint32_t psize)
     f->pgno = 0;
     atomic_init(&f->ref, 0);
     f->aux[0] = 0;
+    atomic_init(&f->ahead, 0);
+    f->ahead_txid = 0;
     f->slab = slab;
     f->pos = UINT32_MAX;
     f->retired_at = 0;
@@ -274,6 +276,8 @@ int cache_open(uint32_t page_size, uint64_t bytes, bs_cache **out)
     atomic_init(&c->slots, NULL);
     atomic_init(&c->hits, 0);
     atomic_init(&c->misses, 0);
+    atomic_init(&c->recycled, 0);
+    atomic_init(&c->nframes_hint, 0);
     pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return BS_OK;
@@ -397,6 +401,7 @@ static void cache_reclaim(bs_cache *c)
 
 static void cache_retire(bs_cache *c, bs_frame *f)
 {
+    atomic_store_explicit(&c->recycled, 1, memory_order_relaxed);
     f->retired_at = atomic_fetch_add(&c->epoch, 1);
     f->next = NULL;
     if (c->retired_tail)
@@ -429,6 +434,7 @@ static void cache_unlink(bs_cache *c, bs_frame *f)
         f->pos = UINT32_MAX;
     }
     c->nframes--;
+    atomic_store_explicit(&c->nframes_hint, c->nframes, memory_order_relaxed);
     cache_retire(c, f);
 }
 
@@ -539,8 +545,13 @@ const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replac
     f->pos = UINT32_MAX;
     pthread_mutex_lock(&c->mu);
     bs_frame *cur = cache_lookup(c, pgno);
+    /* a verified image replaces one read ahead that nobody verified yet */
+    if (cur && !replace && atomic_load_explicit(&f->ahead, memory_order_relaxed) == 0 &&
+        atomic_load_explicit(&cur->ahead, memory_order_acquire) != 0)
+        replace = true;
     if (cur) {
         if (!replace) {
+            atomic_store_explicit(&c->recycled, 1, memory_order_relaxed);
             f->next = c->freelist;
             c->freelist = f;
             c->nfree++;
@@ -576,6 +587,7 @@ const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replac
     c->clock[pos] = f;
     atomic_store_explicit(&f->ref, 1, memory_order_relaxed);
     c->nframes++;
+    atomic_store_explicit(&c->nframes_hint, c->nframes, memory_order_relaxed);
     c->tlive++;
     atomic_store_explicit(&t->e[i], f, memory_order_release);
     cache_reclaim(c);
@@ -586,6 +598,11 @@ const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replac
 bs_frame *cache_frame_alloc(bs_cache *c)
 {
     bs_frame *f = NULL;
+    /* No frame was ever retired or pooled (a cache that has not evicted yet, the common case
+     * while it fills): nothing to reuse or reclaim, so no lock. A stale 0 only means a new
+     * frame instead of a reused one. */
+    if (!atomic_load_explicit(&c->recycled, memory_order_relaxed))
+        return cache_frame_new(c->page_size);
     pthread_mutex_lock(&c->mu);
     cache_reclaim(c);
     if (c->freelist) {
@@ -599,6 +616,8 @@ bs_frame *cache_frame_alloc(bs_cache *c)
     f->pos = UINT32_MAX;
     f->next = NULL;
     f->aux[0] = 0;
+    atomic_store_explicit(&f->ahead, 0, memory_order_relaxed);
+    f->ahead_txid = 0;
     return f;
 }
 
@@ -611,6 +630,25 @@ void cache_evict(bs_cache *c, uint64_t pgno)
     if (f)
         cache_unlink(c, f);
     pthread_mutex_unlock(&c->mu);
+}
+
+void cache_evict_frame(bs_cache *c, uint64_t pgno, const bs_frame *f)
+{
+    pthread_mutex_lock(&c->mu);
+    if (cache_lookup(c, pgno) == f)
+        cache_unlink(c, (bs_frame *)f);
+    pthread_mutex_unlock(&c->mu);
+}
+
+bool cache_has_room(bs_cache *c, uint32_t n)
+{
+    uint64_t have = atomic_load_explicit(&c->nframes_hint, memory_order_relaxed);
+    int64_t d = atomic_load_explicit(&c->dirty, memory_order_relaxed);
+    /* cache_limit without the lock, and without the dirty room (less room, never more) */
+    uint64_t lim = c->cap;
+    if (d > 0)
+        lim = lim > (uint64_t)d ? lim - (uint64_t)d : 0;
+    return have + n < lim;
 }
 
 void cache_dirty_add(bs_cache *c, int64_t n)

@@ -62,12 +62,19 @@ static inline bs_frame *cache_frame_of(const uint8_t *data);
 /* The cached image of pgno (CLOCK bit set), or NULL. Lock-free; the caller is inside
  * cache_enter/cache_leave. */
 static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno);
+/* pgno is cached (no CLOCK bit set). Lock-free, inside cache_enter/cache_leave. */
+static inline bool cache_contains(bs_cache *c, uint64_t pgno);
 /* Insert frame f (verified image of pgno). If pgno is cached already: keep the cached frame
  * and take f back into the pool, unless `replace` (committed pages replace older images).
  * Returns the image now cached for pgno. */
 const uint8_t *cache_insert(bs_cache *c, bs_frame *f, uint64_t pgno, bool replace);
 /* Drop pgno if cached (the page is being reused by a write transaction). */
 void cache_evict(bs_cache *c, uint64_t pgno);
+/* Drop pgno if the frame cached for it is f. */
+void cache_evict_frame(bs_cache *c, uint64_t pgno, const bs_frame *f);
+/* The cache can take n more frames without evicting any (approximate: read without the
+ * lock). */
+bool cache_has_room(bs_cache *c, uint32_t n);
 
 /* ---- dirty pages (frames of the write transaction, outside the cache) ---- */
 /* The write transaction holds n more (or -n fewer) dirty frames in memory. Beyond the room
@@ -93,11 +100,17 @@ struct bs_frame {
     bool slab;                 /* carved from a slab (cache.c), else its own allocation */
     uint64_t retired_at;       /* epoch when unlinked from the table */
     struct bs_frame *next;     /* retired list / free list */
+    uint64_t ahead_txid;       /* read ahead: the newest txid its image may carry (pager.c) */
     _Alignas(64) uint64_t pgno;
     _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
     /* The pager's summary of the image (pager.c): written before the frame is published,
-     * never after; aux[0] == 0 (no summary) in every frame cache.c hands out. */
+     * or (a frame read ahead) before `ahead` drops to 0; aux[0] == 0 (no summary) in every
+     * frame cache.c hands out. */
     uint8_t aux[BS_FRAME_AUX];
+    /* 0: a verified image. Else an image read ahead that nobody has verified yet
+     * (BS_AHEAD_*, pager.c): a lookup that finds it must verify it before use, and an insert
+     * of a verified image replaces it. */
+    _Atomic uint8_t ahead;
     _Alignas(64) uint8_t data[]; /* page_size bytes */
 };
 
@@ -142,6 +155,9 @@ struct bs_cache {
     uint32_t dirty_room;            /* dirty frames that do not displace clean ones */
     _Atomic int64_t dirty;          /* dirty frames of the write transaction */
     _Atomic uint64_t hits, misses;
+    _Atomic uint32_t nframes_hint;  /* nframes, for cache_has_room */
+    _Atomic int recycled;           /* a frame was ever retired or pooled (cache_frame_alloc
+                                     * takes the lock only from then on) */
 };
 
 static inline uint32_t cache_hash(uint64_t x)
@@ -164,6 +180,11 @@ static inline bs_frame *cache_lookup(bs_cache *c, uint64_t pgno)
             return f;
         i = (i + 1) & t->mask;
     }
+}
+
+static inline bool cache_contains(bs_cache *c, uint64_t pgno)
+{
+    return cache_lookup(c, pgno) != NULL;
 }
 
 static inline const uint8_t *cache_find(bs_cache *c, uint64_t pgno)

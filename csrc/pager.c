@@ -62,6 +62,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,15 +415,119 @@ const bs_bounds *pager_bounds(const uint8_t *pg)
     return b->valid ? b : NULL;
 }
 
+/* ------------------------------------------------------------------ read-ahead
+ * A miss reads the neighbours of its page that are not cached (within an aligned group of
+ * AHEAD_BYTES, at most AHEAD_PAGES pages) with the same system call, when the cache has room
+ * for them without evicting anything. The neighbours go into the cache UNVERIFIED (frame
+ * field `ahead`): the first lookup that finds one verifies it before anyone uses it
+ * (invariant 4 still holds: no caller ever sees an unverified image), and one that fails is
+ * dropped and read again as an ordinary miss, so that read-ahead never turns into an error.
+ * A neighbour may be a free page, or one a writer (this process or another) is writing at
+ * that moment; so an image read ahead is accepted only if its txid is at most ahead_txid, a
+ * commit that was complete before the read started (the reader's snapshot): such an image
+ * is final until its page is freed and reused, which gives it a newer txid (the pointer
+ * check of pager_get_ref then rereads it). A page written and rewritten by one transaction
+ * (spilled, then written again) carries that transaction's txid, newer than any snapshot
+ * taken before it committed, so its first image is never taken. A torn image fails its
+ * CRC. Only for the POSIX file table (not in-memory files, not fault injection). */
+#define AHEAD_BYTES 65536u
+#define AHEAD_PAGES 8u
+enum { AHEAD_NONE = 0, AHEAD_UNVERIFIED = 1, AHEAD_VERIFYING = 2, AHEAD_BAD = 3 };
+
+/* A frame read ahead, found by a lookup: verify it now (one thread does, the others wait for
+ * it). True when it may be used; false when it failed (dropped from the cache). */
+static bool ahead_settle(bs_txn *txn, bs_frame *f, uint64_t pgno)
+{
+    for (;;) {
+        uint8_t st = atomic_load_explicit(&f->ahead, memory_order_acquire);
+        if (st == AHEAD_NONE)
+            return true;
+        if (st == AHEAD_BAD)
+            return false;
+        if (st == AHEAD_UNVERIFIED) {
+            uint8_t want = AHEAD_UNVERIFIED;
+            if (!atomic_compare_exchange_strong(&f->ahead, &want, AHEAD_VERIFYING))
+                continue;
+            const uint8_t *pg = cache_frame_data(f);
+            bool ok = pg_txid(pg) <= f->ahead_txid &&
+                      verify_page(txn->db, pg, pgno, txn->page_count, txn->txid) == BS_OK;
+            if (ok)
+                frame_summarize(f);
+            else
+                bs_clear_error(); /* not an error: the page is read again */
+            atomic_store_explicit(&f->ahead, ok ? AHEAD_NONE : AHEAD_BAD, memory_order_release);
+            if (!ok)
+                cache_evict_frame(txn->db->cache, pgno, f);
+            return ok;
+        }
+        sched_yield(); /* another thread is verifying it (no I/O, no lock: short) */
+    }
+}
+
+/* The miss of pgno, reading its uncached neighbours too: BS_OK with pgno's image in buf (not
+ * verified yet) and the neighbours cached unverified; BS_NOTFOUND when read-ahead does not
+ * apply or did not get pgno (the caller reads it alone, and reports any error itself). */
+static int read_ahead(bs_txn *txn, uint64_t pgno, uint8_t *buf, bool nowait)
+{
+    bs_db *db = txn->db;
+    bs_cache *c = db->cache;
+    uint32_t P = db->page_size;
+    if (db->io != &bs_io_posix || P > AHEAD_BYTES / 2)
+        return BS_NOTFOUND;
+    uint64_t G = AHEAD_BYTES / P < AHEAD_PAGES ? AHEAD_BYTES / P : AHEAD_PAGES;
+    uint64_t lo = pgno - pgno % G, hi = lo + G, a = pgno, b = pgno + 1;
+    if (lo < BS_META_PAGES)
+        lo = BS_META_PAGES;
+    if (hi > txn->page_count)
+        hi = txn->page_count;
+    while (a > lo && !cache_contains(c, a - 1))
+        a--;
+    while (b < hi && !cache_contains(c, b))
+        b++;
+    if (b - a < 2 || !cache_has_room(c, (uint32_t)(b - a)))
+        return BS_NOTFOUND;
+    size_t len = (size_t)(b - a) * P, got = 0;
+    uint8_t *tmp = malloc(len);
+    if (!tmp)
+        return BS_NOTFOUND;
+    int err = nowait ? db->io->read_nowait(db->file, tmp, len, a * (uint64_t)P, &got)
+                     : db->io->read_at(db->file, tmp, len, a * (uint64_t)P, &got);
+    uint64_t full = err ? 0 : got / P; /* pages read whole */
+    if (pgno - a >= full) {
+        free(tmp);
+        return BS_NOTFOUND;
+    }
+    memcpy(buf, tmp + (size_t)(pgno - a) * P, P);
+    uint64_t horizon = txn->write ? txn->txid - 1 : txn->txid;
+    for (uint64_t q = a; q < a + full; q++) {
+        if (q == pgno)
+            continue;
+        bs_frame *g = cache_frame_alloc(c);
+        if (!g)
+            break;
+        memcpy(cache_frame_data(g), tmp + (size_t)(q - a) * P, P);
+        g->ahead_txid = horizon;
+        atomic_store_explicit(&g->ahead, AHEAD_UNVERIFIED, memory_order_relaxed);
+        cache_insert(c, g, q, false); /* a page cached meanwhile keeps its frame */
+    }
+    free(tmp);
+    return BS_OK;
+}
+
 static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
 {
     bs_db *db = txn->db;
     bs_cache *c = db->cache;
     const uint8_t *hit = cache_find(c, pgno);
     if (BS_LIKELY(hit != NULL)) {
-        txn->hits++;
-        *out = hit;
-        return BS_OK;
+        bs_frame *hf = cache_frame_of(hit);
+        if (BS_LIKELY(atomic_load_explicit(&hf->ahead, memory_order_acquire) == AHEAD_NONE) ||
+            ahead_settle(txn, hf, pgno)) {
+            txn->hits++;
+            *out = hit;
+            return BS_OK;
+        }
+        /* read ahead and failed its verification: read it as a miss */
     }
     bool nowait = false;
     if (txn->noio) {
@@ -437,7 +542,9 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
     if (!f)
         return bs_fail(BS_NOMEM, "out of memory for the page cache");
     uint8_t *buf = cache_frame_data(f);
-    if (nowait) {
+    if (read_ahead(txn, pgno, buf, nowait) == BS_OK) {
+        rc = BS_OK;
+    } else if (nowait) {
         size_t got = 0;
         int err = db->io->read_nowait(db->file, buf, db->page_size,
                                       pgno * (uint64_t)db->page_size, &got);
@@ -458,6 +565,7 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
     }
     assert(pg_pgno(buf) == pgno); /* invariant 4: verified before it is shared */
     frame_summarize(f);
+    /* (an image read ahead and not verified yet that is cached meanwhile is replaced) */
     *out = cache_insert(c, f, pgno, false);
     return BS_OK;
 }
