@@ -774,6 +774,10 @@ static PyMethodDef iter_methods[] = {
      "False when there is none (the iterator is then exhausted). Works on an exhausted\n"
      "iterator too. Raises TypeError (key not bytes-like), ClosedError (the transaction\n"
      "ended), BucketNotFoundError, DiskError."},
+    /* Iterator[T] in annotations evaluated at run time, as the stub (_core.pyi) declares */
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "__class_getitem__($cls, item, /)\n--\n\n"
+     "Iterator[T]: a generic alias, for type annotations (T: what the iterator yields)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -51,6 +51,21 @@ def test_stub_and_marker_are_next_to_the_package():
     assert os.path.isfile(os.path.join(PKG, "_core.pyi"))
 
 
+def test_iterator_is_generic_at_run_time():
+    """The stub declares Iterator[T]; annotations evaluated at run time (no `from __future__
+    import annotations`, typing.get_type_hints) need the subscript to work too."""
+    import types
+    import typing
+
+    alias = btree_store.Iterator[bytes]
+    assert isinstance(alias, types.GenericAlias)
+    assert alias.__origin__ is btree_store.Iterator and alias.__args__ == (bytes,)
+
+    def f(it: btree_store.Iterator[typing.Tuple[memoryview, memoryview]]) -> None: ...
+
+    assert typing.get_type_hints(f)["it"].__origin__ is btree_store.Iterator
+
+
 def test_user_script_passes_mypy_strict(cache_dir):
     files = ["user_script.py"] + [os.path.join(PKG, m) for m in TYPED_MODULES]
     r = _mypy(cache_dir, *files)

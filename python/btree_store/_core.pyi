@@ -7,6 +7,7 @@
 # type checker reports them instead.
 import os
 import sys
+from types import GenericAlias
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, Union, final, overload
 
@@ -104,6 +105,8 @@ class Iterator(Generic[_T_co]):
     values() give bytes, items() (bytes, bytes) pairs."""
     def __iter__(self) -> Iterator[_T_co]: ...
     def __next__(self) -> _T_co: ...
+    @classmethod
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
     def seek(self, key: _Bytes) -> bool: ...
     @property
     def key(self) -> bytes | None: ...
