@@ -114,6 +114,9 @@ async def f() -> None:
     t = await a.begin()
     await t.count("bucket")  # E: call-arg
     await t.put(b"k", "v")  # E: arg-type
+    async for key in t.keys():
+        text: str = key  # E: assignment
+    n: int = await t.get_many([b"k"])  # E: assignment
 '''
 
 

@@ -50,7 +50,8 @@ import concurrent.futures
 import functools
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Optional, TypeVar, cast
+from typing import (TYPE_CHECKING, Any, Callable, Generator, Generic, Iterable, Literal,
+                    Optional, TypeVar, cast, overload)
 
 from . import DB, Iterator, Txn, WriteTxn, _core, _Multi
 from ._core import _try_nowait
@@ -437,29 +438,55 @@ class AsyncTxn:
             return await self._call(self._txn.__contains__, key)
         return await self._call(_contains_in, self._txn, key, bucket)
 
-    def iter(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
-             bucket: Optional[str] = None, keys: bool = True, values: bool = True,
-             prefix: Any = None) -> AsyncIterator:
+    @overload
+    def iter(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None, keys: Literal[True] = True,
+             values: Literal[True] = True, prefix: Optional[_Bytes] = None,
+             ) -> AsyncIterator[tuple[memoryview, memoryview]]: ...
+
+    @overload
+    def iter(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None, keys: Literal[True] = True,
+             values: Literal[False], prefix: Optional[_Bytes] = None,
+             ) -> AsyncIterator[memoryview]: ...
+
+    @overload
+    def iter(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None, keys: Literal[False],
+             values: Literal[True] = True, prefix: Optional[_Bytes] = None,
+             ) -> AsyncIterator[memoryview]: ...
+
+    @overload
+    def iter(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None, keys: bool = True,
+             values: bool = True, prefix: Optional[_Bytes] = None) -> AsyncIterator[Any]: ...
+
+    def iter(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None, keys: bool = True,
+             values: bool = True, prefix: Optional[_Bytes] = None) -> AsyncIterator[Any]:
         """An async iterator over [start, stop) (arguments and items as ``Txn.iter``):
         ``async for key, value in txn.iter(...)``."""
         return AsyncIterator(self, functools.partial(
             self._txn.iter, start, stop, reverse=reverse, bucket=bucket, keys=keys,
             values=values, prefix=prefix))
 
-    def keys(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
-             bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+    def keys(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+             reverse: bool = False, bucket: Optional[str] = None,
+             prefix: Optional[_Bytes] = None) -> AsyncIterator[bytes]:
         """``async for key in txn.keys(...)``: the keys as bytes (``Txn.keys``)."""
         return AsyncIterator(self, functools.partial(
             self._txn.keys, start, stop, reverse=reverse, bucket=bucket, prefix=prefix))
 
-    def values(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
-               bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+    def values(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+               reverse: bool = False, bucket: Optional[str] = None,
+               prefix: Optional[_Bytes] = None) -> AsyncIterator[bytes]:
         """``async for value in txn.values(...)``: the values as bytes (``Txn.values``)."""
         return AsyncIterator(self, functools.partial(
             self._txn.values, start, stop, reverse=reverse, bucket=bucket, prefix=prefix))
 
-    def items(self, start: Any = None, stop: Any = None, *, reverse: bool = False,
-              bucket: Optional[str] = None, prefix: Any = None) -> AsyncIterator:
+    def items(self, start: Optional[_Bytes] = None, stop: Optional[_Bytes] = None, *,
+              reverse: bool = False, bucket: Optional[str] = None,
+              prefix: Optional[_Bytes] = None) -> AsyncIterator[tuple[bytes, bytes]]:
         """``async for key, value in txn.items(...)``: (bytes, bytes) pairs
         (``Txn.items``)."""
         return AsyncIterator(self, functools.partial(
@@ -519,25 +546,25 @@ def _contains_in(txn: Txn, key: Any, bucket: str) -> bool:
     return key in txn._bind(bucket)
 
 
-class AsyncIterator:
+class AsyncIterator(Generic[_T]):
     """``async for`` over a range of a transaction (from ``AsyncTxn.iter``). Steps that hit
     the cache run inline; one that would wait for the disk runs on the transaction's worker
     and continues after the last key yielded, as ``Iterator.__next__`` does."""
 
     __slots__ = ("_atxn", "_make", "_it", "_last", "_broken")
 
-    def __init__(self, atxn: AsyncTxn, make: Callable[[], Iterator[Any]]) -> None:
+    def __init__(self, atxn: AsyncTxn, make: Callable[[], Iterator[_T]]) -> None:
         self._atxn = atxn
         self._make = make
-        self._it: Optional[Iterator[Any]] = None
+        self._it: Optional[Iterator[_T]] = None
         self._last: Optional[bytes] = None  # key of the last item yielded (for a resume)
         self._broken = False  # an inline step gave up: the synchronous iterator is finished
 
-    def __aiter__(self) -> AsyncIterator:
+    def __aiter__(self) -> AsyncIterator[_T]:
         """Return the AsyncIterator itself."""
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> _T:
         """The next item, as Txn.iter() would yield it (StopAsyncIteration at the end)."""
         atxn = self._atxn
         it = self._it
@@ -556,12 +583,12 @@ class AsyncIterator:
         # the worker from the last key yielded.
         return self._yielded(await atxn._submit(self._resume))
 
-    def _yielded(self, r: Any) -> Any:
+    def _yielded(self, r: Any) -> _T:
         if r is _STOP:
             raise StopAsyncIteration
         assert self._it is not None
         self._last = self._it.key
-        return r
+        return cast(_T, r)
 
     def _resume(self) -> Any:
         """On the worker: the next item after self._last (the first one if none)."""
@@ -613,7 +640,7 @@ class _KeyIterator:
 
     __slots__ = ("_it",)
 
-    def __init__(self, it: AsyncIterator) -> None:
+    def __init__(self, it: AsyncIterator[memoryview]) -> None:
         self._it = it
 
     def __aiter__(self) -> _KeyIterator:

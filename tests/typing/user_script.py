@@ -199,6 +199,10 @@ async def async_api(d: str) -> None:
             assert await r.get_many([b"l1", b"zz"]) == [b"x", None]
             assert [k async for k in r] == [b"l1"]
             ait = r.iter(prefix=b"l")
+            assert_type(ait, "aio.AsyncIterator[tuple[memoryview, memoryview]]")
+            assert_type(r.iter(values=False), "aio.AsyncIterator[memoryview]")
+            assert_type(r.keys(), "aio.AsyncIterator[bytes]")
+            assert_type(r.items(), "aio.AsyncIterator[tuple[bytes, bytes]]")
             assert await ait.seek(b"l1") and not ait.reverse
             got = [(bytes(k), bytes(v)) async for k, v in ait]
             assert got == [(b"l1", b"x")] and ait.key is None and ait.value is None
