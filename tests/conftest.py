@@ -7,8 +7,9 @@
 - Hypothesis profiles: "ci" (default, modest) and "long" (BTREE_STORE_LONG=1).
 - An autouse guard dumps every thread's stack and aborts the run if one test hangs.
 - The package's pytest plugin (btree_store.pytest_plugin: btree_db, btree_memory_db,
-  btree_db_factory, --btree-strict) is loaded by its pytest11 entry point when the package is
-  installed; run from the source tree (PYTHONPATH=python) it is loaded from here instead.
+  btree_db_factory, btree_faulty_db, --btree-strict) is loaded by its pytest11 entry point
+  when the package is installed; run from the source tree (PYTHONPATH=python) it is loaded
+  from here instead.
 
 Layer: tests only; uses the public Python API of btree_store.
 """

@@ -105,21 +105,29 @@ def test_sync_and_per_transaction_override(tmp_path):
         assert db.stat()["durable_txid"] == db.stat()["txid"]
 
 
-def test_unsynced_commit_is_not_durable_until_sync(tmp_path):
-    path = str(tmp_path / "u.bs")
-    with btree_store.DB(path) as db:
-        with db.begin(write=True) as txn:
-            txn.put(b"x", b"durable")
-        d0 = db.stat()["durable_txid"]
-        with db.begin(write=True, sync=False) as txn:
-            txn.put(b"x", b"later")
-        st = db.stat()
-        assert st["txid"] == d0 + 1 and st["durable_txid"] == d0
+def test_unsynced_commit_is_not_durable_until_sync(btree_faulty_db):
+    f = btree_faulty_db
+    db = f.db
+    with db.begin(write=True) as txn:
+        txn.put(b"x", b"durable")
+    d0 = db.stat()["durable_txid"]
+    with db.begin(write=True, sync=False) as txn:
+        txn.put(b"x", b"later")
+    st = db.stat()
+    assert st["txid"] == d0 + 1 and st["durable_txid"] == d0
+    f.power_loss(mode="drop", seed=0)  # the unsynced commit is lost with the power
+    db = f.reopen()
+    assert db.stat()["txid"] == d0 and _state(db) == {b"x": b"durable"}
+    with db.begin(write=True, sync=False) as txn:
+        txn.put(b"x", b"later")
+    f.crash()  # the process dies: the OS still holds the unsynced commit
     # reopening establishes the horizon (one fsync): the unsynced commit is now durable
-    with btree_store.DB(path) as db:
-        st = db.stat()
-        assert st["durable_txid"] == st["txid"] == d0 + 1
-        assert _state(db) == {b"x": b"later"}
+    db = f.reopen()
+    st = db.stat()
+    assert st["durable_txid"] == st["txid"] == d0 + 1
+    assert _state(db) == {b"x": b"later"}
+    f.power_loss(mode="drop", seed=1)  # and a power loss now keeps it
+    assert _state(f.reopen()) == {b"x": b"later"}
 
 
 def test_pages_freed_by_unsynced_commits_wait(tmp_path):

@@ -3,10 +3,13 @@
 - Ledger: a user's layer (accounts with balances and a running total, each operation one
   write transaction, errors for unknown accounts and overdrafts) passes the machine on a
   file, in memory, and with sync=False.
+- On the FaultyMachine backend the machine crashes, cuts the power (every mode) and runs
+  operations on a failing disk.
 - Deliberately buggy layers the machine must catch (the test fails if it does not): ids
   from a counter kept only in memory (lost by reopen), an overdraft check that is missing
   (an expected error the layer does not raise), a layer that forgets to commit a write
-  (the state differs from the model).
+  (the state differs from the model), writes buffered until close (lost by a crash), a
+  transfer in two transactions (half done when the disk fails between them).
 - Importing the module without hypothesis gives an ImportError that says what to install;
   a bad backend is a ValueError.
 
@@ -133,7 +136,7 @@ HUNT = settings(max_examples=200, stateful_step_count=25, deadline=None, derando
                 suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.mark.parametrize("backend", ["file", "memory"])
+@pytest.mark.parametrize("backend", ["file", "memory", "faulty"])
 @pytest.mark.parametrize("sync", [True, False])
 def test_ledger_passes(backend, sync):
     class M(LedgerMachine):
@@ -240,6 +243,90 @@ def test_machine_catches_a_lost_write():
         backend = "memory"
     with pytest.raises(AssertionError, match="the layer shows"):
         run_state_machine_as_test(M, settings=HUNT)
+
+
+class BufferedLedger(Ledger):
+    """BUG: deposits are buffered in memory and written only when the layer is closed, so
+    they survive a clean reopen but not a crash."""
+
+    def __init__(self, db):
+        super().__init__(db)
+        self.buffer = {}
+
+    def deposit(self, name, amount):
+        with self.db.begin() as txn:
+            v = txn.get(name.encode(), bucket="acct")
+        bal = self.buffer.get(name, int(v) if v is not None else 0) + amount
+        self.buffer[name] = bal
+        return bal
+
+    def flush(self):
+        with self.db.begin(write=True) as txn:
+            for name, bal in self.buffer.items():
+                v = txn.get(name.encode(), bucket="acct")
+                txn.put(name.encode(), b"%d" % bal, bucket="acct")
+                self._add_total(txn, bal - (int(v) if v is not None else 0))
+        self.buffer.clear()
+
+    def state(self):  # reads see the buffer; close() flushes it
+        with self.db.begin() as txn:
+            accounts = {k.decode(): int(v) for k, v in txn.items(bucket="acct")}
+        accounts.update(self.buffer)
+        return accounts
+
+
+def test_machine_catches_writes_lost_in_a_crash():
+    class M(LedgerMachine):
+        layer_class = BufferedLedger
+        backend = "faulty"
+
+        def close_layer(self, layer):
+            layer.flush()
+
+    with pytest.raises(AssertionError, match="after crash"):
+        run_state_machine_as_test(M, settings=HUNT)
+
+
+class TwoCommitTransfer(Ledger):
+    def transfer(self, src, dst, amount):  # BUG: debit and credit in two transactions
+        with self.db.begin(write=True) as txn:
+            a = self._balance(txn, src)
+            self._balance(txn, dst)  # KeyError for an unknown account
+            if a < amount:
+                raise Overdraft(src)
+            txn.put(src.encode(), b"%d" % (a - amount), bucket="acct")
+            self._add_total(txn, -amount)
+        with self.db.begin(write=True) as txn:
+            txn.put(dst.encode(), b"%d" % (self._balance(txn, dst) + amount), bucket="acct")
+            self._add_total(txn, amount)
+
+
+def test_machine_catches_a_non_atomic_operation_on_a_failing_disk():
+    class M(LedgerMachine):
+        layer_class = TwoCommitTransfer
+        backend = "faulty"
+    with pytest.raises(AssertionError, match=r"on a disk failing after .* which raised"):
+        run_state_machine_as_test(M, settings=HUNT)
+
+
+def test_faulty_backend_runs_crash_power_loss_and_faults():
+    calls = []
+
+    class M(LedgerMachine):
+        backend = "faulty"
+        db_options = {"sync": False}
+
+        def __init__(self):
+            super().__init__()
+            m = self.machine
+            for name in ("crash", "power_loss", "fail_after"):
+                def spy(*a, _f=getattr(m, name), _n=name, **kw):
+                    calls.append(kw.get("mode") or kw.get("kind") or _n)
+                    return _f(*a, **kw)
+                setattr(m, name, spy)
+
+    run_state_machine_as_test(M, settings=QUICK)
+    assert {"crash", "drop", "tear", "reorder", "write", "sync"} <= set(calls), calls
 
 
 # -- bad use -------------------------------------------------------------------------------

@@ -73,6 +73,28 @@ def test_fixtures_in_this_suite(btree_db, btree_memory_db, btree_db_factory, tmp
     assert btree_db is not extra
 
 
+def test_faulty_db_fixture(btree_faulty_db):
+    f = btree_faulty_db
+    with f.db.begin(write=True) as txn:
+        txn.put(b"kept", b"1")
+    f.fail_after(0, kind="write", error="ENOSPC")  # the disk is full
+    with pytest.raises(btree_store.DiskFullError):
+        with f.db.begin(write=True) as txn:
+            txn.put(b"big", b"x" * 20000)
+    f.heal()
+    with f.db.begin(write=True) as txn:  # the handle carries on once there is room
+        txn.put(b"after", b"2")
+    f.crash()
+    assert f.db.closed
+    db = f.reopen()
+    assert db is f.db
+    with db.begin() as txn:
+        assert dict(txn.items()) == {b"kept": b"1", b"after": b"2"}
+    f.power_loss(mode="tear", seed=3)
+    with f.reopen().begin() as txn:  # sync=True: every acknowledged commit was durable
+        assert dict(txn.items()) == {b"kept": b"1", b"after": b"2"}
+
+
 def run_child(tmp_path, source, *args):
     """Run pytest on `source` in a child process with only the btree_store plugin."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
@@ -139,11 +161,47 @@ def test_plugin_in_a_child_pytest(tmp_path):
     assert "--btree-strict" in r.stdout
 
 
+FAULTY_CHILD = """
+    import btree_store
+
+    def test_unsynced_lost(btree_faulty_db):
+        db = btree_faulty_db.reopen(sync=False)
+        with db.begin(write=True) as txn:
+            txn.put(b"k", b"v")
+        btree_faulty_db.power_loss(mode="drop", seed=1)
+        with btree_faulty_db.reopen().begin() as txn:
+            assert txn.get(b"k") is None       # never synced: lost with the power
+
+    def test_damaged_at_teardown(btree_faulty_db):
+        db = btree_faulty_db.db
+        with db.begin(write=True) as txn:
+            for i in range(3000):
+                txn.put(b"k%05d" % i, b"v" * 30)
+        with db.begin(write=True) as txn:   # a later commit that does not list that page
+            txn.put(b"last", b"1")
+        mid = db.stat()["page_count"] // 2
+        db.close()
+        with open(btree_faulty_db.path, "r+b") as f:   # damage a page behind its back
+            f.seek(mid * 4096 + 300)
+            f.write(b"\\xff" * 64)
+"""
+
+
+def test_faulty_db_fixture_in_a_child_pytest(tmp_path):
+    r = run_child(tmp_path, FAULTY_CHILD, "-rA")
+    out = r.stdout + r.stderr
+    assert "PASSED test_child.py::test_unsynced_lost" in out, out
+    assert "ERROR at teardown of test_damaged_at_teardown" in out, out
+    assert "btree_store teardown: reopen + check() of" in out, out
+    assert "2 passed, 1 error" in out, out
+
+
 def test_entry_point_declared():
     text = open(os.path.join(ROOT, "pyproject.toml")).read()
     assert "[project.entry-points.pytest11]" in text
     section = text.split("[project.entry-points.pytest11]", 1)[1].split("\n[", 1)[0]
     assert 'btree_store = "btree_store.pytest_plugin"' in section
     import btree_store.pytest_plugin as plugin
-    for name in ("btree_db", "btree_memory_db", "btree_db_factory", "pytest_addoption"):
+    for name in ("btree_db", "btree_memory_db", "btree_db_factory", "btree_faulty_db",
+                 "pytest_addoption"):
         assert hasattr(plugin, name)

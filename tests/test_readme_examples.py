@@ -31,6 +31,11 @@ FEATURES = [
     "btree_memory_db",
     "btree_db_factory",
     "LayerMachine",            # the state-machine base class
+    "FaultyMachine",           # the simulated machine: full disk, failing fsync, power cut
+    'error="ENOSPC"',
+    "power_loss(",
+    ".crash()",
+    "btree_faulty_db",
 ]
 STRICT_ARG = "--btree-strict"
 

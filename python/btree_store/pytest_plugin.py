@@ -13,6 +13,13 @@ Fixtures
     btree_db_factory  ``btree_db_factory(path=None, **options)`` opens more databases
                       (path None: a new file in tmp_path; ``":memory:"``: in memory); each
                       one still open at teardown is checked and closed the same way.
+    btree_faulty_db   a database file in tmp_path on a simulated machine
+                      (btree_store.testing.FaultyMachine): ``.db`` the open DB, ``.machine``
+                      the machine, ``fail_after()``, ``heal()``, ``crash()``,
+                      ``power_loss()`` as on the machine, ``reopen(**options)`` (also sets
+                      ``.db``). At teardown the disk is healed, the database reopened on
+                      what survived and checked with ``db.check()`` (a problem fails the
+                      test), and the machine closed.
 
 Option
     --btree-strict    every database opened in the test process with the default
@@ -28,7 +35,7 @@ import pytest
 import btree_store
 from btree_store import _core
 
-__all__ = ["btree_db", "btree_memory_db", "btree_db_factory"]
+__all__ = ["btree_db", "btree_memory_db", "btree_db_factory", "btree_faulty_db", "FaultyDB"]
 
 
 def pytest_addoption(parser):
@@ -117,3 +124,71 @@ def btree_db(btree_db_factory):
 def btree_memory_db(btree_db_factory):
     """A fresh in-memory btree_store.DB, checked and closed (freed) at teardown."""
     return btree_db_factory(":memory:")
+
+
+class FaultyDB:
+    """What the btree_faulty_db fixture gives a test: a database on a FaultyMachine.
+
+    ``db``: the open btree_store.DB (the newest one after reopen()); ``machine``: the
+    btree_store.testing.FaultyMachine; ``path``: the database file. ``fail_after(n,
+    kind=, error=)``, ``heal()``, ``crash()``, ``power_loss(mode=, seed=)`` are the
+    machine's; ``reopen(**options)`` opens a fresh DB on what survived (default: the
+    options of the last open), sets ``db`` and returns it."""
+
+    def __init__(self, path, **options):
+        from btree_store.testing import FaultyMachine
+
+        self.path = path
+        self.machine = FaultyMachine(path)
+        self._options = dict(options)
+        self.db = self.machine.open(**options)
+
+    def fail_after(self, n, kind="write", error="EIO"):
+        self.machine.fail_after(n, kind=kind, error=error)
+
+    def heal(self):
+        self.machine.heal()
+
+    def crash(self):
+        self.machine.crash()
+
+    def power_loss(self, mode="drop", seed=None):
+        self.machine.power_loss(mode=mode, seed=seed)
+
+    def reopen(self, **options):
+        if options:
+            self._options = dict(options)
+        if not self.db.closed:
+            self.db.close()
+        self.db = self.machine.reopen(**self._options)
+        return self.db
+
+    def finish(self):
+        """Teardown: heal, reopen on what survived, check, close the machine."""
+        if self.machine.closed:  # the test closed it itself: nothing left to check
+            return
+        problems = []
+        try:
+            self.machine.heal()
+            db = self.reopen()
+            db.check()
+        except Exception as e:  # noqa: BLE001 - any failure fails the test
+            problems.append("reopen + check() of %s failed: %r" % (self.path, e))
+        try:
+            self.machine.close()
+        except Exception as e:  # noqa: BLE001
+            problems.append("closing the FaultyMachine of %s failed: %r" % (self.path, e))
+        if problems:
+            pytest.fail("btree_store teardown: " + "; ".join(problems), pytrace=False)
+
+    def __repr__(self):
+        return "<btree_faulty_db %r>" % (self.path,)
+
+
+@pytest.fixture
+def btree_faulty_db(tmp_path):
+    """A FaultyDB: a database file in tmp_path on a btree_store.testing.FaultyMachine. At
+    teardown the disk is healed, the database reopened and checked, the machine closed."""
+    f = FaultyDB(str(tmp_path / "btree_faulty.db"))
+    yield f
+    f.finish()
