@@ -513,9 +513,12 @@ static int fault_open(void *arg, const char *path, int readonly, int create, bs_
                       int *created)
 {
     bs_fault *fc = arg;
+    int created_here = 0;
     *out = NULL;
     if (!fc)
         return EINVAL;
+    if (!created)
+        created = &created_here;
     pthread_mutex_lock(&fc->mu);
     int rc = 0;
     fault_file *ff = calloc(1, sizeof *ff);
