@@ -114,7 +114,8 @@ typedef struct bs_stat {
     uint64_t txid;           /* id of the newest commit */
     uint64_t file_size;      /* bytes */
     uint64_t buckets;        /* named buckets */
-    uint64_t readers;        /* live read transactions */
+    uint64_t readers;        /* live read transactions (of other handles and processes: one
+                              * per handle that has any) */
     uint64_t oldest_reader;  /* txid of the oldest live reader's snapshot (0 if none) */
     uint64_t pinned_pages;   /* freed pages not yet reusable because of live readers */
     uint64_t cache_pages;    /* pages in the shared cache */

@@ -29,9 +29,11 @@
  *     long walk does not keep every page it touched from being reclaimed.
  *  Memory is bounded: one chunk buffer and one page per tree level, whatever the size.
  *
- * bs_db_compact writes a compact copy next to the file while holding the writer lock, opens
- * it, renames it over the file, and only then closes the old handle: the path is never
- * without a locked database, so no other process can slip in. The file shrinks to its live
+ * bs_db_compact writes a compact copy next to the file while holding the writer lock and
+ * the open lock of the side file exclusively (no other handle may have the file open: it
+ * would go on with the old one), renames it over the file, closes the old handle and opens
+ * the new file by its name (a memory-less I/O table without a side file opens the copy
+ * before the rename instead, so the path always names a locked file). The file shrinks to its live
  * pages: this is how the free tail of a file is given back to the OS (commits themselves do
  * not truncate).
  */
@@ -44,6 +46,7 @@
 
 #include "cache.h"
 #include "internal.h"
+#include "lockfile.h"
 #include "meta.h"
 
 #define ULL(x) ((unsigned long long)(x))
@@ -699,9 +702,17 @@ int bs_db_compact(bs_db **dbp)
     pthread_mutex_unlock(&db->mu);
     if (n)
         return bs_fail(BS_MISUSE, "compact() needs that no transaction is open (%zu are)", n);
+    /* other processes would go on using the old file: they must not have it open (the open
+     * lock of the side file stays exclusive until this handle is closed) */
+    if (db->lf && (rc = lockfile_exclusive(db->lf)) != BS_OK)
+        return bs_fail(BS_LOCKED, "compact() needs that no other process or handle has the "
+                       "database open");
     /* the writer lock: no commit can happen between the copy and the swap */
-    if ((rc = bs_txn_begin(db, BS_TXN_WRITE, 0, &txn)) != BS_OK)
+    if ((rc = bs_txn_begin(db, BS_TXN_WRITE, 0, &txn)) != BS_OK) {
+        if (db->lf)
+            lockfile_shared(db->lf);
         return rc;
+    }
     if (!(path = strdup(db->path))) {
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto fail;
@@ -718,7 +729,9 @@ int bs_db_compact(bs_db **dbp)
     /* Open (and lock) the new file before it takes the name, so that the path always names
      * a locked database. An I/O table that serves one file at a time (the fault injector)
      * says EBUSY: it is opened after the old handle is closed instead. */
-    if ((rc = bs_db_open(tmp, &o, &nd)) != BS_OK) {
+    if (db->lf) {
+        late = 1; /* the new file is opened by its name once this handle is closed */
+    } else if ((rc = bs_db_open(tmp, &o, &nd)) != BS_OK) {
         if (!(rc == BS_IOERR && bs_errno() == EBUSY))
             goto fail;
         late = 1;
@@ -752,6 +765,8 @@ fail:
         bs_db_close(nd);
     if (txn)
         bs_txn_abort(txn);
+    if (*dbp && (*dbp)->lf)
+        lockfile_shared((*dbp)->lf);
     if (tmp) {
         unlink(tmp);
         free(tmp);

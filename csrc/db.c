@@ -31,18 +31,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
-#include <unistd.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "freelist.h"
 #include "internal.h"
+#include "lockfile.h"
 #include "meta.h"
 
 _Atomic uint64_t bs_fork_generation = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) { atomic_fetch_add(&bs_fork_generation, 1); }
+static void local_writers_forget(void);
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&bs_fork_generation, 1);
+    local_writers_forget(); /* the parent's writers are not ours */
+}
 static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 /* A number unique to the calling thread for the life of the process (pthread_t values are
@@ -100,10 +108,42 @@ static uint64_t db_default_cache_size(void)
     return default_cache_size;
 }
 
+/* No writer can exist for a file on a read-only file system, or one without any write
+ * permission bit (short of root changing it). */
+static bool db_no_writer_possible(const char *path)
+{
+    struct statvfs vfs;
+    struct stat st;
+    if (statvfs(path, &vfs) == 0 && (vfs.f_flag & ST_RDONLY))
+        return true;
+    return stat(path, &st) == 0 && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH));
+}
+
+/* Open the side file (lockfile.h). *excl: we are alone and must (re)build it. A readonly
+ * open where it cannot be created goes on without it only if no writer can exist. */
+static int db_open_lockfile(bs_db *db, const char *path, int readonly, int *excl)
+{
+    int err = lockfile_open(path, &db->lf, excl);
+    if (!err)
+        return BS_OK;
+    db->lf = NULL;
+    *excl = 1;
+    if (err == ENOMEM)
+        return bs_fail(BS_NOMEM, "out of memory");
+    if (readonly && (err == EACCES || err == EROFS || err == EPERM) &&
+        db_no_writer_possible(path))
+        return BS_OK;
+    return bs_fail_io(err, "opening the lock file %s-lock (every process that opens the "
+                      "database needs it%s)", path,
+                      readonly ? "; read-only opens go without it only when the database "
+                                 "file cannot be written by anyone" : "");
+}
+
 static void db_free(bs_db *db)
 {
     if (!db)
         return;
+    lockfile_close(db->lf, 0);
     cache_close(db->cache);
     freelist_destroy(&db->fl);
     free(db->readers);
@@ -156,17 +196,24 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         db->file = NULL;
         goto fail;
     }
-    err = db->io->lock(db->file, o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
+    /* Many processes (docs/ARCHITECTURE.md): files get the side file; everyone takes a
+     * shared flock on the data file, which only refuses (and is refused by) an older
+     * btree_store that locks it exclusively. Memory databases keep the exclusive lock. */
+    int use_lf = o.io == &bs_io_posix || o.io == &bs_io_fault, excl = 1;
+    err = db->io->lock(db->file, use_lf || o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
     if (err) {
         if (err == EWOULDBLOCK || err == EAGAIN)
             rc = bs_fail(BS_LOCKED, "%s is locked by another process or handle%s", path,
-                         o.readonly ? " (a writer has it open)" : "");
+                         use_lf ? " (an older btree_store version has it open)"
+                                : o.readonly ? " (a writer has it open)" : "");
         else
             rc = bs_fail_io(err, "locking %s", path);
         goto fail;
     }
+    if (use_lf && (rc = db_open_lockfile(db, path, o.readonly, &excl)) != BS_OK)
+        goto fail;
     /* a file this call created (and now holds locked) goes again if the creation fails */
-    remove_on_fail = created;
+    remove_on_fail = created && excl;
     uint64_t fsize = 0;
     if ((err = db->io->size(db->file, &fsize)) != 0) {
         rc = bs_fail_io(err, "reading the size of %s", path);
@@ -175,14 +222,16 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     bs_meta m;
     int fresh = 0;
     if (fsize == 0) {
-        if (o.readonly) {
-            rc = bs_fail(BS_NOTDB, "%s is empty, not a btree_store database", path);
+        if (o.readonly || !excl) {
+            rc = bs_fail(o.readonly ? BS_NOTDB : BS_LOCKED, "%s is empty, %s", path,
+                         o.readonly ? "not a btree_store database"
+                                    : "and another process has it open (creating it?)");
             goto fail;
         }
         fresh = 1;
     } else if ((rc = meta_read(db, &m)) != BS_OK) {
         /* An interrupted creation never held a commit: starting it again loses nothing. */
-        if (rc == BS_IOERR || rc == BS_FULL || rc == BS_VERSION || o.readonly ||
+        if (rc == BS_IOERR || rc == BS_FULL || rc == BS_VERSION || o.readonly || !excl ||
             !meta_interrupted_creation(db, fsize, o.page_size))
             goto fail;
         fresh = 1;
@@ -199,16 +248,48 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     }
     db->meta = m;
     atomic_store(&db->dir_unsynced, !o.readonly && !(fresh && created && db->sync));
+    db->fl_txid = m.txid;
     /* The durability horizon: what opening found is made durable now (it may be a commit a
      * crashed process wrote and never synced, or one made with sync=False), so that the
      * pages it freed may be reused and its meta slot stays untouched until the next durable
      * commit. A fresh file's creation was synced (or is txid 0 either way). */
-    if (!o.readonly && !fresh && (err = db->io->sync(db->file)) != 0) {
-        rc = bs_fail_io(err, "syncing %s", path);
-        goto fail;
-    }
     atomic_store(&db->durable_txid, m.txid);
     db->durable_slot = m.slot;
+    if (db->lf) {
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            rc = bs_fail_io(errno, "reading the status of %s", path);
+            goto fail;
+        }
+        db->dev = (uint64_t)st.st_dev;
+        db->ino = (uint64_t)st.st_ino;
+    }
+    if (db->lf && !excl) {
+        /* others have it open: the horizon they share (a writer refreshes it at begin) */
+        int rebuild = 0;
+        if ((rc = lockfile_check(db->lf, db->dev, db->ino, &rebuild)) != BS_OK)
+            goto fail;
+        excl = rebuild;
+        if (!rebuild) {
+            atomic_store(&db->durable_txid, atomic_load(&db->lf->hdr->durable_txid));
+            db->durable_slot = atomic_load(&db->lf->hdr->durable_slot);
+        }
+    }
+    if (excl && !fresh && (err = db->io->sync(db->file)) != 0) {
+        if (!o.readonly) {
+            rc = bs_fail_io(err, "syncing %s", path);
+            goto fail;
+        }
+        db->durable_slot = 2; /* unknown: the first writer syncs (lockfile.h) */
+    }
+    if (db->lf && excl) {
+        if ((rc = lockfile_init(db->lf, db->dev, db->ino, m.txid, m.slot,
+                                m.txid, db->durable_slot)) != BS_OK)
+            goto fail;
+        db->durable_slot = m.slot; /* a readonly handle never writes; the writer re-reads */
+    }
+    if (db->lf && (rc = lockfile_slot_acquire(db->lf)) != BS_OK)
+        goto fail;
     for (db->page_shift = 0; (1u << db->page_shift) < db->page_size; db->page_shift++)
         ;
     if ((rc = cache_open(db->page_size, o.cache_size, &db->cache)) != BS_OK)
@@ -224,7 +305,12 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         db->check_commits = db->check_commits || (ck && strcmp(ck, "1") == 0);
     }
 #endif
-    if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
+    if (db->lf && !excl) {
+        /* Other handles are open: commits may reuse pages of what we just read at any
+         * moment (we hold no snapshot yet). The first write transaction loads the free set
+         * under the write lock instead. */
+        db->fl_txid = UINT64_MAX;
+    } else if ((rc = pager_load_freelist(db, &db->meta)) != BS_OK) {
         /* The data is still readable: open, refuse writes, let check() report it. */
         if (rc != BS_CORRUPT || !(db->fl_broken = strdup(bs_errmsg())))
             goto fail;
@@ -251,6 +337,7 @@ int bs_db_close(bs_db *db)
          * parent's open file description) and leave the rest of the copied memory alone:
          * its mutexes may have been held by threads that do not exist here. */
         db->io->close(db->file, 1);
+        lockfile_close(db->lf, 1);
         return BS_OK;
     }
     pthread_mutex_lock(&db->mu);
@@ -295,6 +382,126 @@ static int reader_add_locked(bs_db *db, uint64_t snap, size_t *idx)
         return rc;
     db->readers[db->nreaders].snap = snap;
     *idx = db->nreaders++;
+    return BS_OK;
+}
+
+/* Our slot in the side file: the oldest snapshot (+ 1) of this handle's readers, or 0. */
+static void publish_readers_locked(bs_db *db)
+{
+    uint64_t m = oldest_reader_locked(db, NULL);
+    uint64_t v = m == UINT64_MAX ? 0 : m;
+    if (lockfile_published(db->lf) != v)
+        lockfile_publish(db->lf, v);
+}
+
+/* Read-begin: when the side file announces a commit newer than the one we know (a memory
+ * load), read its meta page. A meta page being overwritten is waited for; one a dead writer
+ * left half written (neither page holds the announced commit or a newer one, and nobody
+ * holds the write lock) gives way to the valid one, the durable commit. */
+static int reader_refresh(bs_db *db)
+{
+    for (unsigned tries = 0;; tries++) {
+        uint64_t want = atomic_load(&db->lf->hdr->latest_txid);
+        pthread_mutex_lock(&db->mu);
+        uint64_t known = db->meta.txid;
+        pthread_mutex_unlock(&db->mu);
+        if (want <= known)
+            return BS_OK;
+        bs_meta m;
+        int rc = meta_read_live(db, want, &m);
+        if (rc == BS_NOTFOUND && tries >= 1000 && m.slot < 2) {
+            /* our own writer shares the lock (one open file description): ask only while
+             * no writer of this handle is active, holding wmu so that none starts */
+            pthread_mutex_lock(&db->wmu);
+            bool got = !db->writer_active && lockfile_write_lock(db->lf, 0) == BS_OK;
+            if (got) {
+                /* the writer died: its commit is lost, the valid page stands (the next
+                 * writer rereads everything) */
+                lf_header *h = db->lf->hdr;
+                if (atomic_load(&h->latest_txid) == want) {
+                    atomic_store(&h->committing, 1);
+                    atomic_store(&h->latest_slot, m.slot);
+                    atomic_store(&h->latest_txid, m.txid);
+                }
+                lockfile_write_unlock(db->lf);
+                pthread_mutex_lock(&db->mu);
+                db->meta = m;
+                pthread_mutex_unlock(&db->mu);
+            }
+            pthread_mutex_unlock(&db->wmu);
+            bs_clear_error();
+            tries = 0;
+            if (got)
+                continue;
+        }
+        if (rc == BS_NOTFOUND) {
+            sched_yield();
+            continue;
+        }
+        if (rc != BS_OK)
+            return rc;
+        pthread_mutex_lock(&db->mu);
+        if (m.txid > db->meta.txid)
+            db->meta = m;
+        pthread_mutex_unlock(&db->mu);
+        return BS_OK;
+    }
+}
+
+/* Write-begin, holding the write lock of the side file: catch up with the commits other
+ * processes made since this process last knew (the meta, the free set), and the shared
+ * durability horizon. */
+static int writer_refresh(bs_db *db)
+{
+    lf_header *h = db->lf->hdr;
+    uint64_t latest = atomic_load(&h->latest_txid);
+    bool crashed = atomic_load(&h->committing) != 0;
+    uint64_t known = db->fl_txid; /* readers may have moved db->meta on already;
+                                   * UINT64_MAX: not loaded yet (opened beside others) */
+    int rc, err;
+    if (latest != known || crashed) {
+        /* what opening would pick: a writer that died in its commit may have left a newer
+         * complete commit, or retracted one */
+        bs_meta m;
+        if ((rc = meta_read(db, &m)) != BS_OK)
+            return rc;
+        if (m.txid != known) {
+            bs_freelist old = db->fl;
+            memset(&db->fl, 0, sizeof db->fl);
+            rc = pager_load_freelist(db, &m);
+            if (rc == BS_OK) {
+                /* readers of other handles may need pages recent commits freed */
+                uint64_t t = m.txid > latest ? m.txid : latest;
+                if (known != UINT64_MAX && known > t)
+                    t = known;
+                rc = freelist_refresh(&db->fl, t);
+            }
+            if (rc != BS_OK) {
+                freelist_destroy(&db->fl);
+                db->fl = old;
+                return rc;
+            }
+            freelist_destroy(&old);
+            db->fl_txid = m.txid;
+        }
+        pthread_mutex_lock(&db->mu);
+        db->meta = m;
+        pthread_mutex_unlock(&db->mu);
+        if (m.txid != latest) {
+            atomic_store(&h->latest_slot, m.slot);
+            atomic_store(&h->latest_txid, m.txid);
+        }
+        atomic_store(&h->committing, 0);
+    }
+    if (atomic_load(&h->durable_slot) > 1) {
+        /* set up by a handle that could not sync: make what is there durable now */
+        if ((err = db->io->sync(db->file)) != 0)
+            return bs_fail_io(err, "syncing %s", db->path);
+        atomic_store(&h->durable_slot, db->meta.slot);
+        atomic_store(&h->durable_txid, db->meta.txid);
+    }
+    atomic_store(&db->durable_txid, atomic_load(&h->durable_txid));
+    db->durable_slot = atomic_load(&h->durable_slot);
     return BS_OK;
 }
 
@@ -359,8 +566,56 @@ static int wait_writer(bs_db *db, long timeout_ms)
     return BS_OK;
 }
 
+/* The write transactions open in this process on files with a side file, by thread: a
+ * thread that holds one on a handle and asks for one on another handle of the same file
+ * would wait for itself forever (BS_MISUSE instead, as on one handle). */
+#define MAX_LOCAL_WRITERS 64
+static pthread_mutex_t local_writers_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { const bs_db *db; uint64_t dev, ino, thread; } local_writers[MAX_LOCAL_WRITERS];
+
+static void local_writers_forget(void)
+{
+    pthread_mutex_init(&local_writers_mu, NULL); /* another thread may have held it */
+    memset(local_writers, 0, sizeof local_writers);
+}
+
+static bool local_writer_conflict(const bs_db *db, uint64_t self)
+{
+    bool hit = false;
+    pthread_mutex_lock(&local_writers_mu);
+    for (int i = 0; i < MAX_LOCAL_WRITERS && !hit; i++)
+        hit = local_writers[i].db && local_writers[i].db != db && local_writers[i].thread == self &&
+              local_writers[i].dev == db->dev && local_writers[i].ino == db->ino;
+    pthread_mutex_unlock(&local_writers_mu);
+    return hit;
+}
+
+static void local_writer_set(const bs_db *db, uint64_t self, bool on)
+{
+    pthread_mutex_lock(&local_writers_mu);
+    for (int i = 0; i < MAX_LOCAL_WRITERS; i++) {
+        if (on && !local_writers[i].db) {
+            local_writers[i].db = db;
+            local_writers[i].dev = db->dev;
+            local_writers[i].ino = db->ino;
+            local_writers[i].thread = self;
+            break;
+        }
+        if (!on && local_writers[i].db == db) {
+            local_writers[i].db = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&local_writers_mu);
+}
+
 static void release_writer(bs_db *db)
 {
+    if (db->lf_writing) {
+        db->lf_writing = false;
+        local_writer_set(db, 0, false);
+        lockfile_write_unlock(db->lf);
+    }
     pthread_mutex_lock(&db->wmu);
     db->writer_active = 0;
     pthread_cond_signal(&db->wcond);
@@ -382,6 +637,24 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
         if ((rc = wait_writer(db, timeout_ms)) != BS_OK)
             return rc;
+        if (db->lf) {
+            /* the machine-wide write lock, then what other processes committed meanwhile */
+            if (local_writer_conflict(db, bs_thread_token())) {
+                release_writer(db);
+                return bs_fail(BS_MISUSE, "this thread already has an open write transaction "
+                               "on another handle of this file (commit or abort it first)");
+            }
+            if ((rc = lockfile_write_lock(db->lf, timeout_ms)) != BS_OK) {
+                release_writer(db);
+                return rc;
+            }
+            db->lf_writing = true;
+            local_writer_set(db, bs_thread_token(), true);
+            if ((rc = writer_refresh(db)) != BS_OK) {
+                release_writer(db);
+                return rc;
+            }
+        }
         if (atomic_load(&db->panic)) {
             release_writer(db);
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
@@ -406,10 +679,16 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto fail_nolock;
     }
+    uint64_t foreign = write && db->lf ? lockfile_oldest(db->lf, NULL) : UINT64_MAX;
+retry_read:
+    if (!write && db->lf && (rc = reader_refresh(db)) != BS_OK)
+        goto fail_nolock;
     pthread_mutex_lock(&db->mu);
     txn->meta = db->meta;
     if (write) {
         uint64_t oldest = oldest_reader_locked(db, NULL); /* snapshot + 1, or UINT64_MAX */
+        if (foreign < oldest)
+            oldest = foreign;
         uint64_t horizon = atomic_load(&db->durable_txid); /* invariant 2 */
         if (oldest != UINT64_MAX && oldest - 1 < horizon)
             horizon = oldest - 1;
@@ -422,6 +701,17 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
         if ((rc = reader_add_locked(db, txn->meta.txid + 1, &txn->reader_idx)) != BS_OK) {
             pthread_mutex_unlock(&db->mu);
             goto fail_nolock;
+        }
+        if (db->lf) {
+            /* publish before reading any page, then make sure no commit was announced
+             * meanwhile (a writer that began before the publish did not see it): LMDB's retry */
+            publish_readers_locked(db);
+            if (atomic_load(&db->lf->hdr->latest_txid) > txn->meta.txid) {
+                db->readers[txn->reader_idx].snap = 0;
+                publish_readers_locked(db);
+                pthread_mutex_unlock(&db->mu);
+                goto retry_read;
+            }
         }
     }
     db->ntxn++;
@@ -456,8 +746,11 @@ static void txn_free(bs_txn *txn)
     cache_slot_release(db->cache, txn->slot);
     cache_count(db->cache, txn->hits, txn->misses);
     pthread_mutex_lock(&db->mu);
-    if (!txn->write)
+    if (!txn->write) {
         db->readers[txn->reader_idx].snap = 0;
+        if (db->lf)
+            publish_readers_locked(db);
+    }
     db->ntxn--;
     pthread_mutex_unlock(&db->mu);
     if (txn->write)
@@ -615,7 +908,22 @@ int bs_txn_commit(bs_txn *txn)
     nm.catalog = txn->catalog;
     nm.main.dirty = nm.main.needs_rebalance = false;
     nm.catalog.dirty = nm.catalog.needs_rebalance = false;
+    if (db->lf)
+        atomic_store(&db->lf->hdr->committing, 1);
     rc = pager_commit(txn, &nm);
+    if (rc == BS_OK)
+        db->fl_txid = nm.txid;
+    if (rc == BS_OK && db->lf) {
+        /* announce the commit to every process (after its meta page is written) */
+        lf_header *h = db->lf->hdr;
+        if (atomic_load(&db->durable_txid) != atomic_load(&h->durable_txid)) {
+            atomic_store(&h->durable_slot, db->durable_slot);
+            atomic_store(&h->durable_txid, atomic_load(&db->durable_txid));
+        }
+        atomic_store(&h->latest_slot, nm.slot);
+        atomic_store(&h->latest_txid, nm.txid);
+        atomic_store(&h->committing, 0);
+    }
 fail:
     pager_leave(txn);
     if (rc == BS_OK && db->check_commits)
@@ -992,9 +1300,16 @@ int bs_db_stat(bs_db *db, bs_stat *st)
         return fail_forked();
     memset(st, 0, sizeof *st);
     uint64_t nr;
+    int rc;
+    if (db->lf && (rc = reader_refresh(db)) != BS_OK) /* what other processes committed */
+        return rc;
+    uint64_t fnr = 0, foreign = db->lf ? lockfile_oldest(db->lf, &fnr) : UINT64_MAX;
     pthread_mutex_lock(&db->mu);
     bs_meta m = db->meta;
     uint64_t oldest = oldest_reader_locked(db, &nr);
+    nr += fnr; /* other handles (and processes) count as one reader each */
+    if (foreign < oldest)
+        oldest = foreign;
     st->pinned_pages = nr ? freelist_pinned(&db->fl, oldest - 1) : 0;
     pthread_mutex_unlock(&db->mu);
     st->page_size = db->page_size;
@@ -1036,7 +1351,23 @@ int bs_db_sync(bs_db *db)
     /* Move the horizon only while no writer is active: the horizon and its slot belong to
      * the writer, which picks its meta slot from them (keeping it is always safe). */
     pthread_mutex_lock(&db->wmu);
-    if (!db->writer_active && m.txid > atomic_load(&db->durable_txid)) {
+    if (db->lf && !db->writer_active) {
+        /* shared horizon: only under the write lock, and only the announced commit (a
+         * newer one than what we synced may exist) */
+        if (lockfile_write_lock(db->lf, 0) == BS_OK) {
+            lf_header *h = db->lf->hdr;
+            uint64_t lt = atomic_load(&h->latest_txid);
+            if (lt > atomic_load(&h->durable_txid) && !atomic_load(&h->committing) &&
+                db->io->sync(db->file) == 0) {
+                atomic_store(&h->durable_slot, atomic_load(&h->latest_slot));
+                atomic_store(&h->durable_txid, lt);
+            }
+            atomic_store(&db->durable_txid, atomic_load(&h->durable_txid));
+            db->durable_slot = atomic_load(&h->durable_slot);
+            lockfile_write_unlock(db->lf);
+        }
+        bs_clear_error();
+    } else if (!db->writer_active && m.txid > atomic_load(&db->durable_txid)) {
         atomic_store(&db->durable_txid, m.txid);
         db->durable_slot = m.slot;
     }

@@ -336,6 +336,26 @@ int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t n
     return BS_OK;
 }
 
+/* ------------------------------------------------------------------ another process wrote */
+
+int freelist_refresh(bs_freelist *fl, uint64_t txid)
+{
+    bs_pgvec *S = &fl->reusable;
+    if (!S->n)
+        return BS_OK;
+    int rc = freelist_reserve_pend(fl);
+    if (rc)
+        return rc;
+    /* Every free page waits in one group of txid: a page this process knew as reusable may
+     * have been taken and freed again by a commit it did not see, which a reader of another
+     * process may still need. With no old reader the group is released at once. */
+    fl->pend[fl->npend].txid = txid;
+    fl->pend[fl->npend].pages = *S;
+    fl->npend++;
+    memset(S, 0, sizeof *S);
+    return BS_OK;
+}
+
 /* ------------------------------------------------------------------ the commit record */
 
 /* sorted, duplicate-free union of some page lists */

@@ -84,6 +84,12 @@ void freelist_replay_free(fl_replay *r);
  * with the chain that holds it. BS_CORRUPT when a page is listed twice (nothing installed). */
 int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t ndelta);
 
+/* ---- another process committed (lockfile.h) ----
+ * fl was just loaded from the newest commit (every free page reusable): move them all into
+ * one pending group of `txid` (the newest commit), since this process cannot tell which
+ * of them other processes freed recently. BS_OK, or BS_NOMEM leaving fl as loaded. */
+int freelist_refresh(bs_freelist *fl, uint64_t txid);
+
 /* ---- the record a commit writes (pager_commit step a) ----
  * 1. freelist_plan: decides keep / delta / compact and how many chain pages to allocate
  *    (compaction first adds the old chain to txn->freed);

@@ -176,6 +176,12 @@ struct bs_db {
     bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
     bool check_commits;     /* check the whole state after each commit (bs_options) */
+    /* Many processes (lockfile.h): the side file PATH-lock, NULL for memory databases and
+     * for a read-only file no writer can exist for; lf_writing: we hold its write lock. */
+    struct bs_lockfile *lf;
+    bool lf_writing;
+    uint64_t fl_txid;       /* writer-owned: the commit db->fl describes */
+    uint64_t dev, ino;      /* the data file (two handles of one file in one process) */
 };
 
 struct bs_txn {

@@ -328,3 +328,41 @@ bool meta_interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize)
     free(buf);
     return ok;
 }
+
+int meta_read_live(bs_db *db, uint64_t want, bs_meta *out)
+{
+    uint32_t P = db->page_size;
+    uint8_t *buf = malloc(2 * (size_t)P);
+    if (!buf)
+        return bs_fail(BS_NOMEM, "out of memory reading the meta pages");
+    size_t got = 0;
+    int err = db->io->read_at(db->file, buf, 2 * (size_t)P, 0, &got);
+    if (err) {
+        free(buf);
+        return bs_fail_io(err, "reading the meta pages");
+    }
+    bs_meta m[2];
+    int ok[2] = {0, 0};
+    for (uint64_t slot = 0; slot < 2; slot++) {
+        const char *why = "";
+        ok[slot] = got >= (slot + 1) * P && meta_decode(buf + slot * P, P, slot, &m[slot], &why) == 0;
+    }
+    free(buf);
+    int pick = -1;
+    for (int i = 0; i < 2; i++)  /* the announced commit */
+        if (ok[i] && m[i].txid == want)
+            pick = i;
+    for (int i = 0; i < 2 && pick < 0; i++)  /* else the oldest one newer than it */
+        if (ok[i] && m[i].txid > want && (!ok[1 - i] || m[1 - i].txid <= want || m[i].txid < m[1 - i].txid))
+            pick = i;
+    if (pick >= 0) {
+        *out = m[pick];
+        return BS_OK;
+    }
+    out->txid = 0;
+    out->slot = 2;
+    for (int i = 0; i < 2; i++)
+        if (ok[i] && (out->slot == 2 || m[i].txid > out->txid))
+            *out = m[i];
+    return BS_NOTFOUND;
+}

@@ -27,6 +27,13 @@ int meta_create(bs_db *db);
 /* True when a file without a valid meta is what a crash during creation leaves (no more than
  * the two meta pages, all zeros or our magic with txid 0): creating it again loses nothing. */
 bool meta_interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize);
+/* A live database (another process may be writing it): the meta page whose commit is
+ * `want` (the newest one the side file announces), or the oldest valid one newer than that
+ * (a commit not announced yet: its writer died before, or is about to). BS_OK; BS_NOTFOUND
+ * when neither (the writer is overwriting the slot), *out then being the newest valid one
+ * (slot 2 when none is); BS_IOERR, BS_NOMEM. The commit list is not checked: an announced
+ * commit had all its pages written. */
+int meta_read_live(bs_db *db, uint64_t want, bs_meta *out);
 /* Write m into meta page m->slot (no sync). */
 int meta_write(bs_db *db, const bs_meta *m);
 /* A commit failed after its meta page was (perhaps) written: zero that slot, best effort. */

@@ -89,11 +89,16 @@ def test_flags(tmp_path):
 def test_error_is_an_oserror_class(tmp_path):
     assert isinstance(bdbm.error, type) and issubclass(bdbm.error, OSError)
     path = str(tmp_path / "e.bs")
+    junk = tmp_path / "junk.bs"
+    junk.write_bytes(b"\x01" * 9000)
+    with pytest.raises(bdbm.error) as ei:
+        bdbm.open(str(junk), "w")  # not a database
+    assert isinstance(ei.value.__cause__, btree_store.Error)
     d = bdbm.open(path)
     try:
-        with pytest.raises(bdbm.error) as ei:
-            bdbm.open(path, "w")  # locked by d
-        assert isinstance(ei.value.__cause__, btree_store.LockedError)
+        with bdbm.open(path, "w") as d2:  # a second handle opens beside d
+            d2["k"] = "v"
+        assert d["k"] == b"v"
     finally:
         d.close()
     with pytest.raises(bdbm.error):
@@ -318,8 +323,11 @@ def test_register_whichdb_open_and_shelve(tmp_path, std_dbm):
         assert s["obj"] == {"a": [1, 2]}
     dbm.open(path, "w").close()
     with bdbm.open(path):
-        with pytest.raises(dbm.error):  # the standard except clause catches ours
-            dbm.open(path, "w")
+        dbm.open(path, "w").close()  # beside an open handle
+    junk = tmp_path / "junk.bs"
+    junk.write_bytes(b"\x01" * 9000)
+    with pytest.raises(dbm.error):  # the standard except clause catches ours
+        bdbm.open(str(junk), "w")
 
 
 def test_register_without_default(tmp_path, std_dbm):

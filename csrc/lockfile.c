@@ -1,0 +1,300 @@
+/*
+ * lockfile.c - the side file PATH-lock (lockfile.h): opening, (re)building and mapping it,
+ * the open lock, the write lock and the reader slots, all as one-byte fcntl locks.
+ *
+ * Layer: bottom of the engine beside io_*.c; calls POSIX and bs_fail (util.c) only.
+ *
+ * Lock kind: open file description locks (F_OFD_SETLK, Linux >= 3.15) belong to the open
+ * file description, like flock(): two handles in one process do not share them, a child
+ * after fork() shares its parent's (and never releases them: it only closes), and they go
+ * away when the last descriptor closes, so a dead process's locks are gone. Where F_OFD_*
+ * does not exist (macOS), plain fcntl locks are used: those belong to the process, so there
+ * two handles of one file in one process share their locks, and closing either releases
+ * them (only one handle per file and process is safe there).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* F_OFD_SETLK */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "lockfile.h"
+
+#ifdef F_OFD_SETLK
+#define LK_SET F_OFD_SETLK
+#define LK_SETW F_OFD_SETLKW
+#else
+#define LK_SET F_SETLK
+#define LK_SETW F_SETLKW
+#endif
+
+_Static_assert(sizeof(lf_header) == LF_HEADER, "lf_header layout");
+_Static_assert(sizeof(lf_slot) == 16, "lf_slot layout");
+
+static const uint8_t lf_magic[8] = {'B', 'S', 'L', 'O', 'C', 'K', '\r', '\n'};
+
+/* One byte lock: 0 or errno (EAGAIN/EACCES: held elsewhere). */
+static int lk(int fd, int cmd, short type, off_t byte)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    while (fcntl(fd, cmd, &fl) != 0) {
+        if (errno == EINTR)
+            continue;
+        return errno == EACCES ? EAGAIN : errno;
+    }
+    return 0;
+}
+
+static void lf_unmap(bs_lockfile *lf)
+{
+    if (lf->hdr)
+        munmap(lf->hdr, LF_SIZE);
+    lf->hdr = NULL;
+    lf->slots = NULL;
+}
+
+int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
+{
+    *out = NULL;
+    bs_lockfile *lf = calloc(1, sizeof *lf);
+    size_t n = strlen(dbpath);
+    if (!lf || !(lf->path = malloc(n + 6))) {
+        free(lf);
+        return ENOMEM;
+    }
+    memcpy(lf->path, dbpath, n);
+    memcpy(lf->path + n, "-lock", 6);
+    lf->slot = -1;
+    int err = 0;
+    for (int tries = 0;; tries++) {
+        int fd = open(lf->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        int excl = 1;
+        err = lk(fd, LK_SET, F_WRLCK, 0);
+        if (err == EAGAIN) {
+            excl = 0;
+            err = lk(fd, LK_SETW, F_RDLCK, 0); /* waits while another handle rebuilds it */
+        }
+        struct stat a, b;
+        if (!err && fstat(fd, &a) != 0)
+            err = errno;
+        if (err) {
+            close(fd);
+            break;
+        }
+        /* the last handle of another process may have removed it between our open and our
+         * lock: then the path names another file (or none) and ours is an orphan */
+        if ((stat(lf->path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) &&
+            tries < 1000) {
+            close(fd);
+            continue;
+        }
+        if (excl && (uint64_t)a.st_size != LF_SIZE && ftruncate(fd, LF_SIZE) != 0) {
+            err = errno;
+            close(fd);
+            break;
+        }
+        if (!excl && (uint64_t)a.st_size < LF_SIZE) {
+            /* in use but short: a rebuild was interrupted; lockfile_check decides */
+            if (lk(fd, LK_SET, F_WRLCK, 0) == 0 && ftruncate(fd, LF_SIZE) == 0) {
+                excl = 1;
+            } else {
+                close(fd);
+                err = EIO;
+                break;
+            }
+        }
+        void *p = mmap(NULL, LF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            err = errno;
+            close(fd);
+            break;
+        }
+        lf->fd = fd;
+        lf->hdr = p;
+        lf->slots = (lf_slot *)((uint8_t *)p + LF_HEADER);
+        *exclusive = excl;
+        *out = lf;
+        return 0;
+    }
+    free(lf->path);
+    free(lf);
+    return err;
+}
+
+int lockfile_init(bs_lockfile *lf, uint64_t dev, uint64_t ino, uint64_t txid, uint64_t slot,
+                  uint64_t dtxid, uint64_t dslot)
+{
+    lf_header *h = lf->hdr;
+    /* nobody else maps it now (we hold the open lock exclusively) */
+    memset((uint8_t *)h + sizeof h->magic, 0, LF_SIZE - sizeof h->magic);
+    memset(h->magic, 0, sizeof h->magic);
+    h->version = LF_VERSION;
+    h->nslots = LF_NSLOTS;
+    h->layout_size = LF_SIZE;
+    h->data_dev = dev;
+    h->data_ino = ino;
+    atomic_store(&h->latest_txid, txid);
+    atomic_store(&h->latest_slot, slot);
+    atomic_store(&h->durable_txid, dtxid);
+    atomic_store(&h->durable_slot, dslot);
+    atomic_store(&h->committing, 0);
+    atomic_store(&h->slot_hw, 0);
+    atomic_thread_fence(memory_order_seq_cst);
+    memcpy(h->magic, lf_magic, sizeof lf_magic); /* valid from here on */
+    int err = lk(lf->fd, LK_SET, F_RDLCK, 0);  /* downgrade: others may come in */
+    if (err)
+        return bs_fail_io(err, "locking %s", lf->path);
+    return BS_OK;
+}
+
+int lockfile_check(bs_lockfile *lf, uint64_t dev, uint64_t ino, int *rebuild)
+{
+    const lf_header *h = lf->hdr;
+    *rebuild = 0;
+    const char *why = NULL;
+    if (memcmp(h->magic, lf_magic, sizeof lf_magic) != 0)
+        why = "it is not a btree_store lock file";
+    else if (h->version != LF_VERSION || h->nslots != LF_NSLOTS || h->layout_size != LF_SIZE)
+        why = "it has another layout (another btree_store version has the database open?)";
+    else if (h->data_dev != dev || h->data_ino != ino)
+        why = "it belongs to another file (was the database file replaced while other "
+              "processes had it open?)";
+    else
+        return BS_OK;
+    /* damaged but unused (its users crashed while it was rebuilt): rebuild it ourselves */
+    if (lk(lf->fd, LK_SET, F_WRLCK, 0) == 0) {
+        *rebuild = 1;
+        return BS_OK;
+    }
+    return bs_fail(BS_LOCKED, "%s: %s, and other processes use it", lf->path, why);
+}
+
+int lockfile_slot_acquire(bs_lockfile *lf)
+{
+    for (uint32_t i = 0; i < LF_NSLOTS; i++) {
+        int err = lk(lf->fd, LK_SET, F_WRLCK, 2 + (off_t)i);
+        if (err == EAGAIN)
+            continue;
+        if (err)
+            return bs_fail_io(err, "locking a reader slot of %s", lf->path);
+        lf->slot = i;
+        atomic_store(&lf->slots[i].snap, 0);
+        atomic_fetch_add(&lf->slots[i].gen, 1);
+        uint64_t hw = atomic_load(&lf->hdr->slot_hw);
+        while (hw < i + 1u && !atomic_compare_exchange_weak(&lf->hdr->slot_hw, &hw, i + 1u))
+            ;
+        return BS_OK;
+    }
+    return bs_fail(BS_LOCKED, "all %u reader slots of %s are in use (too many open handles)",
+                   LF_NSLOTS, lf->path);
+}
+
+void lockfile_close(bs_lockfile *lf, int forked)
+{
+    if (!lf)
+        return;
+    if (!forked && lf->hdr) {
+        if (lf->slot >= 0)
+            atomic_store(&lf->slots[lf->slot].snap, 0);
+        /* the last handle removes the side file (it holds nothing worth keeping); a newcomer
+         * that opened it meanwhile sees that the path is gone once it has its lock */
+        struct stat a, b;
+        if (lk(lf->fd, LK_SET, F_WRLCK, 0) == 0 && fstat(lf->fd, &a) == 0 &&
+            stat(lf->path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            (void)unlink(lf->path);
+    }
+    lf_unmap(lf);
+    if (lf->fd >= 0)
+        close(lf->fd); /* releases our locks (unless a forked child still shares them) */
+    free(lf->path);
+    free(lf);
+}
+
+int lockfile_write_lock(bs_lockfile *lf, long timeout_ms)
+{
+    if (timeout_ms < 0) {
+        int err = lk(lf->fd, LK_SETW, F_WRLCK, 1);
+        return err ? bs_fail_io(err, "taking the write lock of %s", lf->path) : BS_OK;
+    }
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long wait_us = 50;
+    for (;;) {
+        int err = lk(lf->fd, LK_SET, F_WRLCK, 1);
+        if (!err)
+            return BS_OK;
+        if (err != EAGAIN)
+            return bs_fail_io(err, "taking the write lock of %s", lf->path);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long el = (long)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (el >= timeout_ms)
+            return bs_fail(BS_LOCKED, "another process has a write transaction open");
+        /* fcntl has no timed wait: poll, backing off to 5 ms */
+        struct timespec d = {0, wait_us * 1000};
+        nanosleep(&d, NULL);
+        if (wait_us < 5000)
+            wait_us *= 2;
+    }
+}
+
+void lockfile_write_unlock(bs_lockfile *lf)
+{
+    (void)lk(lf->fd, LK_SET, F_UNLCK, 1);
+}
+
+int lockfile_exclusive(bs_lockfile *lf)
+{
+    if (lk(lf->fd, LK_SET, F_WRLCK, 0) != 0)
+        return bs_fail(BS_LOCKED, "other processes (or handles) have the database open");
+    return BS_OK;
+}
+
+void lockfile_shared(bs_lockfile *lf)
+{
+    (void)lk(lf->fd, LK_SET, F_RDLCK, 0);
+}
+
+uint64_t lockfile_oldest(bs_lockfile *lf, uint64_t *count)
+{
+    uint64_t m = UINT64_MAX, c = 0;
+    uint64_t hw = atomic_load(&lf->hdr->slot_hw);
+    if (hw > LF_NSLOTS)
+        hw = LF_NSLOTS;
+    for (uint64_t i = 0; i < hw; i++) {
+        if ((int64_t)i == lf->slot)
+            continue;
+        uint64_t s = atomic_load(&lf->slots[i].snap);
+        if (!s)
+            continue;
+        /* a slot whose lock we can take has no owner: it died holding a reader */
+        if (lk(lf->fd, LK_SET, F_WRLCK, 2 + (off_t)i) == 0) {
+            atomic_store(&lf->slots[i].snap, 0);
+            (void)lk(lf->fd, LK_SET, F_UNLCK, 2 + (off_t)i);
+            continue;
+        }
+        s = atomic_load(&lf->slots[i].snap);
+        if (s)
+            c++;
+        if (s && s < m)
+            m = s;
+    }
+    if (count)
+        *count = c;
+    return m;
+}

@@ -1,0 +1,519 @@
+"""test_multiprocess.py - many processes on one database (issue 10, docs/ARCHITECTURE.md "Many
+processes"): a writer process with reader processes checking every snapshot, multiprocessing
+pools (fork and spawn), two writer processes on the same counters, a long reader while another
+process commits and reuses pages, SIGKILL of readers holding slots and of writers mid-commit,
+stale page caches, and the side file PATH-lock being stale, corrupt or missing.
+
+Synchronisation is by pipes and by what the database holds, never by sleeping; the numbers of
+rounds grow with BTREE_STORE_LONG=1.
+
+Layer: tests only; public Python API of btree_store in this and child processes (os.fork
+children open their own handles; multiprocessing workers too).
+"""
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import btree_store
+from btree_store import LockedError
+
+from _util import LONG, child_env
+
+NKEYS = 40
+
+
+def _value(i, amount, gen):
+    # an amount, then filler whose size varies (pages split, merge and get reused)
+    return struct.pack("<qq", amount, gen) + b"f" * ((i * 97 + gen * 31) % 700)
+
+
+def _amount(v):
+    return struct.unpack_from("<qq", v)[0]
+
+
+def _seed(path):
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:
+            for i in range(NKEYS):
+                txn.put(b"k%03d" % i, _value(i, 0, 0))
+            txn.put(b"gen", b"0")
+
+
+def _snapshot_ok(txn):
+    """(gen, error or None): the amounts of one snapshot sum to zero and carry its gen."""
+    gen = int(txn.get(b"gen"))
+    total = 0
+    n = 0
+    for k, v in txn.items():
+        if not (len(k) == 4 and k.startswith(b"k")):
+            continue  # other keys of the test
+        n += 1
+        total += _amount(v)
+        if struct.unpack_from("<qq", v)[1] > gen:
+            return gen, "key %r written by a later commit than the snapshot's %d" % (k, gen)
+    if n != NKEYS or total != 0:
+        return gen, "snapshot %d: %d keys summing to %d" % (gen, n, total)
+    return gen, None
+
+
+def _writer_commits(path, n, seed):
+    rnd = random.Random(seed)
+    with btree_store.DB(path) as db:
+        for _ in range(n):
+            with db.begin(write=True, timeout=None) as txn:
+                gen = int(txn.get(b"gen")) + 1
+                for _ in range(rnd.randrange(1, 6)):
+                    a, b = rnd.sample(range(NKEYS), 2)
+                    d = rnd.randrange(1, 1000)
+                    va, vb = txn.get(b"k%03d" % a), txn.get(b"k%03d" % b)
+                    txn.put(b"k%03d" % a, _value(a, _amount(va) + d, gen))
+                    txn.put(b"k%03d" % b, _value(b, _amount(vb) - d, gen))
+                txn.put(b"gen", b"%d" % gen)
+
+
+def _fork(fn):
+    """Run fn() in a forked child; returns (pid, read end of a pipe with its result)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            out = fn() or ""
+        except BaseException as e:  # noqa: BLE001
+            out, code = "child raised %r" % (e,), 3
+        try:
+            os.write(w, out.encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _join(pid, r):
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return status, b"".join(chunks).decode()
+
+
+def test_writer_and_four_reader_processes(tmp_path):
+    path = str(tmp_path / "wr.bs")
+    _seed(path)
+    n = 1000 if LONG else 150
+
+    def reader():
+        seen, last = 0, -1
+        with btree_store.DB(path, readonly=True) as db:
+            while last < n:
+                with db.begin() as txn:
+                    gen, err = _snapshot_ok(txn)
+                if err:
+                    return err
+                if gen < last:
+                    return "snapshot went back from %d to %d" % (last, gen)
+                last = gen
+                seen += 1
+        return "ok %d" % seen
+
+    readers = [_fork(reader) for _ in range(4)]
+    writer = _fork(lambda: _writer_commits(path, n, 1))
+    status, out = _join(*writer)
+    assert status == 0, out
+    for rd in readers:
+        status, out = _join(*rd)
+        assert status == 0 and out.startswith("ok "), out
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            assert _snapshot_ok(txn) == (n, None)
+        db.check()
+
+
+def _pool_read(path):
+    with btree_store.DB(path, readonly=True) as db:
+        with db.begin() as txn:
+            return _snapshot_ok(txn)
+
+
+def _pool_write(args):
+    path, i = args
+    with btree_store.DB(path) as db:
+        with db.begin(write=True, timeout=None) as txn:
+            txn.put(b"w%d" % i, b"%d" % (i * i))
+    return i
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_pool_beside_parent_writer(tmp_path, method):
+    path = str(tmp_path / "pool.bs")
+    _seed(path)
+    _writer_commits(path, 5, 2)
+    db = btree_store.DB(path)  # the parent keeps its writer handle open throughout
+    try:
+        keep = db.begin()
+        ctx = multiprocessing.get_context(method)
+        with ctx.Pool(2) as pool:
+            got = pool.map(_pool_read, [path] * 4)
+            assert got == [(5, None)] * 4
+            assert sorted(pool.map(_pool_write, [(path, i) for i in range(6)])) == list(range(6))
+            with db.begin(write=True) as txn:
+                txn.put(b"gen", b"6")
+            assert pool.map(_pool_read, [path] * 2) == [(6, None)] * 2
+        assert keep.get(b"gen") == b"5"  # our old snapshot did not move
+        keep.abort()
+        with db.begin() as txn:
+            assert [txn.get(b"w%d" % i) for i in range(6)] == [b"%d" % (i * i) for i in range(6)]
+        db.check()
+    finally:
+        db.close()
+
+
+def test_two_writer_processes_exact_sum(tmp_path):
+    path = str(tmp_path / "sum.bs")
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:
+            for c in range(5):
+                txn.put(b"c%d" % c, b"0")
+    n = 400 if LONG else 60
+
+    def incr():
+        with btree_store.DB(path) as db:
+            for i in range(n):
+                with db.begin(write=True, timeout=None) as txn:
+                    for c in range(5):
+                        txn.put(b"c%d" % c, b"%d" % (int(txn.get(b"c%d" % c)) + 1 + c))
+                    txn.put(b"pad%d-%d" % (os.getpid(), i % 7), b"p" * (i % 900))
+        return "ok"
+
+    kids = [_fork(incr) for _ in range(2)]
+    for k in kids:
+        status, out = _join(*k)
+        assert status == 0 and out == "ok", out
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            assert [int(txn.get(b"c%d" % c)) for c in range(5)] == [2 * n * (1 + c) for c in range(5)]
+        db.check()
+
+
+def test_reader_snapshot_while_other_process_commits(tmp_path):
+    path = str(tmp_path / "snap.bs")
+    _seed(path)
+    n = 1000 if LONG else 200
+    db = btree_store.DB(path)
+    try:
+        _writer_commits(path, 20, 3)
+        snap = db.begin()
+        before = dict(snap.items())
+        status, out = _join(*_fork(lambda: _writer_commits(path, n, 4)))
+        assert status == 0, out
+        assert dict(snap.items()) == before  # exactly its snapshot, after n commits elsewhere
+        assert _snapshot_ok(snap) == (20, None)
+        snap.abort()
+        # with the reader gone, the pages it pinned are reused: the file stops growing
+        status, out = _join(*_fork(lambda: _writer_commits(path, 30, 5)))
+        assert status == 0, out
+        grown = db.stat()["page_count"]
+        status, out = _join(*_fork(lambda: _writer_commits(path, n, 6)))
+        assert status == 0, out
+        with db.begin() as txn:
+            assert _snapshot_ok(txn) == (20 + n + 30 + n, None)
+        assert db.stat()["page_count"] <= grown * 1.1 + 8, (grown, db.stat())
+        db.check()
+    finally:
+        db.close()
+
+
+def _flat_commits(db, n):
+    """n commits rewriting the same keys; the page count they add."""
+    start = db.stat()["page_count"]
+    for i in range(n):
+        with db.begin(write=True, timeout=None) as txn:
+            for j in range(10):
+                txn.put(b"flat%d" % j, b"%04d" % i * 750)  # overflow runs: many pages
+    return db.stat()["page_count"] - start
+
+
+def _hold_reader(path, w):
+    def run():
+        with btree_store.DB(path, readonly=True) as d:
+            txn = d.begin()
+            txn.get(b"gen")
+            os.write(w, b"r")
+            signal.pause()
+    return run
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_sigkill_readers_and_writers(tmp_path, block):
+    """SIGKILL of a reader process holding a slot, or of a writer process at a random point
+    of its commits: the others go on, the dead reader's slot is reclaimed (commits reuse pages
+    again), nothing committed is lost, check() is clean."""
+    path = str(tmp_path / "kill.bs")
+    _seed(path)
+    rounds = 100 if LONG else 10
+    rnd = random.Random(block)
+    db = btree_store.DB(path)
+    try:
+        _flat_commits(db, 3)
+        for rnd_i in range(rounds):
+            if rnd.random() < 0.5:
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(r)
+                    try:
+                        _hold_reader(path, w)()
+                    finally:
+                        os._exit(0)
+                os.close(w)
+                assert os.read(r, 1) == b"r"
+                os.close(r)
+                # the live reader pins what commits free
+                _flat_commits(db, 3)
+                st = db.stat()
+                assert st["readers"] == 1 and st["pinned_pages"] > 0, st
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                _flat_commits(db, 2)
+                st = db.stat()  # the dead reader's slot was reclaimed: nothing pinned
+                assert st["readers"] == 0 and st["pinned_pages"] == 0, st
+            else:
+                with db.begin() as txn:
+                    gen0 = int(txn.get(b"gen"))
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(r)
+                    try:
+                        with btree_store.DB(path) as d:
+                            for i in range(1000000):
+                                with d.begin(write=True, timeout=None) as txn:
+                                    g = int(txn.get(b"gen")) + 1
+                                    for j in range(i % 5 + 1):
+                                        k = b"k%03d" % ((i * 7 + j) % NKEYS)
+                                        txn.put(k, _value(0, _amount(txn.get(k)), g))
+                                    txn.put(b"big%d" % (i % 3), b"b" * (i * 997 % 9000))
+                                    txn.put(b"gen", b"%d" % g)
+                                os.write(w, b"c")
+                    finally:
+                        os._exit(0)
+                os.close(w)
+                want = rnd.randrange(1, 30)
+                got = 0
+                while got < want:
+                    got += len(os.read(r, want - got))
+                os.kill(pid, signal.SIGKILL)  # somewhere in the middle of a later commit
+                os.waitpid(pid, 0)
+                os.close(r)
+                with db.begin(write=True, timeout=60) as txn:  # the write lock was released
+                    g = int(txn.get(b"gen"))
+                    assert g >= gen0 + want, (g, gen0, want)  # acknowledged commits are there
+                    txn.put(b"after", b"%d" % rnd_i)
+                with db.begin() as txn:
+                    gen, err = _snapshot_ok(txn)
+                    assert err is None, err
+            db.check()
+        with btree_store.DB(path, readonly=True) as other:
+            other.check()
+    finally:
+        db.close()
+
+
+def test_stale_cache_after_other_process_reuses_pages(tmp_path):
+    path = str(tmp_path / "stale.bs")
+    a = btree_store.DB(path)
+    try:
+        with a.begin(write=True) as txn:
+            for i in range(300):
+                txn.put(b"%04d" % i, b"old-%d" % i * 20)
+        with a.begin() as txn:  # A caches every page
+            assert sum(1 for _ in txn.items()) == 300
+        pc = a.stat()["page_count"]
+
+        def rewrite():
+            with btree_store.DB(path) as b:
+                for rnd in range(4):  # later rounds reuse the pages the earlier ones freed
+                    with b.begin(write=True) as txn:
+                        for i in range(300):
+                            txn.put(b"%04d" % i, b"n%d-%d" % (rnd, i) * 20)
+            return "ok"
+
+        status, out = _join(*_fork(rewrite))
+        assert status == 0 and out == "ok", out
+        assert a.stat()["page_count"] <= 2 * pc + 4  # page numbers were reused
+        with a.begin() as txn:
+            got = dict(txn.items())
+        assert got == {b"%04d" % i: b"n3-%d" % i * 20 for i in range(300)}
+        a.check()
+    finally:
+        a.close()
+
+
+def test_side_file_rebuilt_when_stale_corrupt_or_missing(tmp_path):
+    path = str(tmp_path / "side.bs")
+    lock = path + "-lock"
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:
+            txn.put(b"k", b"v")
+        assert os.path.exists(lock)
+    assert not os.path.exists(lock)  # the last handle removes it
+    for junk in (b"", b"garbage" * 10, b"\xff" * 20000, None):
+        if junk is None:
+            # stale: left by a killed process that held a reader slot
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                try:
+                    _hold_reader(path, w)()
+                finally:
+                    os._exit(0)
+            os.close(w)
+            assert os.read(r, 1) == b"r"
+            os.close(r)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            assert os.path.exists(lock)
+        else:
+            with open(lock, "wb") as f:
+                f.write(junk)
+        with btree_store.DB(path) as db:
+            with db.begin() as txn:
+                assert txn.get(b"k") == b"v"
+            with open(lock, "rb") as f:
+                assert f.read(8) == b"BSLOCK\r\n"
+            _flat_commits(db, 10)
+            st = db.stat()  # no stale slot pins anything
+            assert st["readers"] == 0 and st["pinned_pages"] == 0, st
+            with btree_store.DB(path, readonly=True) as ro:
+                with ro.begin() as txn:
+                    assert txn.get(b"flat0") == b"0009" * 750
+            db.check()
+
+
+def test_side_file_of_another_file_while_in_use(tmp_path):
+    path = str(tmp_path / "a.bs")
+    other = str(tmp_path / "b.bs")
+    with btree_store.DB(other) as db:
+        with db.begin(write=True) as txn:
+            txn.put(b"k", b"b")
+    db = btree_store.DB(path)
+    try:
+        os.replace(other, path)  # the file is replaced while db has the old one open
+        with pytest.raises(LockedError, match="another file"):
+            btree_store.DB(path)
+    finally:
+        db.close()
+    with btree_store.DB(path) as d2:  # alone now: rebuilt for the new file
+        with d2.begin() as txn:
+            assert txn.get(b"k") == b"b"
+
+
+def test_same_thread_two_handles_write_is_misuse(tmp_path):
+    path = str(tmp_path / "two.bs")
+    a = btree_store.DB(path)
+    b = btree_store.DB(path)
+    try:
+        w = a.begin(write=True)
+        with pytest.raises(btree_store.Error, match="already has an open write transaction"):
+            b.begin(write=True)  # would wait for itself forever
+        w.abort()
+        with b.begin(write=True) as txn:
+            txn.put(b"x", b"1")
+        with a.begin() as txn:
+            assert txn.get(b"x") == b"1"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_compact_needs_no_other_handle(tmp_path):
+    path = str(tmp_path / "c.bs")
+    a = btree_store.DB(path)
+    try:
+        with a.begin(write=True) as txn:
+            for i in range(500):
+                txn.put(b"%d" % i, b"x" * 300)
+        with a.begin(write=True) as txn:
+            for i in range(450):
+                txn.delete(b"%d" % i)
+        b = btree_store.DB(path, readonly=True)
+        with pytest.raises(LockedError, match="no other"):
+            a.compact()
+        b.close()
+        a.compact()
+        with btree_store.DB(path, readonly=True) as c:
+            with c.begin() as txn:
+                assert len(txn) == 50
+        with a.begin(write=True) as txn:
+            txn.put(b"after", b"compact")
+        a.check()
+    finally:
+        a.close()
+
+
+WRITER_LOOP = r'''
+import sys, btree_store
+db = btree_store.DB(sys.argv[1])
+i = 0
+while True:
+    with db.begin(write=True) as txn:
+        txn.put(b"%d" % (i % 500), b"v" * (i % 2000))
+        txn.put(b"n", b"%d" % i)
+    if i == 20:
+        print("ready", flush=True)
+    i += 1
+'''
+
+
+def test_cli_stat_and_check_beside_live_writer(tmp_path):
+    path = str(tmp_path / "cli.bs")
+    p = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, path], env=child_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        for cmd in ("stat", "check"):
+            r = subprocess.run([sys.executable, "-m", "btree_store", cmd, path], env=child_env(),
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+        assert p.poll() is None, p.stderr.read()
+    finally:
+        p.kill()
+        p.wait(60)
+        p.stdout.close()
+        p.stderr.close()
+    with btree_store.DB(path) as db:
+        db.check()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_readonly_directory(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    path = str(d / "x.bs")
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:
+            txn.put(b"k", b"v")
+    os.chmod(path, 0o644)
+    os.chmod(str(d), 0o555)
+    try:
+        with pytest.raises(PermissionError):  # a writer could exist: reading unregistered is unsafe
+            btree_store.DB(path, readonly=True)
+        os.chmod(path, 0o444)  # no writer can exist
+        with btree_store.DB(path, readonly=True) as db:
+            with db.begin() as txn:
+                assert txn.get(b"k") == b"v"
+            db.check()
+    finally:
+        os.chmod(str(d), 0o755)
