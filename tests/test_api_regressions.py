@@ -174,7 +174,9 @@ def test_subclass_with_del_still_closes(tmp_path):
     del db, txn
     gc.collect()
     assert deleted
-    db = btree_store.DB(path)  # LockedError if the handle leaked
+    db = btree_store.DB(path)
+    with db.begin(write=True, timeout=0):  # LockedError if the write transaction leaked
+        pass
     db.check()
     with db.begin() as txn:
         assert txn.get(b"a") is None  # the dropped write transaction was aborted
