@@ -64,6 +64,7 @@ import copy
 import os
 import shutil
 import tempfile
+from typing import Any, Dict, Optional, Tuple, Type
 
 try:
     import hypothesis.strategies as st
@@ -100,36 +101,37 @@ class LayerMachine(RuleBasedStateMachine):
     (a unittest TestCase pytest collects) or ``hypothesis.stateful.
     run_state_machine_as_test(MyMachine)``."""
 
-    operations = None
-    db_options = {}
-    backend = "auto"
-    expected_errors = ()
-    disk_errors = (btree_store.DiskError,)
-    disk_faults = True
-    check_db = True
+    # (annotated, so that a subclass under mypy --strict may set them: tests/typing)
+    operations: Optional["st.SearchStrategy[Any]"] = None
+    db_options: Dict[str, Any] = {}
+    backend: str = "auto"
+    expected_errors: Tuple[Type[BaseException], ...] = ()
+    disk_errors: Tuple[Type[BaseException], ...] = (btree_store.DiskError,)
+    disk_faults: bool = True
+    check_db: bool = True
 
     # -- what a subclass provides ---------------------------------------------------------
 
-    def open_layer(self, db):
+    def open_layer(self, db: btree_store.DB) -> Any:
         """Return the user's layer opened on the btree_store database `db`."""
         raise NotImplementedError("LayerMachine subclasses define open_layer(db)")
 
-    def close_layer(self, layer):
+    def close_layer(self, layer: Any) -> None:
         """Called before the database is closed cleanly (not on crash or power loss)."""
 
-    def apply(self, layer, op):
+    def apply(self, layer: Any, op: Any) -> Any:
         """Apply operation `op` to the layer; return its result (compared with the model's)."""
         raise NotImplementedError("LayerMachine subclasses define apply(layer, op)")
 
-    def apply_model(self, model, op):
+    def apply_model(self, model: Any, op: Any) -> Any:
         """Apply `op` to the dict `model` in place; return the result the layer must give."""
         raise NotImplementedError("LayerMachine subclasses define apply_model(model, op)")
 
-    def read_state(self, layer):
+    def read_state(self, layer: Any) -> Any:
         """Return the layer's whole state, as a value comparable with the model (a dict)."""
         raise NotImplementedError("LayerMachine subclasses define read_state(layer)")
 
-    def initial_model(self):
+    def initial_model(self) -> Any:
         """The model of the freshly created database."""
         return {}
 
@@ -187,7 +189,7 @@ class LayerMachine(RuleBasedStateMachine):
         self._states = [self.initial_model()]
 
     @property
-    def model(self):
+    def model(self) -> Any:
         """The newest acknowledged state (do not change it; operations go through execute)."""
         return self._states[-1]
 
@@ -201,7 +203,7 @@ class LayerMachine(RuleBasedStateMachine):
             expected_error = e
         return model, expected, expected_error
 
-    def execute(self, op):
+    def execute(self, op: Any) -> Any:
         """Apply `op` to the model and the layer and compare the results; a subclass's own
         rules call this."""
         model, expected, expected_error = self._model_after(op)

@@ -1,6 +1,7 @@
 """user_script.py - a user's program that calls every public call of btree_store (DB, Txn,
 WriteTxn, Iterator, buckets, batch calls, copy/compact, stat/check, the exceptions,
-btree_store.aio, btree_store.dbm with shelve, btree_store._testing). tests/test_typing.py
+btree_store.aio, btree_store.dbm with shelve, btree_store._testing, btree_store.testing and
+btree_store.hypothesis). tests/test_typing.py
 runs `mypy --strict` on it (assert_type pins the types the stubs give) and then runs it:
 every call here really happens, so the stubs describe what the calls do.
 
@@ -11,9 +12,11 @@ Layer: tests (public API only, as a user sees it).
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shelve
 import sys
+import unittest
 from typing import TYPE_CHECKING, Any, Optional
 
 import btree_store
@@ -21,6 +24,10 @@ import btree_store.aio as aio
 import btree_store.dbm as bdbm
 from btree_store import DB, Iterator, Txn, WriteTxn
 from btree_store._testing import FaultIO, crc32c, crc32c_impl
+from btree_store.hypothesis import LayerMachine
+from btree_store.testing import FaultyMachine
+from hypothesis import settings
+from hypothesis import strategies as st
 
 if TYPE_CHECKING:
     from typing_extensions import assert_type
@@ -268,11 +275,77 @@ def dbm_api(d: str) -> None:
     x.close()
 
 
+def testing_api(d: str) -> None:
+    """btree_store.testing (a simulated machine: disk faults, crash, power loss) and
+    btree_store.hypothesis (a state machine for the user's own data layer)."""
+    with FaultyMachine(os.path.join(d, "machine.db")) as m:
+        db = m.open(sync=True)
+        assert_type(db, DB)
+        with db.begin(write=True) as w:
+            w.put(b"k", b"durable")
+        m.fail_after(0, kind="write", error="ENOSPC")
+        try:
+            with db.begin(write=True) as w:
+                w.put(b"k", b"x" * 100000)
+        except btree_store.DiskFullError:
+            pass
+        m.heal()
+        m.crash()
+        db = m.reopen()
+        with db.begin(write=True, sync=False) as w:
+            w.put(b"k2", b"maybe")
+        assert m.unsynced() > 0 and not m.closed
+        m.power_loss(mode="tear", seed=7)
+        db = m.reopen()
+        with db.begin() as r:
+            assert r.get(b"k") == b"durable"
+        assert m.last_seed == 7 and m.path
+
+    class Counters:
+        def __init__(self, db: DB) -> None:
+            self.db = db
+
+        def incr(self, name: bytes) -> int:
+            with self.db.begin(write=True) as w:
+                n = int(w.get(name, b"0")) + 1
+                w.put(name, b"%d" % n)
+                return n
+
+        def as_dict(self) -> dict[bytes, int]:
+            with self.db.begin() as r:
+                return {k: int(v) for k, v in r.items()}
+
+    class CounterMachine(LayerMachine):
+        operations = st.sampled_from([b"a", b"b"])
+        backend = "memory"
+
+        def open_layer(self, db: DB) -> Counters:
+            return Counters(db)
+
+        def apply(self, layer: Counters, op: bytes) -> int:
+            return layer.incr(op)
+
+        def apply_model(self, model: dict[bytes, int], op: bytes) -> int:
+            model[op] = model.get(op, 0) + 1
+            return model[op]
+
+        def read_state(self, layer: Counters) -> dict[bytes, int]:
+            return layer.as_dict()
+
+    case = CounterMachine.TestCase
+    case.settings = settings(max_examples=3, stateful_step_count=5, deadline=None,
+                             database=None)
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(case))
+    assert result.wasSuccessful() and result.testsRun == 1, result.errors + result.failures
+
+
 def main() -> None:
     d = sys.argv[1]
     sync_api(d)
     asyncio.run(async_api(d))
     dbm_api(d)
+    testing_api(d)
     print("user_script: ok")
 
 
