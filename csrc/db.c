@@ -448,6 +448,49 @@ static int reader_refresh(bs_db *db)
     }
 }
 
+/* The pages the freelist records of m's chain written after commit `known` mention (added
+ * or taken), walking from the head until a record of `known` or older. *complete = false
+ * when a base record newer than that replaced the chain (then nothing is known). */
+static int fl_touched_since(bs_db *db, const bs_meta *m, uint64_t known, bs_pgvec *out,
+                            bool *complete)
+{
+    bs_txn t;
+    memset(&t, 0, sizeof t);
+    t.db = db;
+    t.meta = *m;
+    t.txid = m->txid;
+    t.page_count = m->page_count;
+    t.slot = cache_slot_acquire(db->cache);
+    if (!t.slot)
+        return bs_fail(BS_NOMEM, "out of memory");
+    *complete = true;
+    pager_enter(&t);
+    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->slot, n = 0;
+    int rc = BS_OK;
+    while (pgno && want > known) {
+        const uint8_t *pg;
+        if (++n > m->page_count) {
+            rc = bs_fail(BS_CORRUPT, "freelist chain loops at page %llu", (unsigned long long)pgno);
+            break;
+        }
+        if ((rc = pager_get_ref(&t, pgno, PT_FREELIST, want, from, &pg)) != BS_OK)
+            break;
+        if (pg[PH_FLAGS] & FL_F_BASE) {
+            *complete = false;
+            break;
+        }
+        uint32_t k = get32(pg + FL_NADD) + get32(pg + FL_NDEL);
+        for (uint32_t i = 0; i < k && rc == BS_OK; i++)
+            rc = pgvec_push(out, get64(pg + FL_ENTRIES + 8 * (size_t)i));
+        from = pgno;
+        want = get64(pg + FL_NEXT_TXID);
+        pgno = get64(pg + FL_NEXT);
+    }
+    pager_leave(&t);
+    cache_slot_release(db->cache, t.slot);
+    return rc;
+}
+
 /* Write-begin, holding the write lock of the side file: catch up with the commits other
  * processes made since this process last knew (the meta, the free set), and the shared
  * durability horizon. */
@@ -466,6 +509,15 @@ static int writer_refresh(bs_db *db)
         if ((rc = meta_read(db, &m)) != BS_OK)
             return rc;
         if (m.txid != known) {
+            /* what changed since: the records of the commits we did not see (a replay of
+             * their deltas against the free set we knew, on top of the reloaded set) */
+            bs_pgvec touched = {0};
+            bool complete = false;
+            if (known != UINT64_MAX && m.txid > known &&
+                fl_touched_since(db, &m, known, &touched, &complete) != BS_OK) {
+                bs_clear_error(); /* the reload below reports a damaged chain */
+                complete = false;
+            }
             bs_freelist old = db->fl;
             memset(&db->fl, 0, sizeof db->fl);
             rc = pager_load_freelist(db, &m);
@@ -474,8 +526,10 @@ static int writer_refresh(bs_db *db)
                 uint64_t t = m.txid > latest ? m.txid : latest;
                 if (known != UINT64_MAX && known > t)
                     t = known;
-                rc = freelist_refresh(&db->fl, t);
+                rc = freelist_refresh(&db->fl, complete ? &old : NULL,
+                                      complete ? &touched : NULL, t);
             }
+            pgvec_free(&touched);
             if (rc != BS_OK) {
                 freelist_destroy(&db->fl);
                 db->fl = old;

@@ -338,7 +338,16 @@ int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t n
 
 /* ------------------------------------------------------------------ another process wrote */
 
-int freelist_refresh(bs_freelist *fl, uint64_t txid)
+typedef struct { uint64_t pgno, txid; } fl_owned;
+
+static int cmp_owned(const void *a, const void *b)
+{
+    uint64_t x = ((const fl_owned *)a)->pgno, y = ((const fl_owned *)b)->pgno;
+    return x < y ? -1 : x > y;
+}
+
+/* All of fl->reusable into one pending group of txid. */
+static int refresh_all(bs_freelist *fl, uint64_t txid)
 {
     bs_pgvec *S = &fl->reusable;
     if (!S->n)
@@ -346,14 +355,89 @@ int freelist_refresh(bs_freelist *fl, uint64_t txid)
     int rc = freelist_reserve_pend(fl);
     if (rc)
         return rc;
-    /* Every free page waits in one group of txid: a page this process knew as reusable may
-     * have been taken and freed again by a commit it did not see, which a reader of another
-     * process may still need. With no old reader the group is released at once. */
     fl->pend[fl->npend].txid = txid;
     fl->pend[fl->npend].pages = *S;
     fl->npend++;
     memset(S, 0, sizeof *S);
     return BS_OK;
+}
+
+int freelist_refresh(bs_freelist *fl, const bs_freelist *old, bs_pgvec *touched, uint64_t txid)
+{
+    bs_pgvec *S = &fl->reusable; /* descending: the free set just loaded, all reusable */
+    if (!old || !touched || !S->n)
+        return refresh_all(fl, txid);
+    int rc = BS_NOMEM;
+    size_t nown = 0, ng = 0;
+    for (size_t g = 0; g < old->npend; g++)
+        nown += old->pend[g].pages.n;
+    fl_owned *own = nown ? malloc(nown * sizeof *own) : NULL;
+    bs_pending *groups = calloc(old->npend + 1, sizeof *groups);
+    bs_pgvec keep = {0};
+    if ((nown && !own) || !groups)
+        goto out;
+    nown = 0;
+    for (size_t g = 0; g < old->npend; g++)
+        for (size_t i = 0; i < old->pend[g].pages.n; i++) {
+            own[nown].pgno = old->pend[g].pages.v[i];
+            own[nown++].txid = g; /* index of the group for now */
+        }
+    if (nown)
+        qsort(own, nown, sizeof *own, cmp_owned);
+    if (touched->n)
+        qsort(touched->v, touched->n, sizeof *touched->v, cmp_asc);
+    for (size_t g = 0; g < old->npend; g++)
+        groups[g].txid = old->pend[g].txid;
+    groups[old->npend].txid = txid; /* pages other processes freed or took since */
+    for (size_t i = S->n; i-- > 0;) { /* ascending */
+        uint64_t p = S->v[i];
+        bs_pgvec *dst = &groups[old->npend].pages;
+        if (!(touched->n && bsearch(&p, touched->v, touched->n, sizeof p, cmp_asc))) {
+            fl_owned key = {p, 0}, *hit = nown ? bsearch(&key, own, nown, sizeof *own, cmp_owned) : NULL;
+            if (hit)
+                dst = &groups[hit->txid].pages; /* still waiting where it waited */
+            else if (old->reusable.n &&
+                     bsearch(&p, old->reusable.v, old->reusable.n, sizeof p, cmp_desc))
+                dst = &keep; /* reusable, and nobody touched it since */
+        }
+        if (pgvec_push(dst, p) != BS_OK)
+            goto out;
+    }
+    /* install: keep is ascending, reusable is kept descending */
+    for (size_t i = 0, j = keep.n; i < j / 2; i++) {
+        uint64_t t = keep.v[i];
+        keep.v[i] = keep.v[j - 1 - i];
+        keep.v[j - 1 - i] = t;
+    }
+    pgvec_free(S);
+    *S = keep;
+    memset(&keep, 0, sizeof keep);
+    for (size_t i = 0; i < fl->npend; i++)
+        pgvec_free(&fl->pend[i].pages);
+    free(fl->pend);
+    fl->pend = NULL;
+    fl->npend = fl->cappend = 0;
+    for (size_t g = 0; g <= old->npend; g++) {
+        if (!groups[g].pages.n)
+            continue;
+        groups[ng++] = groups[g];
+    }
+    fl->pend = groups;
+    fl->npend = ng;
+    fl->cappend = old->npend + 1;
+    groups = NULL;
+    rc = BS_OK;
+out:
+    if (groups) {
+        for (size_t g = 0; g <= old->npend; g++)
+            pgvec_free(&groups[g].pages);
+        free(groups);
+    }
+    free(own);
+    pgvec_free(&keep);
+    if (rc != BS_OK) /* still correct, only more conservative */
+        return refresh_all(fl, txid);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ the commit record */

@@ -85,10 +85,14 @@ void freelist_replay_free(fl_replay *r);
 int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t ndelta);
 
 /* ---- another process committed (lockfile.h) ----
- * fl was just loaded from the newest commit (every free page reusable): move them all into
- * one pending group of `txid` (the newest commit), since this process cannot tell which
- * of them other processes freed recently. BS_OK, or BS_NOMEM leaving fl as loaded. */
-int freelist_refresh(bs_freelist *fl, uint64_t txid);
+ * fl was just loaded from the newest commit (every free page reusable); old is the free set
+ * this process knew at an older commit, touched the pages the freelist records written
+ * since then mention (added or taken; sorted in place). A page nobody touched keeps what
+ * it was in old (reusable, or pending in its group); every other one waits in a group of
+ * `txid` (the newest commit: conservative). old or touched NULL (unknown: a base record
+ * replaced the chain, or nothing was known): every page waits in that group. BS_OK, or
+ * BS_NOMEM leaving fl as loaded. */
+int freelist_refresh(bs_freelist *fl, const bs_freelist *old, bs_pgvec *touched, uint64_t txid);
 
 /* ---- the record a commit writes (pager_commit step a) ----
  * 1. freelist_plan: decides keep / delta / compact and how many chain pages to allocate

@@ -517,3 +517,53 @@ def test_readonly_directory(tmp_path):
             db.check()
     finally:
         os.chmod(str(d), 0o755)
+
+
+def test_writer_keeps_its_reusable_pages_when_another_process_commits(tmp_path):
+    """Catching up replays what other processes' freelist records changed: pages this
+    handle could reuse and nobody touched stay reusable even while an old reader elsewhere
+    pins what the other commits freed (no needless file growth)."""
+    path = str(tmp_path / "keep.bs")
+    a = btree_store.DB(path)
+    try:
+        with a.begin(write=True) as txn:
+            for i in range(300):
+                txn.put(b"big%03d" % i, b"x" * 2000)
+        with a.begin(write=True) as txn:
+            for i in range(300):
+                txn.delete(b"big%03d" % i)
+        for i in range(3):  # the freed pages become reusable here
+            with a.begin(write=True) as txn:
+                txn.put(b"tick", b"%d" % i)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a reader elsewhere holds the newest snapshot
+            os.close(r)
+            try:
+                _hold_reader(path, w)()
+            finally:
+                os._exit(0)
+        os.close(w)
+        try:
+            assert os.read(r, 1) == b"r"
+
+            def small():
+                with btree_store.DB(path) as b:
+                    with b.begin(write=True) as txn:
+                        txn.put(b"tick", b"other")
+                return "ok"
+
+            status, out = _join(*_fork(small))
+            assert status == 0 and out == "ok", out
+            pc = a.stat()["page_count"]
+            with a.begin(write=True) as txn:  # ~150 pages of new data from reusable pages
+                for i in range(150):
+                    txn.put(b"new%03d" % i, b"y" * 2000)
+            assert a.stat()["page_count"] <= pc + 4, (pc, a.stat())
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+        a.check()
+    finally:
+        a.close()
