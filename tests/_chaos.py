@@ -644,7 +644,8 @@ class Driver:
 
     def fault(self, fio):
         """Drive a FaultIO controller: new faults, torn writes, power loss."""
-        op = self.pick(["fail", "tear", "powerloss", "crash", "count", "misc"], label="fault_op")
+        op = self.pick(["fail", "tear", "powerloss", "crash", "count", "misc", "fail_after",
+                        "heal", "power_loss", "unsynced"], label="fault_op")
         if op == "fail":
             kind = self.val((["read", "write", "sync", "truncate", "any", "write|sync"],
                              ["bogus", "", "read|", 1]))
@@ -659,6 +660,19 @@ class Driver:
                       {"on": not self.chance(2)})
         elif op == "crash":
             self.call(fio.crash)
+        elif op == "fail_after":
+            kind = self.val((["read", "write", "sync", "write|sync"], ["nope", 3]))
+            n = self.val(([0, 1, 4, 20], [-1, 2**64, "2"]))
+            err = self.val(([errno.EIO, errno.ENOSPC], [0, 2**40, "EIO"]))
+            self.call(fio.fail_after, (kind, n), {"errno": err})
+        elif op == "heal":
+            self.call(fio.heal)
+        elif op == "power_loss":
+            mode = self.val((["drop", "tear", "reorder"], ["off", None, 1]))
+            seed = self.val(([0, 7, 2**64 - 1, None], [-1, 2**64, 1.5]))
+            self.call(fio.power_loss, (mode,), {"seed": seed})
+        elif op == "unsynced":
+            self.call(fio.unsynced, (self.pick([None, self.paths[0], 5]),))
         elif op == "count":
             self.call(fio.count, (self.pick(["any", "read", "write|sync", "x", None]),))
         else:
