@@ -24,7 +24,8 @@
  * frames of 4 KiB. The slabs of one frame size are shared by every cache of the process
  * (slab_class, its own mutex, handed over across fork() by pthread_atfork); a frame finds its
  * slab by masking its address; an empty slab goes back to the allocator (one is kept per size
- * so that a frame freed and allocated again does not map and unmap a slab each time).
+ * so that a frame freed and allocated again does not map and unmap a slab each time); slabs
+ * are mappings of their own, so a closed cache's memory goes back to the OS.
  * Sanitizer builds allocate each frame on its own, so that a use after free is caught. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define FRAME_SLABS 0
@@ -113,6 +114,42 @@ static void slab_list(slab_class *k, bs_slab *s)
     s->listed = true;
 }
 
+/* A slab of its own mapping (so that freeing it gives the memory back to the OS at once; a
+ * 2 MiB-aligned block from malloc would leave the heap fragmented), 2 MiB-aligned, advised as
+ * huge pages. NULL when out of memory. */
+static void *slab_map(void)
+{
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    size_t len = 2 * SLAB_BYTES;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *p = (char *)(((uintptr_t)m + SLAB_BYTES - 1) & ~(uintptr_t)(SLAB_BYTES - 1));
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (p + SLAB_BYTES < m + len)
+        munmap(p + SLAB_BYTES, (size_t)(m + len - (p + SLAB_BYTES)));
+#if defined(MADV_HUGEPAGE)
+    (void)madvise(p, SLAB_BYTES, MADV_HUGEPAGE); /* advice only: small pages work too */
+#endif
+    return p;
+#else
+    void *p = NULL;
+    return posix_memalign(&p, SLAB_BYTES, SLAB_BYTES) ? NULL : p;
+#endif
+}
+
+static void slab_unmap(void *p)
+{
+    if (!p)
+        return;
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    munmap(p, SLAB_BYTES);
+#else
+    free(p);
+#endif
+}
+
 static bs_frame *slab_take(int cls)
 {
     slab_class *k = &slab_classes[cls];
@@ -124,14 +161,11 @@ static bs_frame *slab_take(int cls)
         slab_list(k, s);
     }
     if (!s) {
-        void *p = NULL;
-        if (posix_memalign(&p, SLAB_BYTES, SLAB_BYTES)) {
+        void *p = slab_map();
+        if (!p) {
             pthread_mutex_unlock(&k->mu);
             return NULL;
         }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        (void)madvise(p, SLAB_BYTES, MADV_HUGEPAGE); /* advice only: small pages work too */
-#endif
         s = p;
         memset(s, 0, sizeof *s);
         s->bump = (char *)p + SLAB_HDR;
@@ -175,7 +209,7 @@ static void slab_give(bs_frame *f)
         slab_list(k, s);
     }
     pthread_mutex_unlock(&k->mu);
-    free(drop);
+    slab_unmap(drop);
 }
 #endif
 
