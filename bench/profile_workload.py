@@ -5,6 +5,7 @@
     python bench/profile_workload.py gen    ENGINE FOLDER N          # fill's data only
     python bench/profile_workload.py reads  ENGINE FOLDER N M        # M random gets
     python bench/profile_workload.py hits   ENGINE FOLDER N M        # M gets over 1000 keys
+    python bench/profile_workload.py cached btree_store FOLDER N M   # get_many(all), M gets
     python bench/profile_workload.py noop   ENGINE FOLDER N M        # open + key list only
 
 ENGINE is btree_store or lmdb, default settings (the 64 MiB default cache for btree_store).
@@ -51,6 +52,9 @@ def main():
     else:
         keys = [b"%016d" % rnd.randrange(n) for _ in range(m)]
     st = cls(folder)
+    if what == "cached":  # every page cached first (profile txn_get only: --toggle-collect)
+        with st.db.begin() as txn:
+            txn.get_many([b"%016d" % i for i in range(n)])
     if what != "noop":
         st.gets(keys)
     st.close()

@@ -4,8 +4,9 @@
 
 For each N: a random fill of N records (keys b'%016d', 100-byte values, one transaction) into
 a fresh file, then reopen and get every key; prints the file size and the growth of the
-process's resident set (VmRSS) over the interpreter with the keys built. Used for the README's
-Memory table.
+process's resident set (VmRSS) over the interpreter with the keys built, and the peak of the
+fill transaction (VmHWM, the process's high-water mark, read after the fill: run one N per
+process for a clean figure). Used for the README's Memory table.
 
 Layer: benchmark; the public Python API of btree_store.
 """
@@ -22,10 +23,10 @@ except ImportError:
     import btree_store
 
 
-def rss_mib():
+def rss_mib(field="VmRSS"):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -41,6 +42,7 @@ def one(n, folder):
             for k in keys:
                 txn.put(k, value)
         fill = rss_mib()
+    peak = rss_mib("VmHWM")
     with btree_store.DB(path) as db:
         with db.begin() as txn:
             for k in keys:
@@ -49,8 +51,9 @@ def one(n, folder):
         pages = db.stat()["cache_pages"]
     size = os.path.getsize(path) / 2**20
     os.remove(path)
-    print("N=%-9d file %7.1f MiB   RSS growth: after the fill +%.1f MiB, after reopen + "
-          "get all +%.1f MiB (%d pages cached)" % (n, size, fill - base, read - base, pages))
+    print("N=%-9d file %7.1f MiB   RSS growth: after the fill +%.1f MiB (peak of the fill "
+          "transaction +%.1f MiB), after reopen + get all +%.1f MiB (%d pages cached)"
+          % (n, size, fill - base, peak - base, read - base, pages))
 
 
 def main():
