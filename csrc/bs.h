@@ -121,6 +121,8 @@ typedef struct bs_stat {
     uint64_t cache_pages;    /* pages in the shared cache */
     uint64_t cache_hits, cache_misses;
     uint64_t durable_txid;   /* newest commit known to be on stable storage */
+    uint64_t cache_retired;  /* cache frames evicted, not yet freed (a transaction's epoch
+                              * may still hold them) */
 } bs_stat;
 /* Errors: BS_FORKED, BS_IOERR (reading the file size). */
 int bs_db_stat(bs_db *db, bs_stat *st);
@@ -130,6 +132,26 @@ int bs_db_stat(bs_db *db, bs_stat *st);
  * with bs_errmsg() describing the first problem. Runs in its own read transaction.
  * Errors: BS_CORRUPT, BS_IOERR, BS_NOMEM, BS_FORKED. */
 int bs_db_check(bs_db *db);
+/* The same check, reporting every problem (bbolt's Tx.Check streams them): fn (may be NULL)
+ * gets each one, a message naming the page and the pointer, at most max_problems of them
+ * (0 = 1), from the calling thread, with no lock held; it returns nonzero to stop the check
+ * (BS_NOMEM). BS_CORRUPT when there was any, bs_errmsg() summarising them (the first few and
+ * the count). A damaged node is reported and its subtree skipped: the pages below it are
+ * then reported as leaked too. Errors: BS_CORRUPT, BS_IOERR, BS_NOMEM, BS_FORKED. */
+int bs_db_check_report(bs_db *db, size_t max_problems,
+                       int (*fn)(void *ctx, const char *problem), void *ctx);
+/* Rebuild the freelist (the answer to "the freelist is damaged"): every tree of the newest
+ * commit is walked, and every page below page_count that none of them reaches becomes free;
+ * that free set is written as a new, durable commit, and a handle whose writes were refused
+ * because of a damaged freelist (BS_CORRUPT from bs_txn_begin) can write again. On a file
+ * whose freelist is already exact it changes nothing (*rebuilt = 0; else 1; may be NULL).
+ * Only the freelist is rebuilt: damage in a tree itself (a node, a key order, a count, an
+ * overflow run) is refused with BS_CORRUPT and nothing written (read what is readable and
+ * copy it to a new file instead). Needs that no other transaction of this handle is open
+ * (BS_MISUSE) and no write transaction is active (BS_LOCKED; it does not wait).
+ * Errors: BS_READONLY (read-only handle), BS_MISUSE, BS_LOCKED, BS_CORRUPT, BS_PANIC,
+ * BS_IOERR / BS_FULL (writing or syncing: as for a commit), BS_NOMEM, BS_FORKED. */
+int bs_db_repair(bs_db *db, int *rebuilt);
 
 /* ---- backup and compaction (copy.c) ---- */
 #define BS_COPY_COMPACT 1u   /* write only live data, every tree freshly packed */

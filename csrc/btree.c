@@ -1107,7 +1107,11 @@ typedef struct bt_exts {
     bt_ext *v;
     size_t n, cap;
     uint64_t pages, limit;
+    uint8_t *lvl[BS_MAX_DEPTH]; /* copies of the branch pages on the current path */
+    unsigned since_epoch;       /* pages read since the last epoch re-entry */
 } bt_exts;
+
+#define BT_EPOCH 64u /* pages between two epoch re-entries of the walk */
 
 static int ext_add(bt_exts *e, uint64_t pgno, uint64_t n, uint32_t vlen, bool ov)
 {
@@ -1128,14 +1132,29 @@ static int ext_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The walk holds no pointer into the shared cache between two pages (branch pages are
+ * copied into e->lvl before their children are read), so it leaves and re-enters the cache
+ * epoch every BT_EPOCH pages: the frames a long drop evicts are freed as it goes, and its
+ * memory stays within the cache size (dirty pages of this txn are not cache frames). */
 static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, uint64_t txid, uint64_t from,
                       unsigned L, unsigned D)
 {
     const uint8_t *pg;
     int leaf = L + 1 == D, rc;
+    if (++e->since_epoch >= BT_EPOCH) {
+        e->since_epoch = 0;
+        pager_leave(txn);
+        pager_enter(txn);
+    }
     if ((rc = pager_get_ref(txn, pgno, leaf ? PT_LEAF : PT_BRANCH, txid, from, &pg)) != BS_OK ||
         (rc = ext_add(e, pgno, 1, 0, false)) != BS_OK)
         return rc;
+    if (!leaf) {
+        if (!e->lvl[L] && !(e->lvl[L] = malloc(PSIZE(txn))))
+            return bs_fail(BS_NOMEM, "out of memory dropping a tree");
+        memcpy(e->lvl[L], pg, PSIZE(txn));
+        pg = e->lvl[L];
+    }
     unsigned n = pg_nkeys(pg);
     for (unsigned i = 0; i < n; i++) {
         const uint8_t *c = node_cell(pg, i);
@@ -1154,7 +1173,9 @@ static int bt_collect(bs_txn *txn, bt_exts *e, uint64_t pgno, uint64_t txid, uin
 
 int btree_free_all(bs_txn *txn, bs_tree *t)
 {
-    bt_exts e = {NULL, 0, 0, 0, txn->page_count};
+    bt_exts e;
+    memset(&e, 0, sizeof e);
+    e.limit = txn->page_count;
     int rc = BS_OK;
     if (t->root) {
         if (t->depth == 0 || t->depth > BS_MAX_DEPTH)
@@ -1186,6 +1207,8 @@ int btree_free_all(bs_txn *txn, bs_tree *t)
     txn->mod_seq++;
 out:
     free(e.v);
+    for (unsigned i = 0; i < BS_MAX_DEPTH; i++)
+        free(e.lvl[i]);
     return rc;
 }
 

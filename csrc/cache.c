@@ -411,6 +411,7 @@ static void cache_reclaim(bs_cache *c)
     while (c->retired && c->retired->retired_at < m) {
         bs_frame *f = c->retired;
         c->retired = f->next;
+        c->nretired--;
         if (!c->retired)
             c->retired_tail = NULL;
         if (c->nfree < FRAME_POOL_MAX) {
@@ -438,6 +439,7 @@ static void cache_retire(bs_cache *c, bs_frame *f)
     atomic_store_explicit(&c->recycled, 1, memory_order_relaxed);
     f->retired_at = atomic_fetch_add(&c->epoch, 1);
     f->next = NULL;
+    c->nretired++;
     if (c->retired_tail)
         c->retired_tail->next = f;
     else
@@ -714,4 +716,12 @@ void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses)
     pthread_mutex_unlock(&c->mu);
     *hits = atomic_load(&c->hits);
     *misses = atomic_load(&c->misses);
+}
+
+uint64_t cache_retired(bs_cache *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->nretired;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }

@@ -88,6 +88,8 @@ void cache_set_dirty_room(bs_cache *c, uint32_t pages);
 void cache_count(bs_cache *c, uint64_t hits, uint64_t misses);
 /* Frames cached now, total hits and misses so far. */
 void cache_stats(bs_cache *c, uint64_t *pages, uint64_t *hits, uint64_t *misses);
+/* Frames evicted but not yet freed (a transaction may still hold them: its epoch). */
+uint64_t cache_retired(bs_cache *c);
 
 /* ------------------------------------------------------------------ private to cache.c */
 
@@ -145,6 +147,7 @@ struct bs_cache {
     bs_frame *retired;              /* unlinked, waiting for readers to pass their epoch: a
                                      * queue, oldest first (retired_at only grows) */
     bs_frame *retired_tail;
+    uint64_t nretired;              /* frames on the retired queue */
     bs_frame *freelist;             /* reusable frames */
     uint32_t nfree;
     _Atomic uint64_t epoch;         /* global epoch, starts at 1 */

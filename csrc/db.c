@@ -714,7 +714,7 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
             return bs_fail(BS_PANIC, "a commit failed while writing; close and reopen the database");
         }
         /* read as the writer: a write transaction that finds the freelist damaged sets it */
-        if (db->fl_broken) {
+        if (db->fl_broken && !(flags & BS_TXN_REPAIR_)) {
             release_writer(db);
             return bs_fail(BS_CORRUPT, "the freelist is damaged (%s); the database can be read "
                            "but not written", db->fl_broken);
@@ -980,6 +980,18 @@ int bs_txn_commit(bs_txn *txn)
     }
 fail:
     pager_leave(txn);
+    if (txn->repair) { /* still the writer: nobody reads db->fl_broken meanwhile */
+        if (rc == BS_OK) {
+            free(db->fl_broken);
+            db->fl_broken = NULL;
+        } else if (!db->fl_broken) {
+            /* the in-memory free set was replaced but not persisted: refuse writes until a
+             * repair succeeds */
+            char why[400];
+            snprintf(why, sizeof why, "a repair failed (%s); run repair again", bs_errmsg());
+            db->fl_broken = strdup(why);
+        }
+    }
     if (rc == BS_OK && db->check_commits)
         rc = debug_check_commit(db); /* still the writer: db->fl cannot change meanwhile */
     txn_free(txn);
@@ -1377,6 +1389,7 @@ int bs_db_stat(bs_db *db, bs_stat *st)
     st->oldest_reader = nr ? oldest - 1 : 0;
     st->durable_txid = atomic_load(&db->durable_txid);
     cache_stats(db->cache, &st->cache_pages, &st->cache_hits, &st->cache_misses);
+    st->cache_retired = cache_retired(db->cache);
     int err = db->io->size(db->file, &st->file_size);
     if (err)
         return bs_fail_io(err, "reading the file size");
@@ -1439,5 +1452,118 @@ int bs_db_check(bs_db *db)
     rc = check_db(txn);
     pager_leave(txn);
     bs_txn_abort(txn);
+    return rc;
+}
+
+int bs_db_check_report(bs_db *db, size_t max_problems,
+                       int (*fn)(void *ctx, const char *problem), void *ctx)
+{
+    bs_txn *txn;
+    int rc = bs_txn_begin(db, 0, 0, &txn);
+    if (rc)
+        return rc;
+    pager_enter(txn);
+    rc = check_db_report(txn, max_problems, fn, ctx);
+    pager_leave(txn);
+    bs_txn_abort(txn);
+    return rc;
+}
+
+static int cmp_pgno(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* bs_db_repair: the free set is every page no tree of the newest commit reaches. The old
+ * chain's readable pages are freed by the repair commit (they stay intact until it is
+ * durable: a fallback to the commit before still finds them), the rest is reusable at once:
+ * no other transaction of this handle is open, and the commit before is made durable first,
+ * so neither a reader nor a fallback can need them. */
+int bs_db_repair(bs_db *db, int *rebuilt)
+{
+    bs_txn *txn;
+    bs_pgvec fr = {0}, oldchain = {0};
+    int rc;
+    if (rebuilt)
+        *rebuilt = 0;
+    if (forked(db))
+        return fail_forked();
+    if (db->readonly)
+        return bs_fail(BS_READONLY, "repair rewrites the freelist: open the database writable");
+    if ((rc = bs_txn_begin(db, BS_TXN_WRITE | BS_TXN_SYNC | BS_TXN_REPAIR_, 0, &txn)) != BS_OK) {
+        if (rc == BS_LOCKED)
+            rc = bs_fail(BS_LOCKED, "repair needs the write lock: a write transaction is active");
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    size_t others = db->ntxn - 1;
+    pthread_mutex_unlock(&db->mu);
+    if (others) {
+        rc = bs_fail(BS_MISUSE, "repair needs that no other transaction of this handle is open "
+                     "(%zu open): end them first", others);
+        goto out;
+    }
+    pager_enter(txn);
+    rc = check_free_pages(txn, &fr, &oldchain);
+    bool clean = false;
+    if (rc == BS_OK && !db->fl_broken) {
+        int crc = check_db(txn);
+        if (crc == BS_OK)
+            clean = true;
+        else if (crc != BS_CORRUPT)
+            rc = crc;
+    }
+    pager_leave(txn);
+    if (rc != BS_OK || clean)
+        goto out;
+    if (txn->meta.txid > atomic_load(&db->durable_txid)) {
+        int err = db->io->sync(db->file);
+        if (err) {
+            atomic_store(&db->panic, 1);
+            rc = bs_fail_io(err, "syncing %s before the repair", db->path);
+            goto out;
+        }
+        atomic_store(&db->durable_txid, txn->meta.txid);
+        db->durable_slot = txn->meta.slot;
+    }
+    /* the new free set: fr minus the old chain, DESCENDING; the old chain freed by this txn */
+    bs_pgvec sorted;
+    if ((rc = pgvec_copy(&sorted, &oldchain)) != BS_OK)
+        goto out;
+    qsort(sorted.v, sorted.n, sizeof *sorted.v, cmp_pgno);
+    size_t k = 0;
+    for (size_t i = 0, j = 0; i < fr.n; i++) {
+        while (j < sorted.n && sorted.v[j] < fr.v[i])
+            j++;
+        if (j == sorted.n || sorted.v[j] != fr.v[i])
+            fr.v[k++] = fr.v[i];
+    }
+    fr.n = k;
+    pgvec_free(&sorted);
+    for (size_t i = 0; i < k / 2; i++) {
+        uint64_t x = fr.v[i];
+        fr.v[i] = fr.v[k - 1 - i];
+        fr.v[k - 1 - i] = x;
+    }
+    pthread_mutex_lock(&db->mu); /* statistics read the pending groups under db->mu */
+    freelist_destroy(&db->fl);
+    db->fl.reusable = fr;
+    pthread_mutex_unlock(&db->mu);
+    memset(&fr, 0, sizeof fr);
+    pgvec_free(&txn->freed);
+    txn->freed = oldchain;
+    memset(&oldchain, 0, sizeof oldchain);
+    txn->repair = true;
+    txn->mod_seq++;
+    rc = bs_txn_commit(txn); /* frees txn */
+    txn = NULL;
+    if (rc == BS_OK && rebuilt)
+        *rebuilt = 1;
+out:
+    if (txn)
+        bs_txn_abort(txn);
+    pgvec_free(&fr);
+    pgvec_free(&oldchain);
     return rc;
 }

@@ -471,7 +471,8 @@ int freelist_plan(const bs_freelist *fl, bs_txn *txn, fl_record *r)
     /* compact once the deltas outweigh the base (keeps the chain within twice the size of
      * the free set it describes) or there are too many of them */
     size_t base = fl->chain.n - fl->ndelta;
-    r->compact = fl->ndelta >= FL_MAX_DELTAS || (fl->ndelta && fl->ndelta >= base);
+    r->compact = fl->ndelta >= FL_MAX_DELTAS || (fl->ndelta && fl->ndelta >= base) ||
+                 txn->repair; /* repair: a new base, whatever the chain was */
     if (!r->compact && !txn->freed.n && !txn->local_free.n && !txn->alloc_from_free.n) {
         r->keep = true;
         return BS_OK;

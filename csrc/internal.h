@@ -199,6 +199,8 @@ struct bs_txn {
     uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
     bool wrote_early;       /* pages reached the file before commit (spill, overflow runs) */
     bool sync;              /* write txn: commit durably (db->sync unless overridden at begin) */
+    bool repair;            /* bs_db_repair's txn: writes a new base freelist; clears
+                             * db->fl_broken when it commits */
 
     /* buckets opened in this transaction (default bucket is buckets[0]) */
     struct bs_bucket **buckets; size_t nbuckets, capbuckets;
@@ -212,6 +214,9 @@ struct bs_txn {
     uint64_t gen, floor;    /* savepoint generations; in-place writes need ent->gen >= floor */
     bs_savepoint *sp; size_t nsp, capsp;
 };
+
+/* bs_txn_begin flag of bs_db_repair only: begin even though db->fl_broken is set */
+#define BS_TXN_REPAIR_ (1u << 16)
 
 /* ---- fork detection (db.c) ---- */
 extern _Atomic uint64_t bs_fork_generation;
@@ -345,6 +350,19 @@ int btree_cursor_step(bs_cursor *cur, int dir);  /* +1 next, -1 prev; BS_NOTFOUN
 int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val);
 
 /* ---- check.c ---- */
-int check_db(bs_txn *txn);
+/* The checker's report callback: one problem (a message naming the page and the pointer);
+ * nonzero = out of memory (the check stops with BS_NOMEM). */
+typedef int (*check_report_fn)(void *ctx, const char *problem);
+/* Check the snapshot of txn (inside its epoch bracket, which the walk leaves and re-enters
+ * between pages: the caller holds no cache pointer). Each problem goes to fn (may be NULL),
+ * at most max of them (0 = 1); BS_CORRUPT when there was any, bs_errmsg() summarising them
+ * (the first few and the count). BS_IOERR, BS_NOMEM stop the walk. */
+int check_db_report(bs_txn *txn, size_t max, check_report_fn fn, void *ctx);
+int check_db(bs_txn *txn);   /* the first problem only */
+/* Repair: walk every tree of the snapshot (BS_CORRUPT at the first problem in a tree: the
+ * trees are damaged, nothing to rebuild from) and append every page below page_count that no
+ * tree reaches to free_out (ascending); old_chain gets the readable start of the snapshot's
+ * freelist chain (pages that no tree uses), head first. Same epoch rule as check_db_report. */
+int check_free_pages(bs_txn *txn, bs_pgvec *free_out, bs_pgvec *old_chain);
 
 #endif

@@ -2,7 +2,8 @@
  * py_db.c - the DB type of btree_store._core: open/close, begin, check, stat, buckets.
  *
  * Layer: CPython binding; calls the engine only through bs.h. bs_db_open, bs_txn_begin,
- * bs_db_check, bs_db_stat, bs_db_copy, bs_db_compact and bs_db_close run with the GIL released.
+ * bs_db_check_report, bs_db_repair, bs_db_stat, bs_db_copy, bs_db_compact and bs_db_close run
+ * with the GIL released.
  *
  * Closing: close() first sets `closed` (every new call raises ClosedError), then
  * aborts every live transaction that no thread is inside, waits (GIL released, short sleeps)
@@ -579,20 +580,132 @@ static PyObject *db_close(DBObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *db_check(DBObject *self, PyObject *Py_UNUSED(ignored))
+/* The problems bs_db_check_report streams, kept without the GIL (strings copied). */
+typedef struct check_list {
+    char **v;
+    size_t n, cap;
+} check_list;
+
+static int check_collect(void *ctx, const char *problem)
 {
+    check_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(problem)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static void check_list_free(check_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+/* CorruptionError(summary) with .problems = [str, ...] */
+static PyObject *check_raise(DBObject *self, const check_list *l)
+{
+    PyObject *list = PyList_New((Py_ssize_t)l->n), *exc = NULL;
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < l->n; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(l->v[i], (Py_ssize_t)strlen(l->v[i]), "replace");
+        if (!s)
+            goto out;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    exc = PyObject_CallFunction(self->st->CorruptionError, "s",
+                                bs_errmsg()[0] ? bs_errmsg() : bs_strerror(BS_CORRUPT));
+    if (!exc || PyObject_SetAttrString(exc, "problems", list) < 0)
+        goto out;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+out:
+    Py_XDECREF(exc);
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *db_check(DBObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"max_problems", NULL};
+    static const py_argspec spec = {"check", names, 0, 0};
+    PyObject *a[1];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    size_t max = 100;
+    if (a[0]) {
+        if (!PyLong_Check(a[0]) || PyBool_Check(a[0]))
+            return PyErr_Format(PyExc_TypeError, "max_problems must be an int, not %.100s",
+                                Py_TYPE(a[0])->tp_name);
+        Py_ssize_t m = PyLong_AsSsize_t(a[0]);
+        if (m == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
+            PyErr_Clear();
+            m = PY_SSIZE_T_MAX; /* "all of them" */
+        }
+        if (m < 1)
+            return py_raise_msg(PyExc_ValueError, "max_problems must be at least 1, not %zd", m);
+        max = (size_t)m;
+    }
     if (py_db_check_usable(self) < 0)
         return NULL;
     int rc;
     bs_db *d = self->db;
+    check_list l = {NULL, 0, 0};
     self->active++;
     Py_BEGIN_ALLOW_THREADS
-    rc = bs_db_check(d);
+    rc = bs_db_check_report(d, max, check_collect, &l);
     Py_END_ALLOW_THREADS
     self->active--;
-    if (rc != BS_OK)
+    PyObject *res = NULL;
+    if (rc == BS_CORRUPT)
+        check_raise(self, &l);
+    else if (rc != BS_OK)
+        py_raise(self->st, rc);
+    else
+        res = Py_NewRef(Py_None);
+    check_list_free(&l);
+    return res;
+}
+
+static PyObject *db_repair(DBObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (py_db_check_usable(self) < 0)
+        return NULL;
+    if (self->readonly)
+        return py_raise_msg(self->st->ReadonlyError, "repair() rewrites the freelist: it needs "
+                                                     "a writable database (this one was opened "
+                                                     "read-only)");
+    if (self->txns) {
+        size_t n = 0;
+        for (TxnObject *t = self->txns; t; t = t->next)
+            n++;
+        return py_raise_msg(self->st->Error, "repair() needs that no transaction is open on "
+                            "this database (%zu open): end them first", n);
+    }
+    int rc, rebuilt = 0;
+    bs_db *d = self->db;
+    self->active++;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bs_db_repair(d, &rebuilt);
+    Py_END_ALLOW_THREADS
+    self->active--;
+    if (rc != BS_OK) {
+        if (rc == BS_MISUSE)
+            return py_raise_msg(self->st->Error, "%s", bs_errmsg());
         return py_raise(self->st, rc);
-    Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(rebuilt);
 }
 
 /* ---- copy / compact (engine: copy.c) ---- */
@@ -797,7 +910,8 @@ static PyObject *db_stat(DBObject *self, PyObject *Py_UNUSED(ignored))
         db_dict_set(dict, "pinned_pages", s.pinned_pages) < 0 ||
         db_dict_set(dict, "cache_pages", s.cache_pages) < 0 ||
         db_dict_set(dict, "cache_hits", s.cache_hits) < 0 ||
-        db_dict_set(dict, "cache_misses", s.cache_misses) < 0) {
+        db_dict_set(dict, "cache_misses", s.cache_misses) < 0 ||
+        db_dict_set(dict, "cache_retired", s.cache_retired) < 0) {
         Py_DECREF(dict);
         return NULL;
     }
@@ -903,17 +1017,29 @@ static PyMethodDef db_methods[] = {
      "Abort the live transactions (waiting for calls in flight on other threads to leave)\n"
      "and close the file. Idempotent; returns None. Raises Error when called from inside a\n"
      "call that uses this database (a finalizer), DiskError when closing the file failed."},
-    {"check", (PyCFunction)db_check, METH_NOARGS,
-     "check($self, /)\n--\n\n"
+    {"check", FASTKW(db_check),
+     "check($self, /, max_problems=100)\n--\n\n"
      "Verify the whole file (every page reachable once or free once, checksums, key order,\n"
-     "counts) against the newest commit. Returns None when it is sound. Raises\n"
-     "CorruptionError describing the first problem, ClosedError, DiskError."},
+     "counts) against the newest commit. Returns None when it is sound. Otherwise raises\n"
+     "CorruptionError whose .problems lists every problem found (str, each naming the page\n"
+     "and the pointer; at most max_problems, the check stops there) and whose message\n"
+     "summarises them (the first few and the count). Pages below a damaged node are listed\n"
+     "as leaked too. Raises ClosedError, DiskError, TypeError / ValueError (max_problems)."},
+    {"repair", (PyCFunction)db_repair, METH_NOARGS,
+     "repair($self, /)\n--\n\n"
+     "Rebuild the freelist: every page no tree of the newest commit reaches becomes free,\n"
+     "written as a new durable commit; a handle whose writes were refused because the\n"
+     "freelist is damaged can write again. Returns True when it rewrote the freelist, False\n"
+     "when it was already exact (nothing written). Only the freelist is rebuilt: damage in a\n"
+     "tree raises CorruptionError and changes nothing. Raises ReadonlyError (read-only DB),\n"
+     "Error (a transaction is open on this DB), LockedError, ClosedError, DiskError."},
     {"stat", (PyCFunction)db_stat, METH_NOARGS,
      "stat($self, /)\n--\n\n"
      "Statistics of the database, as a dict: page_size, page_count, free_pages, depth (of\n"
      "the default bucket's tree), entries (in every bucket), bucket_entries ({None: default\n"
      "bucket, name: n, ...}), txid, durable_txid, file_size, buckets, readers,\n"
-     "oldest_reader, pinned_pages, cache_pages, cache_hits, cache_misses.\n"
+     "oldest_reader, pinned_pages, cache_pages, cache_hits, cache_misses, cache_retired\n"
+     "(frames evicted but not yet freed).\n"
      "Raises ClosedError, CorruptionError, DiskError."},
     {"copy", FASTKW(db_copy),
      "copy($self, /, dest, compact=False, *, overwrite=False)\n--\n\n"

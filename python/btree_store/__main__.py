@@ -3,6 +3,7 @@ are the same program.
 
     btree-store stat PATH [--bucket B]        statistics of the file, or of one bucket
     btree-store check PATH                    integrity check; lists every problem found
+    btree-store repair PATH                   rebuild a damaged freelist (trees must be sound)
     btree-store dump PATH [--bucket B | --all] [-o FILE] [-p]
                                               LMDB mdb_dump text format (to stdout by default)
     btree-store load PATH [--bucket B] [-i FILE] [-N]
@@ -336,7 +337,8 @@ def cmd_check(args, out):
             try:
                 _in_thread(db.check, Progress("check"))
             except btree_store.CorruptionError as e:
-                problems.append(_msg(e))
+                # every problem the checker found, one a line
+                problems.extend(getattr(e, "problems", None) or [_msg(e)])
             # Read every record of every bucket, so that problems beyond the first one the
             # checker reports are listed too (each bucket is read on its own).
             try:
@@ -570,6 +572,23 @@ def cmd_compact(args, out):
     return 0
 
 
+def cmd_repair(args, out):
+    db = _open(args.path, write=True)
+    with db:
+        try:
+            rebuilt = _in_thread(db.repair, Progress("repair"))
+        except btree_store.CorruptionError as e:
+            raise CliError("%s: %s" % (args.path, _msg(e)), 1) from None
+        free = db.stat()["free_pages"]
+    if rebuilt:
+        msg = "%s: freelist rebuilt from the newest commit (%d free pages); writes work again" % (
+            args.path, free)
+    else:
+        msg = "%s: the freelist is exact; nothing to repair" % args.path
+    out.write((msg + "\n").encode("utf-8", "backslashreplace"))
+    return 0
+
+
 def cmd_get(args, out):
     key = _key_arg(args.key, args.hex)
     db = _open(args.path)
@@ -691,6 +710,11 @@ def build_parser():
 
     p = add("check", cmd_check, "check the integrity of a database file: exit 0 when clean, "
                                 "1 when corrupt (each problem listed)")
+    p.add_argument("path")
+
+    p = add("repair", cmd_repair, "rebuild the freelist of a database file from what its newest "
+                                  "commit reaches (the answer to a damaged freelist; a damaged "
+                                  "tree is refused, exit 1)")
     p.add_argument("path")
 
     p = add("dump", cmd_dump, "write buckets in LMDB's mdb_dump text format")

@@ -261,6 +261,10 @@ static int load(bs_txn *txn, uint64_t pgno)
     return BS_OK;
 }
 
+/* no shared cache here: the epoch bracket of long walks (check, drop) has nothing to do */
+void pager_enter(bs_txn *txn) { (void)txn; }
+void pager_leave(bs_txn *txn) { (void)txn; }
+
 int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out)
 {
     int rc;
