@@ -637,7 +637,7 @@ static PyObject *db_check(DBObject *self, PyObject *const *args, Py_ssize_t narg
                           PyObject *kwnames)
 {
     static const char *const names[] = {"max_problems", NULL};
-    static const py_argspec spec = {"check", names, 0, 0};
+    static const py_argspec spec = {"check", names, 1, 0};
     PyObject *a[1];
     if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
         return NULL;

@@ -134,7 +134,7 @@ def test_check_reports_every_problem(tmp_path):
         assert ei.value.problems == probs[:2]
         assert "at least 2 problems" in str(ei.value)
         with pytest.raises(btree_store.CorruptionError) as ei:
-            db.check(max_problems=1)
+            db.check(1)  # positional too
         assert ei.value.problems == probs[:1] and str(ei.value).endswith(probs[0])
         with pytest.raises(btree_store.CorruptionError) as ei:
             db.check(max_problems=2 ** 80)  # "all of them"
@@ -372,3 +372,28 @@ def test_long_walks_free_what_they_evict(tmp_path):
             assert db.stat()["cache_retired"] < 200, db.stat()
         assert db.stat()["cache_misses"] > misses + pages // 2
         db.check()
+
+
+def test_aio_check_and_repair(tmp_path):
+    import asyncio
+    from btree_store import aio
+    path = tmp_path / "aio.bs"
+    want = build(path, n=300)
+    lay = layout_of(path)
+    free = exact_free(lay)
+    set_free(path, lay, free[:-1])
+
+    async def main():
+        adb = await aio.open(str(path))
+        try:
+            with pytest.raises(btree_store.CorruptionError) as ei:
+                await adb.check(max_problems=5)
+            assert any("leaked" in p for p in ei.value.problems)
+            assert await adb.repair() is True
+            await adb.check()
+            assert await adb.repair() is False
+        finally:
+            await adb.close()
+
+    asyncio.run(main())
+    _reopened_clean(path, want)

@@ -19,7 +19,7 @@ Where the work runs:
     anything and is repeated on the transaction's worker thread; so are a write
     transaction's begin (which may wait for the writer lock) and commit (the fsync), the
     batch writes (put_many, delete_many: many engine calls, which may spill), and the
-    database-level calls (open, close, check, stat, buckets, sync, copy, compact, exec,
+    database-level calls (open, close, check, repair, stat, buckets, sync, copy, compact, exec,
     view, exec_multi).
   - A transaction's operations run in the order they are awaited: once one is on the
     worker, the following ones queue behind it there until it is done.
@@ -199,9 +199,14 @@ class AsyncDB:
         finally:
             self._shutdown_workers()
 
-    async def check(self) -> None:
-        """``DB.check()`` on a worker thread."""
-        return await self._in_thread(self._db.check)
+    async def check(self, max_problems: int = 100) -> None:
+        """``DB.check(max_problems)`` on a worker thread (CorruptionError.problems lists
+        every problem found)."""
+        return await self._in_thread(self._db.check, max_problems)
+
+    async def repair(self) -> bool:
+        """``DB.repair()`` (rebuild a damaged freelist) on a worker thread."""
+        return await self._in_thread(self._db.repair)
 
     async def stat(self) -> dict[str, Any]:
         """``DB.stat()`` on a worker thread."""
