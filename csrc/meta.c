@@ -237,15 +237,11 @@ out:
     return rc;
 }
 
-int meta_write(bs_db *db, const bs_meta *m)
+int meta_write(bs_db *db, const bs_meta *m, uint8_t *pg)
 {
     uint32_t P = db->page_size;
-    uint8_t *pg = malloc(P);
-    if (!pg)
-        return bs_fail(BS_NOMEM, "out of memory writing the meta page");
     meta_encode(m, P, pg);
     int err = db->io->write_at(db->file, pg, P, m->slot * (uint64_t)P);
-    free(pg);
     if (err)
         return bs_fail_io(err, "writing meta page %llu", (unsigned long long)m->slot);
     return BS_OK;
@@ -254,13 +250,10 @@ int meta_write(bs_db *db, const bs_meta *m)
 /* A commit failed after its meta page was (perhaps) written: overwrite that slot with zeros,
  * best effort, so that a reopen in this boot finds the previous commit in the other slot
  * (after a power cut either state is acceptable: the commit was never acknowledged). */
-void meta_retract(bs_db *db, uint64_t slot)
+void meta_retract(bs_db *db, uint64_t slot, uint8_t *pg)
 {
-    uint8_t *pg = calloc(1, db->page_size);
-    if (!pg)
-        return;
+    memset(pg, 0, db->page_size);
     (void)(db->io->write_at(db->file, pg, db->page_size, slot * (uint64_t)db->page_size));
-    free(pg);
 }
 
 int meta_create(bs_db *db)

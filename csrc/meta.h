@@ -34,9 +34,12 @@ bool meta_interrupted_creation(bs_db *db, uint64_t fsize, uint32_t psize);
  * (slot 2 when none is); BS_IOERR, BS_NOMEM. The commit list is not checked: an announced
  * commit had all its pages written. */
 int meta_read_live(bs_db *db, uint64_t want, bs_meta *out);
-/* Write m into meta page m->slot (no sync). */
-int meta_write(bs_db *db, const bs_meta *m);
-/* A commit failed after its meta page was (perhaps) written: zero that slot, best effort. */
-void meta_retract(bs_db *db, uint64_t slot);
+/* Write m into meta page m->slot (no sync); pg is a scratch page of page_size bytes that the
+ * caller allocated before the commit wrote anything (no allocation here: out of memory at
+ * this point would leave a half-published commit). */
+int meta_write(bs_db *db, const bs_meta *m, uint8_t *pg);
+/* A commit failed after its meta page was (perhaps) written: zero that slot, best effort (pg:
+ * the same scratch page). */
+void meta_retract(bs_db *db, uint64_t slot, uint8_t *pg);
 
 #endif

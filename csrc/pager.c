@@ -1166,6 +1166,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     bs_db *db = txn->db;
     bs_pgvec chain = {0};
     bs_dirty_ent **v = NULL;
+    uint8_t *mpg = NULL;
     size_t n = 0, ndelta = 0;
     int rc, err;
 
@@ -1176,6 +1177,10 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     if ((rc = pgvec_reserve(&db->fl.reusable, db->fl.reusable.n + txn->local_free.n)) != BS_OK ||
         (rc = freelist_reserve_pend(&db->fl)) != BS_OK)
         goto fail;
+    if (!(mpg = malloc(db->page_size))) { /* the meta page's image (and its retraction) */
+        rc = bs_fail(BS_NOMEM, "out of memory writing the meta page");
+        goto fail;
+    }
     nm->page_count = txn->page_count;
     nm->txid = txn->txid;
     if ((rc = collect(txn, 0, &v, &n)) != BS_OK)
@@ -1235,14 +1240,14 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         atomic_store(&db->panic, 1);
         goto fail;
     }
-    if ((rc = meta_write(db, nm)) != BS_OK) {
-        meta_retract(db, nm->slot);
+    if ((rc = meta_write(db, nm, mpg)) != BS_OK) {
+        meta_retract(db, nm->slot, mpg);
         atomic_store(&db->panic, 1);
         goto fail;
     }
     if (durable && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing commit %llu", (unsigned long long)txn->txid);
-        meta_retract(db, nm->slot);
+        meta_retract(db, nm->slot, mpg);
         atomic_store(&db->panic, 1);
         goto fail;
     }
@@ -1277,12 +1282,14 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         cache_insert(db->cache, f, v[i]->pgno, true);
     }
     free(v);
+    free(mpg);
     pgvec_free(&txn->alloc_from_free);
     pgvec_free(&txn->local_free);
     dirty_clear(txn);
     return BS_OK;
 fail:
     free(v);
+    free(mpg);
     pgvec_free(&chain);
     return rc;
 }
