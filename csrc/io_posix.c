@@ -300,26 +300,26 @@ static int posix_sync_dir(void *arg, const char *path)
 {
     (void)arg;
     const char *slash = strrchr(path, '/');
-    char *dir;
+    /* the directory's name on the stack when it fits: a commit calls this, and an allocation
+     * failing there would fail it */
+    char buf[1024], *dir = buf;
     if (!slash) {
-        dir = strdup(".");
+        strcpy(buf, ".");
     } else if (slash == path) {
-        dir = strdup("/");
+        strcpy(buf, "/");
     } else {
         size_t n = (size_t)(slash - path);
-        dir = malloc(n + 1);
-        if (dir) {
-            memcpy(dir, path, n);
-            dir[n] = 0;
-        }
+        if (n >= sizeof buf && !(dir = malloc(n + 1)))
+            return ENOMEM;
+        memcpy(dir, path, n);
+        dir[n] = 0;
     }
-    if (!dir)
-        return ENOMEM;
     int fd;
     do {
         fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     } while (fd < 0 && errno == EINTR);
-    free(dir);
+    if (dir != buf)
+        free(dir);
     if (fd < 0)
         return posix_err();
     int rc = 0;

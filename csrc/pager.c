@@ -1229,6 +1229,10 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         /* the file's directory entry must be durable before any commit is (nothing of this
          * commit is referenced yet: a failure leaves the durable state untouched) */
         if ((err = db->io->sync_dir(db->io_arg, db->path)) != 0) {
+            if (err == ENOMEM) { /* before any sync was tried: the commit just fails */
+                rc = bs_fail(BS_NOMEM, "out of memory syncing the directory of %s", db->path);
+                goto fail;
+            }
             rc = bs_fail_io(err, "syncing the directory of %s", db->path);
             atomic_store(&db->panic, 1);
             goto fail;

@@ -343,11 +343,14 @@ static void exact_sweep(int which)
             if (!fired && !abort_it)
                 CHECK(rc == BS_OK, "exact %d n=%ld: commit %d %s", which, n, rc, bs_errmsg());
             bs_txn *t;
-            CHECK(bs_txn_begin(db, 1, -1, &t) == BS_OK, "exact n=%ld begin: %s", n, bs_errmsg());
-            CHECK(put1(t, 5000, 10) == BS_OK, "exact n=%ld put", n);
-            rc = bs_txn_commit(t);
-            CHECK(rc == BS_OK, "exact %d n=%ld abort %d: then commit %d %s", which, n, abort_it,
-                  rc, bs_errmsg());
+            rc = bs_txn_begin(db, 1, -1, &t);
+            CHECK(rc == BS_OK, "exact n=%ld begin: %s", n, bs_errmsg());
+            if (rc == BS_OK) {
+                CHECK(put1(t, 5000, 10) == BS_OK, "exact n=%ld put", n);
+                rc = bs_txn_commit(t);
+                CHECK(rc == BS_OK, "exact %d n=%ld abort %d: then commit %d %s", which, n,
+                      abort_it, rc, bs_errmsg());
+            }
             CHECK(bs_db_check(db) == BS_OK, "exact n=%ld check: %s", n, bs_errmsg());
             CHECK(bs_db_close(db) == BS_OK, "close");
             db = open_db();
