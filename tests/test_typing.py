@@ -30,7 +30,11 @@ TYPED_MODULES = ["__init__.py", "aio.py", "dbm.py", "_testing.py", "testing.py",
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # A source checkout (python/) must be put on the path; an installed package is found in
+    # site-packages already, and a site-packages directory on PYTHONPATH makes mypy treat
+    # every installed module there (mypy_extensions, ...) as a user module that shadows it.
+    if os.path.basename(ROOT) not in ("site-packages", "dist-packages"):
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -67,7 +71,16 @@ def test_iterator_is_generic_at_run_time():
 
 
 def test_user_script_passes_mypy_strict(cache_dir):
-    files = ["user_script.py"] + [os.path.join(PKG, m) for m in TYPED_MODULES]
+    if os.path.basename(ROOT) in ("site-packages", "dist-packages"):
+        # installed: name the modules (files given by path would make site-packages a
+        # source root, whose other modules then shadow mypy's own dependencies)
+        mods = ["btree_store" + ("" if m == "__init__.py" else "." + m.rsplit(".", 1)[0])
+                for m in TYPED_MODULES]
+        r = _mypy(cache_dir, *[a for m in mods for a in ("-m", m)])
+        assert r.returncode == 0, r.stdout + r.stderr
+        files = ["user_script.py"]
+    else:
+        files = ["user_script.py"] + [os.path.join(PKG, m) for m in TYPED_MODULES]
     r = _mypy(cache_dir, *files)
     assert r.returncode == 0, r.stdout + r.stderr
 
