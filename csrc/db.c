@@ -281,6 +281,14 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
             goto fail;
         }
         db->durable_slot = 2; /* unknown: the first writer syncs (lockfile.h) */
+    } else if (excl && !fresh && !o.readonly) {
+        /* what opening found is now called durable: its directory entry must be too (a
+         * crashed process may have created the file with sync=False and never synced it) */
+        if ((err = db->io->sync_dir(o.io_arg, path)) != 0) {
+            rc = bs_fail_io(err, "syncing the directory of %s", path);
+            goto fail;
+        }
+        atomic_store(&db->dir_unsynced, 0);
     }
     if (db->lf && excl) {
         if ((rc = lockfile_init(db->lf, db->dev, db->ino, m.txid, m.slot,

@@ -179,6 +179,24 @@ def test_reopened_file_of_a_crashed_creation_gets_its_directory_synced(tmp_path)
         assert state(db) == {b"a": b"1", b"b": b"2"}
 
 
+def test_reopen_alone_makes_a_crashed_creation_durable(tmp_path):
+    """Opening calls what it found durable (stat()['durable_txid']): the directory entry of a
+    file a crashed process created with sync=False must then be durable too."""
+    path = tmp_path / "o.bs"
+    with FaultyMachine(path) as m:
+        db = m.open(sync=False)
+        put(db, {b"a": b"1"})
+        m.crash()
+        db = m.reopen()
+        st = db.stat()
+        assert st["durable_txid"] == st["txid"]
+        m.power_loss("drop")
+        assert path.exists()
+        db = m.reopen()
+        assert state(db) == {b"a": b"1"}
+        db.check()
+
+
 def test_full_disk(tmp_path):
     """The app sees DiskFullError (an OSError with errno ENOSPC); nothing acknowledged is lost,
     the DB stays consistent and usable once space is back."""
