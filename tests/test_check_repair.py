@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import btree_store
+from _util import child_env
 from _format import FL_ENTRIES, FL_NADD, FL_NDEL, FL_NEXT, FL_NEXT_TXID, layout_of, reseal
 
 P = 4096
@@ -97,11 +98,10 @@ def damage_leaf(path, lay, bucket):
 
 
 def cli(*args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(HERE, "..", "python"), env.get("PYTHONPATH", "")])
+    # the same btree_store build as this process (installed or the source tree)
     return subprocess.run([sys.executable, "-m", "btree_store"] + [str(a) for a in args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
+                          timeout=300)
 
 
 # ------------------------------------------------------------------ check: every problem
