@@ -1183,7 +1183,8 @@ int btree_free_all(bs_txn *txn, bs_tree *t)
         if ((rc = bt_collect(txn, &e, t->root, t->root_txid, PAGER_FROM_RECORD, 0, t->depth)) !=
             BS_OK)
             goto out;
-        qsort(e.v, e.n, sizeof *e.v, ext_cmp);
+        if (e.n)
+            qsort(e.v, e.n, sizeof *e.v, ext_cmp);
         for (size_t i = 1; i < e.n; i++) {
             if (e.v[i - 1].pgno + e.v[i - 1].n > e.v[i].pgno) {
                 rc = bs_fail(BS_CORRUPT, "page %llu is used twice in the tree at page %llu",

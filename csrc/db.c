@@ -1539,7 +1539,8 @@ int bs_db_repair(bs_db *db, int *rebuilt)
     bs_pgvec sorted;
     if ((rc = pgvec_copy(&sorted, &oldchain)) != BS_OK)
         goto out;
-    qsort(sorted.v, sorted.n, sizeof *sorted.v, cmp_pgno);
+    if (sorted.n)
+        qsort(sorted.v, sorted.n, sizeof *sorted.v, cmp_pgno);
     size_t k = 0;
     for (size_t i = 0, j = 0; i < fr.n; i++) {
         while (j < sorted.n && sorted.v[j] < fr.v[i])

@@ -86,7 +86,8 @@ int freelist_merge(bs_pgvec *reusable, uint64_t *pages, size_t n)
     int rc = pgvec_reserve(reusable, reusable->n + n);
     if (rc)
         return rc;
-    qsort(pages, n, sizeof *pages, cmp_desc);
+    if (n)
+        qsort(pages, n, sizeof *pages, cmp_desc);
     /* merge from the back: both descending, output descending */
     size_t i = reusable->n, j = n, k = reusable->n + n;
     uint64_t *v = reusable->v;
@@ -506,9 +507,10 @@ static int check_freed_not_taken(const bs_txn *txn)
     int rc = pgvec_copy(&a, &txn->alloc_from_free);
     if (rc)
         return rc;
-    qsort(a.v, a.n, sizeof *a.v, cmp_asc);
+    if (a.n)
+        qsort(a.v, a.n, sizeof *a.v, cmp_asc);
     for (size_t i = 0; i < txn->freed.n && rc == BS_OK; i++)
-        if (bsearch(&txn->freed.v[i], a.v, a.n, sizeof *a.v, cmp_asc))
+        if (a.n && bsearch(&txn->freed.v[i], a.v, a.n, sizeof *a.v, cmp_asc))
             rc = bs_fail(BS_CORRUPT, "freelist is damaged: it lists page %llu, which a tree "
                          "used until this transaction; this handle refuses writes from now on "
                          "(reads go on; check() reports the damage)",

@@ -976,7 +976,8 @@ static int collect(bs_txn *txn, int leaves_only, bs_dirty_ent ***out, size_t *n)
             continue;
         v[k++] = e;
     }
-    qsort(v, k, sizeof *v, cmp_ent);
+    if (k)
+        qsort(v, k, sizeof *v, cmp_ent);
     *out = v;
     *n = k;
     return BS_OK;
