@@ -42,6 +42,34 @@ def run_child(code, *args, timeout=120, check=False):
     return p
 
 
+def run_cli_on_pty(args, input_path=None, timeout=300):
+    """Run `python -m btree_store ARGS` with stderr on a pseudo-terminal (progress lines are
+    shown on a terminal only) and stdin from `input_path` or /dev/null; returns
+    (exit code, stderr text)."""
+    import pty
+    master, slave = pty.openpty()
+    stdin = open(input_path, "rb") if input_path else subprocess.DEVNULL
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "btree_store", *map(str, args)],
+                             stdin=stdin, stdout=subprocess.DEVNULL, stderr=slave,
+                             env=child_env())
+    finally:
+        os.close(slave)
+        if input_path:
+            stdin.close()
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=timeout), b"".join(chunks).decode("utf-8", "replace")
+
+
 def bucket_items(txn, bucket=None):
     """All (key, value) pairs of a bucket as bytes, via a forward iterator."""
     return [(bytes(k), bytes(v)) for k, v in txn.iter(bucket=bucket)]

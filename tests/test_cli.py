@@ -7,7 +7,6 @@ Layer: tests only; runs the package's __main__ in child interpreters (subprocess
 inspects databases with the public Python API.
 """
 import os
-import pty
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import pytest
 
 import btree_store
-from _util import child_env, dump as dump_db
+from _util import child_env, dump as dump_db, run_cli_on_pty
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -505,44 +504,20 @@ def test_closed_pipe_is_quiet(tmp_path):
 
 
 # ------------------------------------------------------------------ progress
-def _run_with_tty_stderr(args, input_path=None):
-    """Run with stderr on a pseudo-terminal; returns (rc, stderr text)."""
-    master, slave = pty.openpty()
-    stdin = open(input_path, "rb") if input_path else subprocess.DEVNULL
-    try:
-        p = subprocess.Popen([sys.executable, "-m", "btree_store", *map(str, args)],
-                             stdin=stdin, stdout=subprocess.DEVNULL, stderr=slave,
-                             env=child_env())
-    finally:
-        os.close(slave)
-        if input_path:
-            stdin.close()
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
-
 
 def test_progress_on_a_terminal_only(tmp_path):
     path = tmp_path / "big.bs"
     make_db(path, {None: {b"%07d" % i: b"v" * 30 for i in range(5000)}, "b": {b"k": b"v"}})
     dumpfile = tmp_path / "d.txt"
-    rc, err = _run_with_tty_stderr(["dump", path, "--all", "-o", dumpfile])
+    rc, err = run_cli_on_pty(["dump", path, "--all", "-o", dumpfile])
     assert rc == 0, err
     assert re.search(r"dump: 5,001 / 5,001 records [\d.,]+ records/s in [\d.]+s", err), err
-    rc, err = _run_with_tty_stderr(["load", tmp_path / "new.bs"], input_path=dumpfile)
+    rc, err = run_cli_on_pty(["load", tmp_path / "new.bs"], input_path=dumpfile)
     assert rc == 0, err
     size = os.path.getsize(dumpfile)
     assert re.search(r"load: [\d.]+ [KM]iB / [\d.]+ [KM]iB [\d.]+ [KM]?i?B/s in", err), err
     assert size > 100000
-    rc, err = _run_with_tty_stderr(["check", path])
+    rc, err = run_cli_on_pty(["check", path])
     assert rc == 0 and "check:" in err, err
     # not a terminal: nothing on stderr
     for args in (["dump", path, "--all", "-o", tmp_path / "d2.txt"],

@@ -12,7 +12,6 @@ package in child interpreters on a pty for the progress display.
 """
 import io
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import sys
 import btree_store
 from btree_store import __main__ as cli_main
 from _format import layout_of
-from _util import child_env
+from _util import child_env, run_cli_on_pty
 
 
 class FakeTTY(io.StringIO):
@@ -111,31 +110,10 @@ def _make(path, n=20000, buckets=("b",)):
             txn.delete_many([b"%08d" % i for i in range(0, n, 2)])
 
 
-def _run_on_pty(args):
-    master, slave = pty.openpty()
-    try:
-        p = subprocess.Popen([sys.executable, "-m", "btree_store", *map(str, args)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=slave, env=child_env())
-    finally:
-        os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return p.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_copy_and_compact_show_progress_on_a_terminal_only(tmp_path):
     src = tmp_path / "s.bs"
     _make(src)
-    rc, err = _run_on_pty(["copy", src, tmp_path / "plain.bs"])
+    rc, err = run_cli_on_pty(["copy", src, tmp_path / "plain.bs"])
     assert rc == 0, err
     size = os.path.getsize(tmp_path / "plain.bs")
     m = re.search(r"copy: ([\d.]+) ([KM]iB) / ([\d.]+) ([KM]iB) [\d.]+ [KM]?i?B/s in [\d.]+s",
@@ -144,9 +122,9 @@ def test_copy_and_compact_show_progress_on_a_terminal_only(tmp_path):
     assert m.group(1, 2) == m.group(3, 4)  # the final line: all of it written
     assert abs(float(m.group(1)) * (1 << 20 if m.group(2) == "MiB" else 1 << 10) - size) \
         <= 0.06 * size
-    rc, err = _run_on_pty(["copy", src, tmp_path / "small.bs", "--compact"])
+    rc, err = run_cli_on_pty(["copy", src, tmp_path / "small.bs", "--compact"])
     assert rc == 0 and re.search(r"copy: .* in [\d.]+s", err), err
-    rc, err = _run_on_pty(["compact", tmp_path / "plain.bs"])
+    rc, err = run_cli_on_pty(["compact", tmp_path / "plain.bs"])
     assert rc == 0 and re.search(r"compact: [\d.]+ [KM]iB / [\d.]+ [KM]iB .* in [\d.]+s", err), \
         err
     assert os.path.getsize(tmp_path / "plain.bs") < size
