@@ -117,7 +117,41 @@ class Engine:
         raise Unsupported("%s has no batch get" % self.name)
 
 
-class BtreeStore(Engine):
+class TxnEngine(Engine):
+    """An engine whose transactions have put/get/delete (btree_store, py-lmdb): the loops
+    are the same code for both, so they cost the same from Python; `begin(write)` opens one."""
+
+    def begin(self, write=False):
+        raise NotImplementedError
+
+    def fill(self, items):
+        with self.begin(write=True) as txn:
+            put = txn.put
+            for k, v in items:
+                put(k, v)
+
+    def gets(self, keys):
+        with self.begin() as txn:
+            get = txn.get
+            for k in keys:
+                if get(k) is None:
+                    raise AssertionError("missing key")
+
+    def deletes(self, keys):
+        with self.begin(write=True) as txn:
+            d = txn.delete
+            for k in keys:
+                d(k)
+
+    def commits(self, batches):
+        for batch in batches:
+            with self.begin(write=True) as txn:
+                put = txn.put
+                for k, v in batch:
+                    put(k, v)
+
+
+class BtreeStore(TxnEngine):
     name = "btree_store"
 
     @staticmethod
@@ -130,18 +164,8 @@ class BtreeStore(Engine):
     def close(self):
         self.db.close()
 
-    def fill(self, items):
-        with self.db.begin(write=True) as txn:
-            put = txn.put
-            for k, v in items:
-                put(k, v)
-
-    def gets(self, keys):
-        with self.db.begin() as txn:
-            get = txn.get
-            for k in keys:
-                if get(k) is None:
-                    raise AssertionError("missing key")
+    def begin(self, write=False):
+        return self.db.begin(write=write)
 
     def scan(self):
         n = 0
@@ -149,19 +173,6 @@ class BtreeStore(Engine):
             for _kv in txn.iter():
                 n += 1
         return n
-
-    def deletes(self, keys):
-        with self.db.begin(write=True) as txn:
-            d = txn.delete
-            for k in keys:
-                d(k)
-
-    def commits(self, batches):
-        for batch in batches:
-            with self.db.begin(write=True) as txn:
-                put = txn.put
-                for k, v in batch:
-                    put(k, v)
 
     def put_many(self, items):
         with self.db.begin(write=True) as txn:
@@ -178,7 +189,7 @@ class BtreeStore(Engine):
             raise AssertionError("get_many: missing keys")
 
 
-class Lmdb(Engine):
+class Lmdb(TxnEngine):
     name = "lmdb"
 
     @staticmethod
@@ -201,18 +212,8 @@ class Lmdb(Engine):
     def size(self):
         return os.path.getsize(os.path.join(self.folder, "data.mdb"))  # not the lock file
 
-    def fill(self, items):
-        with self.env.begin(write=True) as txn:
-            put = txn.put
-            for k, v in items:
-                put(k, v)
-
-    def gets(self, keys):
-        with self.env.begin() as txn:
-            get = txn.get
-            for k in keys:
-                if get(k) is None:
-                    raise AssertionError("missing key")
+    def begin(self, write=False):
+        return self.env.begin(write=write)
 
     def scan(self):
         n = 0
@@ -220,19 +221,6 @@ class Lmdb(Engine):
             for _kv in txn.cursor():
                 n += 1
         return n
-
-    def deletes(self, keys):
-        with self.env.begin(write=True) as txn:
-            d = txn.delete
-            for k in keys:
-                d(k)
-
-    def commits(self, batches):
-        for batch in batches:
-            with self.env.begin(write=True) as txn:
-                put = txn.put
-                for k, v in batch:
-                    put(k, v)
 
     def put_many(self, items):
         with self.env.begin(write=True) as txn:
