@@ -201,7 +201,8 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out);
  * get BS_PANIC until it is reopened) unless the error was BS_FULL on the data pages; read
  * errors (deferred rebalancing reads pages); BS_NOMEM (nothing durable changes); BS_FORKED.
  * With bs_options.check_commits (or, in debug builds, BTREE_STORE_CHECK_COMMITS=1 at open):
- * BS_CORRUPT when the state after the commit breaks an invariant.
+ * BS_CORRUPT when the state after the commit breaks an invariant (the commit is durable all
+ * the same); a check that cannot get memory is skipped and the commit reports BS_OK.
  * Abort frees txn (no errors); it must not be called while another thread is inside the
  * transaction (the binding serializes this). */
 int bs_txn_commit(bs_txn *txn);
