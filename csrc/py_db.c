@@ -23,10 +23,15 @@
 
 /* ---- helpers ---- */
 
+const char *py_db_closed_msg(const DBObject *db)
+{
+    return db->closed_why ? db->closed_why : "database is closed";
+}
+
 int py_db_check_usable(DBObject *db)
 {
     if (db->closed || !db->db) {
-        PyErr_SetString(db->st->ClosedError, "database is closed");
+        PyErr_SetString(db->st->ClosedError, py_db_closed_msg(db));
         return -1;
     }
     if (db->fork_gen != py_fork_gen) {
@@ -546,7 +551,7 @@ static PyObject *db_begin(DBObject *self, PyObject *const *args, Py_ssize_t narg
         /* close() ran while we waited: it is waiting for us to leave. */
         bs_txn_abort(t);
         Py_DECREF(txn);
-        PyErr_SetString(self->st->ClosedError, "database is closed");
+        PyErr_SetString(self->st->ClosedError, py_db_closed_msg(self));
         return NULL;
     }
     py_txn_attach(txn, t);

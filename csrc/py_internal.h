@@ -151,6 +151,8 @@ typedef struct DBObject {
     PyObject *io;              /* FaultIO object or NULL */
     int memory;                /* an in-memory database (":memory:"): no file at all */
     int closed;                /* set first by close(): new calls raise ClosedError */
+    const char *closed_why;    /* that ClosedError's message when not the plain one (a static
+                                * string: testing.FaultyMachine's crash sets it) */
     int switching;             /* a thread is inside bs_db_open (__init__) or bs_db_close
                                 * with the GIL released: others wait for it */
     int readonly;
@@ -165,6 +167,8 @@ typedef struct DBObject {
 int py_db_init_type(PyObject *m, py_state *st);
 /* ClosedError / forked Error when the DB cannot be used; 0 when fine. */
 int py_db_check_usable(DBObject *db);
+/* The message of the ClosedError for a call on a closed db. */
+const char *py_db_closed_msg(const DBObject *db);
 /* Link/unlink a live root transaction. */
 void py_db_link_txn(DBObject *db, struct TxnObject *txn);
 void py_db_unlink_txn(DBObject *db, struct TxnObject *txn);

@@ -434,7 +434,25 @@ static PyObject *py_crc32c_impl(PyObject *m, PyObject *Py_UNUSED(ignored))
     return PyUnicode_FromString(bs_crc32c_impl());
 }
 
+/* _mark_crashed(db): the ClosedError of every later call on db (closed by the caller next)
+ * says that its machine crashed, not just "database is closed" (testing.FaultyMachine). */
+static PyObject *py_mark_crashed(PyObject *m, PyObject *db)
+{
+    py_state *st = (py_state *)PyModule_GetState(m);
+    if (!PyObject_TypeCheck(db, st->DB_type)) {
+        PyErr_Format(PyExc_TypeError, "db must be a btree_store.DB, not %.100s",
+                     Py_TYPE(db)->tp_name);
+        return NULL;
+    }
+    ((DBObject *)db)->closed_why =
+        "database is closed: its FaultyMachine crashed or lost power (m.crash() / "
+        "m.power_loss()); open it again with m.reopen()";
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef testing_functions[] = {
+    {"_mark_crashed", (PyCFunction)py_mark_crashed, METH_O,
+     "_mark_crashed($module, db, /)\n--\n\nLater ClosedErrors of db say its machine crashed."},
     {"_crc32c", FASTKW(py_crc32c),
      "_crc32c($module, /, data, crc=0)\n--\n\nCRC32C of data, continuing crc."},
     {"_crc32c_impl", (PyCFunction)py_crc32c_impl, METH_NOARGS,

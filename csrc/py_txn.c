@@ -26,11 +26,12 @@ bs_txn *py_txn_enter(TxnObject *self, int need_write)
     TxnObject *r = PY_TXN_ROOT(self);
     DBObject *db = self->db;
     if (!r->txn) {
-        PyErr_SetString(self->st->ClosedError, "transaction is finished");
+        PyErr_SetString(self->st->ClosedError, r->ended_by_close && db->closed_why
+                                                   ? db->closed_why : "transaction is finished");
         return NULL;
     }
     if (db->closed) {
-        PyErr_SetString(self->st->ClosedError, "database is closed");
+        PyErr_SetString(self->st->ClosedError, py_db_closed_msg(db));
         return NULL;
     }
     if (db->fork_gen != py_fork_gen) {
@@ -1107,13 +1108,14 @@ static PyObject *txn_commit(TxnObject *self, PyObject *Py_UNUSED(ignored))
         return py_raise_msg(self->st->Error,
                             "a bound transaction cannot be committed: its owner commits it");
     if (!self->txn) {
-        PyErr_SetString(self->st->ClosedError, self->ended_by_close
-                                                   ? "database was closed before the commit"
-                                                   : "transaction is finished");
+        PyErr_SetString(self->st->ClosedError,
+                        !self->ended_by_close ? "transaction is finished"
+                        : self->db->closed_why ? self->db->closed_why
+                                               : "database was closed before the commit");
         return NULL;
     }
     if (self->db->closed) {
-        PyErr_SetString(self->st->ClosedError, "database is closed");
+        PyErr_SetString(self->st->ClosedError, py_db_closed_msg(self->db));
         return NULL;
     }
     if (self->db->fork_gen != py_fork_gen)

@@ -56,11 +56,13 @@ def test_crash_keeps_unsynced_commits(tmp_path):
         put(db, {b"b": b"unsynced"}, sync=False)
         assert m.unsynced() > 0
         txn = db.begin()
+        wtxn = db.begin(write=True)
         m.crash()
-        with pytest.raises(btree_store.Error):
-            db.begin()
-        with pytest.raises(btree_store.Error):
-            txn.get(b"a")
+        # a dead handle says why it is closed (not just "database is closed")
+        for call in (db.begin, db.stat, lambda: txn.get(b"a"), lambda: wtxn.put(b"x", b"y"),
+                     wtxn.commit):
+            with pytest.raises(btree_store.ClosedError, match="FaultyMachine crashed"):
+                call()
         db = m.reopen()
         assert state(db) == {b"a": b"durable", b"b": b"unsynced", b"c": b"x" * 20000}
         db.check()

@@ -39,7 +39,8 @@ Calls:
   meta write the handle refuses further writes (reopen it).
 - ``m.heal()``: the disk works again.
 - ``m.crash()``: the process dies. Every DB opened on ``m`` is dead: it is closed, every call
-  on it or its transactions raises a ``btree_store.Error`` subclass (``ClosedError``).
+  on it or its transactions raises a ``btree_store.Error`` subclass (``ClosedError``, whose
+  message says that the machine crashed).
   Writes not yet synced stay in the simulated OS cache: a reopened DB sees every commit that
   was acknowledged, durable or not.
 - ``m.power_loss(mode="drop", seed=None)``: implies ``crash()``; then every write not yet
@@ -65,7 +66,7 @@ import weakref
 from typing import Any, List, Optional, Union
 
 from . import DB
-from ._testing import FaultIO
+from ._testing import FaultIO, _mark_crashed
 
 __all__ = ["FaultyMachine"]
 
@@ -104,9 +105,11 @@ class FaultyMachine:
         self._dbs = [weakref.ref(d) for d in out]
         return out
 
-    def _close_dbs(self) -> Optional[Exception]:
+    def _close_dbs(self, crashed: bool = False) -> Optional[Exception]:
         first: Optional[Exception] = None
         for db in self._live_dbs():
+            if crashed:
+                _mark_crashed(db)  # its ClosedError says so
             try:
                 db.close()
             except Exception as e:  # a dead handle may complain; close the others anyway
@@ -158,7 +161,7 @@ class FaultyMachine:
         """The process dies: every DB on the machine is dead; unsynced writes stay cached."""
         self._check()
         self._fio.crash()
-        self._close_dbs()
+        self._close_dbs(crashed=True)
 
     def power_loss(self, mode: str = "drop", seed: Optional[int] = None) -> None:
         """crash(), then lose / tear / reorder every write not yet synced."""
@@ -175,7 +178,7 @@ class FaultyMachine:
             raise ValueError("seed must be in 0..2**64-1")
         self.last_seed = seed
         self._fio.crash()
-        self._close_dbs()
+        self._close_dbs(crashed=True)
         self._fio.power_loss(mode, seed)
 
     def reopen(self, **db_kwargs: Any) -> DB:
