@@ -17,6 +17,5 @@ csrc/io_fault.c.
 from ._core import _FaultIO as FaultIO
 from ._core import _crc32c as crc32c
 from ._core import _crc32c_impl as crc32c_impl
-from ._core import _mark_crashed
 
 __all__ = ["FaultIO", "crc32c", "crc32c_impl"]

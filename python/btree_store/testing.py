@@ -66,7 +66,8 @@ import weakref
 from typing import Any, List, Optional, Union
 
 from . import DB
-from ._testing import FaultIO, _mark_crashed
+from ._core import _mark_crashed
+from ._testing import FaultIO
 
 __all__ = ["FaultyMachine"]
 
