@@ -210,8 +210,14 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
             rc = bs_fail_io(err, "locking %s", path);
         goto fail;
     }
-    if (use_lf && (rc = db_open_lockfile(db, path, o.readonly, &excl)) != BS_OK)
+    if (use_lf && (rc = db_open_lockfile(db, path, o.readonly, &excl)) != BS_OK) {
+        /* (EMFILE, ENOSPC, ...) a file this call created goes again, if nobody else opened
+         * it meanwhile (an exclusive lock is then ours) and it is still empty */
+        uint64_t sz = 1;
+        remove_on_fail = created && db->io->lock(db->file, BS_LOCK_EX) == 0 &&
+                         db->io->size(db->file, &sz) == 0 && sz == 0;
         goto fail;
+    }
     /* a file this call created (and now holds locked) goes again if the creation fails */
     remove_on_fail = created && excl;
     uint64_t fsize = 0;

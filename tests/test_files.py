@@ -268,3 +268,69 @@ def test_layout_after_many_operations(db, db_path):
     lay = layout_of(db_path)
     assert lay.problems == []
     assert {b: m for b, m in lay.contents.items()} == expect
+
+
+@pytest.mark.parametrize("kind", ["write", "sync"])
+def test_failed_create_on_a_full_disk_leaves_no_file(tmp_path, kind):
+    """A creation whose first writes or syncs fail (ENOSPC, EIO) leaves no file behind."""
+    import errno
+    from btree_store._testing import FaultIO
+    for err in (errno.ENOSPC, errno.EIO):
+        for n in (1, 2, 3):
+            path = tmp_path / ("%s%d-%d.bs" % (kind, n, err))
+            fio = FaultIO()
+            fio.fail_nth(kind, n, err)
+            try:
+                btree_store.DB(str(path), _io=fio).close()
+            except btree_store.Error as e:
+                assert isinstance(e, OSError) and e.errno == err
+                assert os.listdir(tmp_path) == [], (kind, n, err)
+            else:
+                assert path.exists()
+                os.unlink(path)
+
+
+def test_failed_create_out_of_descriptors_leaves_no_file(tmp_path):
+    """EMFILE at each descriptor a creation opens (the file, its side file PATH-lock, the
+    directory it syncs): the open fails with an Error that is an OSError (EMFILE) and leaves
+    neither the file nor its side file behind; with enough descriptors it works. In a child:
+    the limit is the whole process's."""
+    from _util import run_child
+    code = r'''
+import errno, os, resource, sys
+import btree_store
+d = sys.argv[1]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+failed = opened = 0
+for spare in range(8):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))
+    fds = []
+    try:
+        while True:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    for _ in range(spare):
+        os.close(fds.pop())
+    path = os.path.join(d, "e%d.bs" % spare)
+    try:
+        btree_store.DB(path).close()
+        ok, err = True, None
+    except btree_store.Error as e:
+        ok, err = False, e
+    for f in fds:
+        os.close(f)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if ok:
+        opened += 1
+        assert os.path.exists(path)
+        os.unlink(path)
+    else:
+        failed += 1
+        assert isinstance(err, OSError) and err.errno == errno.EMFILE, repr(err)
+        assert os.listdir(d) == [], (spare, repr(err), os.listdir(d))
+print(failed, opened)
+'''
+    r = run_child(code, str(tmp_path), check=True)
+    failed, opened = map(int, r.stdout.split())
+    assert failed >= 3 and opened >= 1  # the file, the side file and the directory failed
