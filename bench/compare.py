@@ -1,7 +1,7 @@
 """compare.py - btree_store side by side with its peers, every workload in one run.
 
     python bench/compare.py [--n N] [--engines E ...] [--reps 3] [--json FILE] [--plot FILE.png]
-                            [--dir DIR]
+                            [--dir DIR] [--workloads W,W ...]
 
 Engines: btree_store, lmdb (py-lmdb), sqlite3 (WITHOUT ROWID, WAL, synchronous=FULL),
 leveldb (plyvel) and gdbm (dbm.gnu); an engine whose module does not import is skipped with a
@@ -74,6 +74,9 @@ WORKLOADS = [
     ("get_many", "gets/s", True),
 ]
 WORKLOAD_NAMES = [w[0] for w in WORKLOADS]
+# the workloads that run on the store fill_random made (--workloads adds fill_random for them)
+NEED_MAIN = {"read_random", "scan", "reopen_gets", "bytes_per_record", "delete_random",
+             "get_many"}
 
 # Goals: btree_store / py-lmdb, default settings on both sides (bytes_per_record: at most).
 GOALS_VS_LMDB = {
@@ -467,7 +470,7 @@ class Run:
             t = timed(e.fill, d.rand_items)
             self.main[cls.name] = e
             return n / t
-        e = self.main[cls.name]
+        e = self.main.get(cls.name)  # None unless fill_random ran (--workloads)
         if name == "read_random":
             return n / timed(e.gets, d.read_keys)
         if name == "scan":
@@ -546,12 +549,17 @@ def run(args, out=print):
     runs = {cls.name: {w: [] for w in WORKLOAD_NAMES} for cls in classes}
     wnotes = {cls.name: {} for cls in classes}
     root_parent = args.dir or tempfile.gettempdir()
+    selected = set(getattr(args, "workloads", None) or WORKLOAD_NAMES)
+    if selected & NEED_MAIN:
+        selected.add("fill_random")  # they work on the store fill_random leaves open
     for rep in range(args.reps):
         order = classes[rep % len(classes):] + classes[:rep % len(classes)]
         root = tempfile.mkdtemp(prefix="compare_", dir=root_parent)
         r = Run(order, root, data)
         try:
             for w in WORKLOAD_NAMES:
+                if w not in selected:
+                    continue
                 for cls in order:
                     if w in wnotes[cls.name]:
                         continue
@@ -599,6 +607,11 @@ def ratio(report, engine, w):
     return a / b
 
 
+def ran(report, w):
+    """False for a workload that --workloads left out (no engine has a run or a note)."""
+    return any(r[w]["runs"] or r[w].get("note") for r in report["results"].values())
+
+
 def fmt(v):
     if v is None:
         return "n/a"
@@ -619,6 +632,8 @@ def table(report):
         head.append("goal vs lmdb")
     rows = [head]
     for w in WORKLOAD_NAMES:
+        if not ran(report, w):
+            continue
         row = [w]
         for e in engines:
             row.append(fmt(report["results"][e][w]["median"]))
@@ -654,6 +669,8 @@ def markdown_table(report):
     head = ["workload"] + engines + ["btree_store / %s" % p for p in peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w in WORKLOAD_NAMES:
+        if not ran(report, w):
+            continue
         row = [w]
         for e in engines:
             r = report["results"][e][w]
@@ -709,7 +726,15 @@ def main(argv=None):
     ap.add_argument("--dir", help="parent folder for the database folders (default: temp dir)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--verbose", "-v", action="store_true", help="print every single run")
+    ap.add_argument("--workloads", nargs="+", default=None,
+                    help="run only these (commas also work; default: all): %s" % (
+                        ", ".join(WORKLOAD_NAMES)))
     args = ap.parse_args(argv)
+    if args.workloads:
+        args.workloads = [x for w in args.workloads for x in w.split(",") if x]
+        for x in args.workloads:
+            if x not in WORKLOAD_NAMES:
+                ap.error("unknown workload %r (choose from %s)" % (x, ", ".join(WORKLOAD_NAMES)))
     names = [x for e in args.engines for x in e.split(",") if x]
     for x in names:
         if x not in ENGINES:
