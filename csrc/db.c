@@ -734,7 +734,9 @@ int bs_txn_begin(bs_db *db, unsigned flags, long timeout_ms, bs_txn **out)
                            "but not written", db->fl_broken);
         }
     }
-    bs_txn *txn = calloc(1, sizeof *txn);
+    bs_txn *txn = malloc(sizeof *txn);
+    if (txn)
+        memset(txn, 0, TXN_ZERO_SIZE); /* not the 5 KiB commit list: meta_copy fills it */
     if (!txn) {
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto fail_nolock;
@@ -752,7 +754,7 @@ retry_read:
     if (!write && db->lf && (rc = reader_refresh(db)) != BS_OK)
         goto fail_nolock;
     pthread_mutex_lock(&db->mu);
-    txn->meta = db->meta;
+    meta_copy(&txn->meta, &db->meta);
     if (write) {
         uint64_t oldest = oldest_reader_locked(db, NULL); /* snapshot + 1, or UINT64_MAX */
         if (foreign < oldest)
@@ -975,7 +977,8 @@ int bs_txn_commit(bs_txn *txn)
     }
     if (txn->catalog.needs_rebalance && (rc = btree_rebalance(txn, &txn->catalog)) != BS_OK)
         goto fail;
-    bs_meta nm = txn->meta;
+    bs_meta nm;
+    meta_copy(&nm, &txn->meta);
     nm.main = txn->buckets[0]->tree;
     nm.catalog = txn->catalog;
     nm.main.dirty = nm.main.needs_rebalance = false;

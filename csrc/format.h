@@ -80,7 +80,7 @@
  *               earlier sync=False commits it still references). A commit
  *               made with one fsync (data and meta together) is valid only if every listed
  *               page has that CRC and a txid no newer than the meta; otherwise opening falls back
- *               to the other meta page. n <= fmt_commit_list_cap(P).
+ *               to the other meta page. n <= fmt_commit_list_cap(P) (at most 328, see there).
  *     -     -   zero up to P
  *
  * BUCKET RECORD (32 bytes; in the meta page, and as the value of each catalog entry)
@@ -274,11 +274,26 @@ static inline uint64_t fmt_count_max(uint32_t psize, uint64_t page_count)
     return pages * ((psize - PH_SIZE) / (2u + LEAF_CELL_HDR));
 }
 
-/* entries of a meta page's commit list */
+/* Entries of a meta page's commit list: as many as the page holds after META_LIST, at most
+ * BS_COMMIT_LIST_MAX (what a 4096-byte meta holds: 72 at 1024, 157 at 2048, 328 from 4096 on).
+ * The bound caps the in-memory copy of a meta (bs_meta), which every transaction holds.
+ *
+ * COMPATIBILITY. Until session 18 the cap was min(that, 64). A reader range-checks n against
+ * the cap, so:
+ *  - files written before remain fully readable and writable (their lists never exceed 64);
+ *  - a file written now may hold a meta with 64 < n <= 328 (a single-sync commit of 65..328
+ *    pages). An older build rejects that meta as invalid ("commit list") and falls back to
+ *    the other meta page, which holds the newest durable commit before it, intact
+ *    (invariant 1 of pager.c): it opens the file at that older commit (the commits since are
+ *    lost if it then writes), and if both metas carry long lists it refuses the file as
+ *    having no valid meta. It never reads a mixed state. So opening a file written now
+ *    needs this code; there is no format version bump, since every older file is valid as
+ *    it is and stays valid for older builds until this code commits to it. */
+#define BS_COMMIT_LIST_MAX 328u
 static inline uint32_t fmt_commit_list_cap(uint32_t psize)
 {
     uint32_t n = (psize - META_LIST) / META_LIST_ENT;
-    return n < 64 ? n : 64;
+    return n < BS_COMMIT_LIST_MAX ? n : BS_COMMIT_LIST_MAX;
 }
 
 /* key order: memcmp, then length */

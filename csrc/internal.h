@@ -74,14 +74,22 @@ struct bs_bucket {
 typedef struct bs_meta {
     uint64_t txid;
     uint64_t slot;    /* meta page (0 or 1) this commit is (to be) written to */
-    uint32_t nlist;   /* commit list (single-sync commits), see format.h */
-    struct { uint64_t pgno; uint32_t crc; } list[64];
     uint64_t page_count;
     uint64_t fl_head, fl_count;
     uint64_t fl_head_txid; /* txid the freelist head page carries */
     bs_tree main;     /* default bucket */
     bs_tree catalog;  /* named buckets: name -> 32-byte bucket record */
+    uint32_t nlist;   /* commit list (single-sync commits), see format.h; last, so that
+                       * meta_copy copies only the nlist entries in use */
+    struct { uint64_t pgno; uint32_t crc; } list[BS_COMMIT_LIST_MAX];
 } bs_meta;
+
+/* *dst = *src, without the unused tail of the commit list (5 KiB that a transaction's begin
+ * would otherwise copy) */
+static inline void meta_copy(bs_meta *dst, const bs_meta *src)
+{
+    memcpy(dst, src, offsetof(bs_meta, list) + src->nlist * sizeof src->list[0]);
+}
 
 /* ---- page cache (cache.h; opaque outside cache.c) ---- */
 typedef struct bs_cache bs_cache;
@@ -191,7 +199,6 @@ struct bs_txn {
     bool failed;            /* write txn hit an error mid-change: only abort is allowed */
     _Atomic int busy;       /* bs_txn_enter/leave */
     uint64_t txid;          /* read: snapshot txid; write: snapshot txid + 1 */
-    bs_meta meta;           /* the snapshot (write: the base being changed) */
     uint64_t page_count;    /* high-water mark (the write txn grows it) */
     bs_slot *slot;          /* epoch slot */
     size_t reader_idx;      /* read txns: entry in db->readers */
@@ -213,7 +220,12 @@ struct bs_txn {
     bs_pgvec alloc_from_free; /* pages popped from db->fl.reusable (returned on abort) */
     uint64_t gen, floor;    /* savepoint generations; in-place writes need ent->gen >= floor */
     bs_savepoint *sp; size_t nsp, capsp;
+
+    /* the snapshot (write: the base being changed); last, with its commit list last: begin
+     * zeroes the transaction only up to the list (TXN_ZERO_SIZE) and copies nlist entries */
+    bs_meta meta;
 };
+#define TXN_ZERO_SIZE (offsetof(bs_txn, meta) + offsetof(bs_meta, list))
 
 /* bs_txn_begin flag of bs_db_repair only: begin even though db->fl_broken is set */
 #define BS_TXN_REPAIR_ (1u << 16)

@@ -1264,7 +1264,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         rc = freelist_pend(&db->fl, txn->txid, &txn->freed);
     assert(rc == BS_OK); /* both reserved above */
     rc = BS_OK;
-    db->meta = *nm;
+    meta_copy(&db->meta, nm);
     if (durable) {
         atomic_store(&db->durable_txid, nm->txid);
         db->durable_slot = nm->slot;

@@ -60,7 +60,7 @@ def parse_meta(page):
                     txid=u64(page, o + 24))
 
     nlist = u32(page, META_LIST_N)
-    if META_LIST + 12 * nlist > len(page):
+    if nlist > commit_list_cap(len(page)):  # the engine rejects such a meta (format.h)
         return None
     return dict(
         txid=u64(page, 16), pgno=u64(page, 8), version=u32(page, 48), page_size=u32(page, 52),
@@ -278,8 +278,11 @@ def layout_of(path, **kw):
 META_LIST_ENT = 12
 
 
+COMMIT_LIST_MAX = 328  # format.h BS_COMMIT_LIST_MAX (64 before session 18)
+
+
 def commit_list_cap(P):
-    return min((P - META_LIST) // META_LIST_ENT, 64)
+    return min((P - META_LIST) // META_LIST_ENT, COMMIT_LIST_MAX)
 
 
 def reseal_page(buf, pgno, P):

@@ -4,12 +4,14 @@
   page before one fsync, and the meta lists every page it wrote with its CRC. Opening must fall
   back to the previous commit when any listed page is missing, torn, or still holds older
   contents; and must use the new commit when all of them arrived.
-- Large commits (more pages than a meta page can list) use two fsyncs and carry no list.
+- Large commits (more pages than a meta page can list, 328 at 4096-byte pages) use two fsyncs
+  and carry no list; a 100-put commit over a 10k-record file fits the list and makes one.
 - The writer lock belongs to a thread for the life of the process: a new thread that happens
   to reuse a dead thread's id is not mistaken for the owner of its write transaction.
 
 Layer: tests only; the public Python API plus raw reads/writes of the file (format.h offsets).
 """
+import random
 import struct
 import threading
 
@@ -20,6 +22,8 @@ from btree_store import _testing
 
 P = 4096
 META_LIST_N, META_LIST, ENT = 152, 160, 12  # format.h (version 2)
+CAP = (P - META_LIST) // ENT  # fmt_commit_list_cap(4096) = 328
+VAL_A = b"a" * 600  # commit A's values: 6000 of them fill ~900 pages, more than CAP
 
 
 def meta_pages(data):
@@ -29,7 +33,7 @@ def meta_pages(data):
         pg = data[slot * P:(slot + 1) * P]
         txid = struct.unpack_from("<Q", pg, 16)[0]
         n = struct.unpack_from("<I", pg, META_LIST_N)[0]
-        lst = [struct.unpack_from("<QI", pg, META_LIST + ENT * i) for i in range(min(n, 64))]
+        lst = [struct.unpack_from("<QI", pg, META_LIST + ENT * i) for i in range(min(n, CAP))]
         out.append((txid, slot, lst))
     return sorted(out, reverse=True)
 
@@ -39,7 +43,7 @@ def build(path):
     db = btree_store.DB(path)
     with db.begin(write=True) as txn:
         for i in range(6000):
-            txn.put(b"k%05d" % i, b"a" * 60)
+            txn.put(b"k%05d" % i, VAL_A)
     with db.begin(write=True) as txn:
         txn.put(b"k00010", b"B")
     db.close()
@@ -61,7 +65,7 @@ def test_single_sync_commit_falls_back_when_a_listed_page_is_bad(tmp_path, damag
     (txb, slotb, listb), (txa, _, lista) = meta_pages(data)
     assert txb == txa + 1
     assert lista == [], "the big first commit must have used two fsyncs (no list)"
-    assert 0 < len(listb) <= 64, "the one-put commit must be a single-fsync commit"
+    assert 0 < len(listb) <= CAP, "the one-put commit must be a single-fsync commit"
     assert contents(path) == (b"B", 6000)
     pgno, _crc = listb[len(listb) // 2]
     page = bytearray(data[pgno * P:(pgno + 1) * P])
@@ -78,7 +82,7 @@ def test_single_sync_commit_falls_back_when_a_listed_page_is_bad(tmp_path, damag
     with open(path, "wb") as f:
         f.write(data)
     # the commit is not complete: opening must give exactly the previous commit
-    assert contents(path) == (b"a" * 60, 6000)
+    assert contents(path) == (VAL_A, 6000)
     with btree_store.DB(path) as db:
         assert db.stat()["txid"] == txa
         # and the database keeps working from there: the next commit reuses B's slot
@@ -107,7 +111,56 @@ def test_damaged_newest_meta_falls_back_to_previous(tmp_path):
     data[slotb * P + 200] ^= 1
     with open(path, "wb") as f:
         f.write(data)
-    assert contents(path) == (b"a" * 60, 6000)
+    assert contents(path) == (VAL_A, 6000)
+
+
+def test_hundred_put_commit_makes_one_fsync(tmp_path):
+    """A durable commit of 100 random puts into a 10k-record file writes ~100 pages (leaves,
+    their branches, the freelist record): more than the 64 the commit list held before
+    session 18, fewer than it holds now (CAP). It must be a single-fsync commit whose meta
+    lists every page it wrote."""
+    path = str(tmp_path / "b.bs")
+    fio = _testing.FaultIO()
+    rnd = random.Random(7)
+    keys = [b"%016d" % i for i in range(10000)]
+    rnd.shuffle(keys)
+    db = btree_store.DB(path, _io=fio)
+    with db.begin(write=True) as txn:
+        for k in keys:
+            txn.put(k, rnd.randbytes(100))
+    with db.begin(write=True) as txn:  # the first commit after opening may sync more
+        txn.put(keys[0], b"warm")
+    for _ in range(3):
+        s0 = fio.count("sync")
+        with db.begin(write=True) as txn:
+            for k in rnd.sample(keys, 100):
+                txn.put(k, rnd.randbytes(100))
+        assert fio.count("sync") - s0 == 1
+    db.close()
+    (txid, _, lst), _ = meta_pages((tmp_path / "b.bs").read_bytes())
+    assert 64 < len(lst) <= CAP, len(lst)
+    with btree_store.DB(path) as db:
+        assert db.stat()["txid"] == txid  # the listed commit is the one opening picks
+        db.check()
+
+
+@pytest.mark.parametrize("n, newest", [(CAP, True), (CAP + 1, False)])
+def test_commit_list_length_range_check(tmp_path, n, newest):
+    """A meta may list up to CAP pages (format.h fmt_commit_list_cap); one claiming more is
+    invalid, and opening falls back to the other meta page."""
+    path = str(tmp_path / "s.bs")
+    data = build(path)
+    (txb, slotb, _), (txa, _, _) = meta_pages(data)
+    o = slotb * P
+    crc2 = struct.unpack_from("<I", data, 2 * P)[0]  # page 2: written by commit A
+    struct.pack_into("<I", data, o + META_LIST_N, n)
+    for i in range(min(n, CAP)):
+        struct.pack_into("<QI", data, o + META_LIST + ENT * i, 2, crc2)
+    struct.pack_into("<I", data, o, _testing.crc32c(bytes(data[o + 4:o + P])))
+    with open(path, "wb") as f:
+        f.write(data)
+    with btree_store.DB(path) as db:
+        assert db.stat()["txid"] == (txb if newest else txa)
 
 
 def test_writer_identity_is_not_a_reused_thread_id(tmp_path):
