@@ -46,7 +46,11 @@
  *     - sync=False commit with a list: no fsync at all; it is durable only at the next
  *       durable commit, db sync or reopen;
  *     - sync=False commit that cannot be listed: made durable like the second case (a
- *       sync=False commit may sync: it never risks the commits before it).
+ *       sync=False commit may sync: it never risks the commits before it);
+ *     - sync=False commit while more than UNSYNCED_FREED_MAX pages freed since the durable
+ *       commit wait for it (they cannot be reused before, so the file grows by every page
+ *       such commits rewrite): made durable (with its list: one fsync), which bounds that
+ *       growth for trees small enough that their whole unsynced set fits the list.
  *  d. Write the meta page that does NOT hold the newest durable commit (1 - durable_slot).
  *  e. fsync                                                          [durable commits only]
  *     When (d) or (e) fails, the meta slot is retracted (overwritten with zeros, best effort)
@@ -926,6 +930,10 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len)
 
 /* ------------------------------------------------------------------ writing pages */
 
+/* sync=False: pages freed since the durable commit (not reusable until a commit is durable)
+ * beyond which a commit is made durable anyway (16 MiB of 4 KiB pages) */
+#define UNSYNCED_FREED_MAX 4096u
+
 static int cmp_ent(const void *a, const void *b)
 {
     uint64_t x = (*(bs_dirty_ent *const *)a)->pgno, y = (*(bs_dirty_ent *const *)b)->pgno;
@@ -1193,6 +1201,9 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     }
     /* (c) the unsynced set: pages this commit references written since the durable commit */
     bool durable = txn->sync;
+    if (!durable && txn->freed.n + freelist_pinned(&db->fl, atomic_load(&db->durable_txid)) >
+                        UNSYNCED_FREED_MAX)
+        durable = true; /* the writer owns db->fl */
     bool listed = !txn->wrote_early && n <= fmt_commit_list_cap(db->page_size);
     uint32_t cap = fmt_commit_list_cap(db->page_size), nl = 0;
     nm->nlist = 0;

@@ -151,3 +151,31 @@ def test_pages_freed_by_unsynced_commits_wait(tmp_path):
             db.sync()
         assert db.stat()["page_count"] <= grown + 60
         db.check()
+
+
+def test_unsynced_commits_grow_the_file_only_so_far(tmp_path):
+    """sync=False commits of a small tree (its whole unsynced set fits the commit list, so no
+    commit needs to be durable to be valid) cannot reuse the pages they free before a commit
+    is durable: past 4096 such pages a commit is made durable, so the file stops growing with
+    every commit (250 commits rewriting ~48 pages each: ~12,000 pages without the bound)."""
+    path = str(tmp_path / "u.bs")
+    fio = _testing.FaultIO()
+    rnd = random.Random(3)
+    keys = [b"%016d" % i for i in range(2000)]
+    with btree_store.DB(path, sync=False, _io=fio) as db:
+        with db.begin(write=True) as txn:
+            for k in keys:
+                txn.put(k, rnd.randbytes(100))
+        s0 = fio.count("sync")
+        for _ in range(250):
+            with db.begin(write=True) as txn:
+                for k in rnd.sample(keys, 50):
+                    txn.put(k, rnd.randbytes(100))
+        syncs = fio.count("sync") - s0
+        st = db.stat()
+        assert st["page_count"] < 6000, st
+        assert 1 <= syncs <= 10, syncs  # still mostly unsynced commits
+        db.check()
+    with btree_store.DB(path) as db:
+        assert len(db.begin()) == 2000
+        db.check()
