@@ -70,6 +70,10 @@ struct bs_bucket {
     unsigned idx;        /* position in txn->buckets */
 };
 
+/* A commit-list entry: a page a single-sync commit wrote, and its CRC (drop: scratch of
+ * pager_commit, in what would be padding). */
+typedef struct bs_list_ent { uint64_t pgno; uint32_t crc, drop; } bs_list_ent;
+
 /* Parsed meta page (format.h META_*). */
 typedef struct bs_meta {
     uint64_t txid;
@@ -81,7 +85,7 @@ typedef struct bs_meta {
     bs_tree catalog;  /* named buckets: name -> 32-byte bucket record */
     uint32_t nlist;   /* commit list (single-sync commits), see format.h; last, so that
                        * meta_copy copies only the nlist entries in use */
-    struct { uint64_t pgno; uint32_t crc; } list[BS_COMMIT_LIST_MAX];
+    bs_list_ent list[BS_COMMIT_LIST_MAX];
 } bs_meta;
 
 /* *dst = *src, without the unused tail of the commit list (5 KiB that a transaction's begin

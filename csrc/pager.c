@@ -1170,6 +1170,39 @@ out:
     return rc;
 }
 
+static int cmp_list_ent(const void *a, const void *b)
+{
+    const bs_list_ent *ea = a, *eb = b;
+    return ea->pgno < eb->pgno ? -1 : ea->pgno > eb->pgno;
+}
+
+/* The base commit's list without the pages this transaction freed, into nm->list in page
+ * order (lists this code writes are in page order; one an older build wrote is sorted
+ * first); returns how many remain. Freed pages are looked up, not scanned: the list holds up
+ * to 328 entries and a commit may free as many. */
+static uint32_t base_list_unfreed(const bs_txn *txn, bs_meta *nm)
+{
+    uint32_t m = txn->meta.nlist, k = 0;
+    memcpy(nm->list, txn->meta.list, m * sizeof nm->list[0]);
+    bool sorted = true;
+    for (uint32_t i = 1; i < m && sorted; i++)
+        sorted = nm->list[i - 1].pgno < nm->list[i].pgno;
+    if (!sorted)
+        qsort(nm->list, m, sizeof nm->list[0], cmp_list_ent);
+    for (uint32_t i = 0; i < m; i++)
+        nm->list[i].drop = 0;
+    for (size_t i = 0; i < txn->freed.n && m; i++) {
+        bs_list_ent key = {.pgno = txn->freed.v[i]};
+        bs_list_ent *hit = bsearch(&key, nm->list, m, sizeof nm->list[0], cmp_list_ent);
+        if (hit)
+            hit->drop = 1; /* marked, not moved: the list stays sorted for the next search */
+    }
+    for (uint32_t i = 0; i < m; i++)
+        if (!nm->list[i].drop)
+            nm->list[k++] = nm->list[i];
+    return k;
+}
+
 int pager_commit(bs_txn *txn, bs_meta *nm)
 {
     bs_db *db = txn->db;
@@ -1209,29 +1242,25 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     nm->nlist = 0;
     if (listed && txn->meta.txid > atomic_load(&db->durable_txid)) {
         /* the base commit was not durable: its list is still at risk, minus what we freed */
-        for (uint32_t i = 0; i < txn->meta.nlist && listed; i++) {
-            uint64_t p = txn->meta.list[i].pgno;
-            bool gone = false;
-            for (size_t k = 0; k < txn->freed.n && !gone; k++)
-                gone = txn->freed.v[k] == p;
-            if (gone)
-                continue;
-            if (nl + 1 + n > cap) {
-                listed = false;
-                break;
-            }
-            nm->list[nl].pgno = p;
-            nm->list[nl].crc = txn->meta.list[i].crc;
-            nl++;
-        }
+        nl = base_list_unfreed(txn, nm);
+        listed = nl + n <= cap;
     }
-    if (listed && nl + n <= cap) {
-        for (size_t i = 0; i < n; i++) {
-            nm->list[nl].pgno = v[i]->pgno;
-            nm->list[nl].crc = get32(cache_frame_data(v[i]->fr) + PH_CRC);
-            nl++;
+    if (listed) {
+        /* merge this commit's pages (v is in page order) into the remaining ones, from the
+         * back: the list stays in page order */
+        uint32_t kept = nl;
+        for (size_t k = nl + n, j = n; j > 0;) {
+            k--;
+            if (nl && nm->list[nl - 1].pgno > v[j - 1]->pgno) {
+                nm->list[k] = nm->list[nl - 1];
+                nl--;
+            } else {
+                nm->list[k].pgno = v[j - 1]->pgno;
+                nm->list[k].crc = get32(cache_frame_data(v[j - 1]->fr) + PH_CRC);
+                j--;
+            }
         }
-        nm->nlist = nl;
+        nm->nlist = kept + (uint32_t)n;
     } else {
         listed = false;
         durable = true; /* cannot be validated at open: make it durable instead */

@@ -20,6 +20,8 @@ import pytest
 import btree_store
 from btree_store import _testing
 
+from _format import Layout
+
 P = 4096
 META_LIST_N, META_LIST, ENT = 152, 160, 12  # format.h (version 2)
 CAP = (P - META_LIST) // ENT  # fmt_commit_list_cap(4096) = 328
@@ -221,3 +223,37 @@ def test_cache_hits_make_no_io_calls(tmp_path):
     assert fio.count("write") > 0 and fio.count("sync") > 0
     db.check()
     db.close()
+
+
+def test_unsynced_commit_lists_accumulate_in_page_order(tmp_path):
+    """sync=False commits: each list holds the pages of the commits since the durable one
+    that are still referenced (the base list minus what the commit freed, plus its own
+    pages), in page order, each with the CRC and a txid its page carries. (Covers
+    pager.c base_list_unfreed and the merge: a freed page left in the list fails the
+    in-use check.)"""
+    path = str(tmp_path / "u.bs")
+    rnd = random.Random(5)
+    keys = [b"%06d" % i for i in range(3000)]
+    with btree_store.DB(path, sync=False) as db:
+        with db.begin(write=True, sync=True) as txn:
+            for k in keys:
+                txn.put(k, rnd.randbytes(40))
+        sizes = []
+        for _ in range(4):
+            with db.begin(write=True) as txn:
+                for k in rnd.sample(keys, 20):
+                    txn.put(k, rnd.randbytes(40))
+            data = (tmp_path / "u.bs").read_bytes()
+            (txid, _, lst), (older, _, _) = meta_pages(data)
+            assert db.stat()["durable_txid"] == 1 and txid == db.stat()["txid"]
+            pgnos = [p for p, _ in lst]
+            assert pgnos == sorted(set(pgnos)), pgnos
+            kinds = Layout(data).kinds  # what the newest commit makes of every page
+            in_use = {p for p, kind in kinds.items() if kind not in ("free", "meta")}
+            assert set(pgnos) <= in_use, [(p, kinds.get(p)) for p in sorted(set(pgnos) - in_use)]
+            for pgno, crc in lst:
+                page = data[pgno * P:(pgno + 1) * P]
+                assert struct.unpack_from("<I", page, 0)[0] == crc
+                assert 1 < struct.unpack_from("<Q", page, 16)[0] <= txid
+            sizes.append(len(lst))
+        assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the unsynced set grows
