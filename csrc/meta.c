@@ -107,18 +107,27 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
 /* A commit with a commit list is real only if every listed page reached the file: each must
  * carry the listed CRC (which covers its pgno and txid), and a txid no newer than the commit.
  * The list names every page the commit references that was written since the last durable
- * commit (pager.c), so a meta that arrived without its pages is never chosen. buf holds P
- * bytes. */
+ * commit (pager.c), so a meta that arrived without its pages is never chosen. buf holds
+ * BS_PAGE_MAX bytes: entries naming consecutive pages (lists are written in page order) are
+ * read together, up to BS_PAGE_MAX / P pages a call. */
 static int meta_commit_complete(bs_db *db, const bs_meta *m, uint32_t P, uint8_t *buf)
 {
-    for (uint32_t i = 0; i < m->nlist; i++) {
+    uint32_t per_read = BS_PAGE_MAX / P;
+    for (uint32_t i = 0; i < m->nlist;) {
+        uint32_t k = 1;
+        while (k < per_read && i + k < m->nlist && m->list[i + k].pgno == m->list[i].pgno + k)
+            k++;
         size_t got = 0;
-        int err = db->io->read_at(db->file, buf, P, m->list[i].pgno * (uint64_t)P, &got);
+        int err = db->io->read_at(db->file, buf, (size_t)k * P, m->list[i].pgno * (uint64_t)P, &got);
         if (err)
             return bs_fail_io(err, "reading page %llu", (unsigned long long)m->list[i].pgno);
-        if (got < P || get32(buf + PH_CRC) != m->list[i].crc || bs_page_crc(buf, P) != m->list[i].crc ||
-            pg_txid(buf) > m->txid || pg_pgno(buf) != m->list[i].pgno)
-            return BS_NOTFOUND;
+        for (uint32_t j = 0; j < k; j++, i++) {
+            const uint8_t *pg = buf + (size_t)j * P;
+            if (got < (size_t)(j + 1) * P || get32(pg + PH_CRC) != m->list[i].crc ||
+                bs_page_crc(pg, P) != m->list[i].crc || pg_txid(pg) > m->txid ||
+                pg_pgno(pg) != m->list[i].pgno)
+                return BS_NOTFOUND;
+        }
     }
     return BS_OK;
 }

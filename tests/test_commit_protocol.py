@@ -257,3 +257,22 @@ def test_unsynced_commit_lists_accumulate_in_page_order(tmp_path):
                 assert 1 < struct.unpack_from("<Q", page, 16)[0] <= txid
             sizes.append(len(lst))
         assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the unsynced set grows
+
+
+def test_open_reads_listed_pages_in_runs(tmp_path):
+    """Opening checks every page of a single-sync commit's list; pages with consecutive numbers
+    (a commit that grew the file) are read together, 16 at a time at 4 KiB pages, not one
+    read each."""
+    path = str(tmp_path / "r.bs")
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:  # ~300 new pages, at the end of the file
+            for i in range(9000):
+                txn.put(b"%08d" % i, b"r" * 100)
+    (txid, _, lst), _ = meta_pages((tmp_path / "r.bs").read_bytes())
+    assert len(lst) > 200, len(lst)  # a listed commit (one fsync)
+    fio = _testing.FaultIO()
+    db = btree_store.DB(path, _io=fio, readonly=True)
+    reads = fio.count("read")
+    assert db.stat()["txid"] == txid
+    db.close()
+    assert reads < len(lst) // 4, (reads, len(lst))  # one read per listed page before
