@@ -352,7 +352,15 @@ static void init_header(uint8_t *pg, uint32_t P, int type, uint64_t pgno, uint64
         pg_set_upper(pg, P);
 }
 
+/* A new dirty page; zero: its body zeroed (else the caller overwrites [PH_SIZE, P) at once) */
+static int page_new(bs_txn *txn, int type, bool zero, uint8_t **out, uint64_t *pgno);
+
 int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno)
+{
+    return page_new(txn, type, true, out, pgno);
+}
+
+static int page_new(bs_txn *txn, int type, bool zero, uint8_t **out, uint64_t *pgno)
 {
     bs_db *db = txn->db;
     uint64_t p;
@@ -366,7 +374,8 @@ int pager_new(bs_txn *txn, int type, uint8_t **out, uint64_t *pgno)
     if ((rc = alloc_pgno(txn, &p)) != BS_OK)
         goto fail;
     uint8_t *pg = cache_frame_data(f);
-    memset(pg, 0, db->page_size);
+    if (zero)
+        memset(pg, 0, db->page_size);
     init_header(pg, db->page_size, type, p, txn->txid);
     if ((rc = dirty_add(txn, p, f, 0, NULL)) != BS_OK) {
         txn->local_free.v[txn->local_free.n++] = p; /* reserved above */
@@ -701,11 +710,13 @@ int pager_write(bs_txn *txn, uint64_t pgno, uint8_t **out, uint64_t *newpgno)
     uint8_t *dst;
     uint64_t np;
     bool committed = e == NULL;
-    if ((rc = pager_new(txn, pg_type(src), &dst, &np)) != BS_OK)
+    if ((rc = page_new(txn, pg_type(src), false, &dst, &np)) != BS_OK) /* body copied below */
         return rc;
     /* a crafted freelist can list the very page being copied (hostile files) */
-    if (BS_UNLIKELY(np == pgno))
+    if (BS_UNLIKELY(np == pgno)) {
+        memset(dst + PH_SIZE, 0, db->page_size - PH_SIZE);
         return pager_freelist_damaged(txn, pgno, "is the page being copied");
+    }
     memcpy(dst + PH_SIZE, src + PH_SIZE, db->page_size - PH_SIZE);
     memcpy(dst + PH_NKEYS, src + PH_NKEYS, 2);
     memcpy(dst + PH_UPPER, src + PH_UPPER, 8);
