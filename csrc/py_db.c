@@ -160,11 +160,27 @@ static int db_close_impl(DBObject *self)
 }
 
 /* An open that failed: the standard OSError subclass (FileNotFoundError, PermissionError,
- * IsADirectoryError, ...) with .filename for a failing open of the path itself, else the
- * usual mapping. */
+ * IsADirectoryError, ...) with .filename for a failing open of the path itself or of its
+ * side file PATH-lock (then with the engine's explanation), else the usual mapping. */
 static void db_raise_open(DBObject *self, int rc, PyObject *fspath, int readonly)
 {
     int err = bs_errno();
+    static const char lockmsg[] = "opening the lock file ";
+    if (rc == BS_IOERR && (err == EACCES || err == EPERM || err == EROFS) &&
+        strncmp(bs_errmsg(), lockmsg, sizeof lockmsg - 1) == 0) {
+        PyObject *lock = PyUnicode_Check(fspath) ? PyUnicode_FromFormat("%U-lock", fspath)
+                                                 : PyBytes_FromFormat("%s-lock",
+                                                                      PyBytes_AS_STRING(fspath));
+        PyObject *msg = lock ? PyUnicode_FromString(bs_errmsg()) : NULL;
+        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iOO", err, msg, lock) : NULL;
+        Py_XDECREF(msg);
+        Py_XDECREF(lock);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return;
+    }
     if (rc == BS_IOERR && (err == ENOENT || err == EACCES || err == EPERM || err == EISDIR ||
                            err == ENOTDIR || err == EROFS)) {
         const char *hint = "";

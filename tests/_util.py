@@ -70,6 +70,44 @@ def run_cli_on_pty(args, input_path=None, timeout=300):
     return p.wait(timeout=timeout), b"".join(chunks).decode("utf-8", "replace")
 
 
+def fork_start(fn):
+    """Run fn() in a forked child; return (pid, read end of a pipe carrying its result: the
+    text fn returned, or what it raised, with exit status 0 or 3)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            out = fn() or ""
+        except BaseException as e:  # noqa: BLE001
+            out, code = "child raised %r" % (e,), 3
+        try:
+            os.write(w, out.encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def fork_join(pid, r):
+    """Wait for a fork_start child: (wait status, the text it returned)."""
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return status, b"".join(chunks).decode()
+
+
+def fork_run(fn):
+    """fn() in a forked child, waited for: (wait status, the text it returned)."""
+    return fork_join(*fork_start(fn))
+
+
 def bucket_items(txn, bucket=None):
     """All (key, value) pairs of a bucket as bytes, via a forward iterator."""
     return [(bytes(k), bytes(v)) for k, v in txn.iter(bucket=bucket)]

@@ -10,20 +10,23 @@ rounds grow with BTREE_STORE_LONG=1.
 Layer: tests only; public Python API of btree_store in this and child processes (os.fork
 children open their own handles; multiprocessing workers too).
 """
+import errno
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 import btree_store
 from btree_store import LockedError
 
-from _util import LONG, child_env
+from _util import LONG, child_env, fork_join as _join, fork_run, fork_start as _fork
 
 NKEYS = 40
 
@@ -75,37 +78,6 @@ def _writer_commits(path, n, seed):
                     txn.put(b"k%03d" % a, _value(a, _amount(va) + d, gen))
                     txn.put(b"k%03d" % b, _value(b, _amount(vb) - d, gen))
                 txn.put(b"gen", b"%d" % gen)
-
-
-def _fork(fn):
-    """Run fn() in a forked child; returns (pid, read end of a pipe with its result)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            out = fn() or ""
-        except BaseException as e:  # noqa: BLE001
-            out, code = "child raised %r" % (e,), 3
-        try:
-            os.write(w, out.encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
-
-
-def _join(pid, r):
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    return status, b"".join(chunks).decode()
 
 
 def test_writer_and_four_reader_processes(tmp_path):
@@ -497,26 +469,119 @@ def test_cli_stat_and_check_beside_live_writer(tmp_path):
         db.check()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_readonly_directory(tmp_path):
-    d = tmp_path / "ro"
-    d.mkdir()
-    path = str(d / "x.bs")
-    with btree_store.DB(path) as db:
-        with db.begin(write=True) as txn:
-            txn.put(b"k", b"v")
-    os.chmod(path, 0o644)
-    os.chmod(str(d), 0o555)
+def _unprivileged(fn):
+    """fn() in a forked child without root's override of file permissions (root ignores
+    directory and file modes; CI runs as root in a container): as nobody:nogroup there."""
+    def run():
+        if os.geteuid() == 0:
+            import grp
+            import pwd
+            os.setgroups([])
+            os.setgid(grp.getgrnam("nogroup").gr_gid if _has_group("nogroup")
+                      else pwd.getpwnam("nobody").pw_gid)
+            os.setuid(pwd.getpwnam("nobody").pw_uid)
+        return fn()
+    return fork_run(run)
+
+
+def _has_group(name):
+    import grp
     try:
-        with pytest.raises(PermissionError):  # a writer could exist: reading unregistered is unsafe
-            btree_store.DB(path, readonly=True)
-        os.chmod(path, 0o444)  # no writer can exist
-        with btree_store.DB(path, readonly=True) as db:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _open_readonly_report(path):
+    """A readonly open as text: 'ok <value> <side file exists>' or '<exception>: <message>'."""
+    def run():
+        try:
+            db = btree_store.DB(path, readonly=True)
+        except Exception as e:  # noqa: BLE001
+            return "%s: %s" % (type(e).__name__, e)
+        try:
             with db.begin() as txn:
-                assert txn.get(b"k") == b"v"
+                v = txn.get(b"k")
             db.check()
+            return "ok %s %s" % (v.decode(), os.path.exists(path + "-lock"))
+        finally:
+            db.close()
+    return run
+
+
+def test_readonly_directory_refused_unless_no_writer_can_exist():
+    """A readonly open in a directory where the side file cannot be created (run as an
+    unprivileged user): refused with PermissionError naming the side file while the file is
+    writable (a writer could come and reuse the pages it reads, unseen), and allowed, with
+    no side file, once the file has no write permission bit (no writer can exist)."""
+    try:
+        import pwd
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run the unprivileged child as")
+    d = tempfile.mkdtemp(prefix="bs_rodir_")  # under the system temp dir: nobody may enter
+    path = os.path.join(d, "x.bs")
+    try:
+        os.chmod(d, 0o755)
+        with btree_store.DB(path) as db:
+            with db.begin(write=True) as txn:
+                txn.put(b"k", b"v")
+        os.chmod(path, 0o644)
+        os.chmod(d, 0o555)
+        status, out = _unprivileged(_open_readonly_report(path))
+        assert status == 0, out
+        assert out.startswith("PermissionError: ") and path + "-lock" in out, out
+        assert "cannot be written by anyone" in out, out
+        os.chmod(path, 0o444)  # no writer can exist
+        status, out = _unprivileged(_open_readonly_report(path))
+        assert status == 0 and out == "ok v False", out
+        # with the directory writable again the reader registers in a side file as usual
+        os.chmod(d, 0o777)
+        status, out = _unprivileged(_open_readonly_report(path))
+        assert status == 0 and out == "ok v True", out
     finally:
-        os.chmod(str(d), 0o755)
+        os.chmod(d, 0o755)
+        shutil.rmtree(d)
+
+
+READONLY_FS = r"""
+import os, subprocess, sys, btree_store
+d = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "none", d], check=True)
+path = os.path.join(d, "x.bs")
+with btree_store.DB(path) as db:
+    with db.begin(write=True) as txn:
+        txn.put(b"k", b"v")
+subprocess.run(["mount", "-o", "remount,ro", d], check=True)
+with btree_store.DB(path, readonly=True) as db:
+    with db.begin() as txn:
+        v = txn.get(b"k")
+    db.check()
+print("read", v.decode(), os.path.exists(path + "-lock"))
+try:
+    btree_store.DB(path)
+except OSError as e:
+    print("write", type(e).__name__, e.errno)
+"""
+
+
+def test_readonly_open_on_a_read_only_file_system(tmp_path):
+    """On a file system mounted read-only (a tmpfs in a private mount namespace of an
+    unprivileged user namespace) no writer can exist: a readonly open reads without the side
+    file; a writable open fails with the OS error."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare(1) is not installed: no way to mount a read-only file system")
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("user and mount namespaces are not permitted here (unshare -rm: %s)"
+                    % probe.stderr.strip())
+    d = tmp_path / "mnt"
+    d.mkdir()
+    p = subprocess.run(["unshare", "-rm", sys.executable, "-c", READONLY_FS, str(d)],
+                       env=child_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert p.stdout.splitlines() == ["read v False", "write OSError %d" % errno.EROFS], p.stdout
 
 
 def test_writer_keeps_its_reusable_pages_when_another_process_commits(tmp_path):

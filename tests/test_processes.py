@@ -25,7 +25,7 @@ import pytest
 import btree_store
 from btree_store import Error, LockedError
 
-from _util import child_env, run_child
+from _util import child_env, fork_run as _fork_child, run_child
 
 TRY_OPEN = r'''
 import sys, time, json, btree_store
@@ -188,34 +188,6 @@ def test_second_handle_same_process(db, db_path):
     finally:
         other.close()
         ro.close()
-
-
-def _fork_child(fn):
-    """Run fn() in a forked child; return (exit status, text written by the child)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        code = 0
-        try:
-            out = fn()
-        except BaseException as e:  # noqa: BLE001
-            out = "child raised %r" % (e,)
-            code = 3
-        try:
-            os.write(w, (out or "").encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    return status, b"".join(chunks).decode()
 
 
 def test_fork_child_cannot_use_inherited_db(db, db_path):
