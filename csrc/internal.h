@@ -162,6 +162,10 @@ struct bs_db {
     int readonly, sync;
     uint64_t fork_gen;      /* bs_fork_generation at open */
     _Atomic int nowait_off; /* io->read_nowait unsupported here */
+    /* read-ahead bookkeeping (pager.c): neighbour pages read ahead and, of those, how many a
+     * lookup used (both halved now and then, so they describe the recent access pattern),
+     * and a counter of the misses that skipped read-ahead (every AHEAD_PROBE-th still reads) */
+    _Atomic uint32_t ahead_in, ahead_used, ahead_skip;
 
     pthread_mutex_t mu;     /* meta, readers, txn count */
     bs_meta meta;           /* newest commit (what new transactions see) */

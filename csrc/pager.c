@@ -445,6 +445,18 @@ const bs_bounds *pager_bounds(const uint8_t *pg)
  * CRC. Only for the POSIX file table (not in-memory files, not fault injection). */
 #define AHEAD_BYTES 65536u
 #define AHEAD_PAGES 8u
+/* Read-ahead pays only when the neighbours get used: under random access to a tree much
+ * larger than what the reads touch (10M records, 100k gets: a neighbour is used one time in
+ * five at best), each miss would read, copy and cache 7 pages nobody asks for, and fault in
+ * fresh frame memory for them. So the db counts the neighbours it read ahead and those a
+ * lookup then used; once AHEAD_SAMPLE have been read and fewer than 1 in AHEAD_RATIO was
+ * used, a miss reads its page alone, except every AHEAD_PROBE-th miss, which still reads
+ * ahead so that a change of pattern (a scan) is noticed. The counts are halved when they pass
+ * AHEAD_DECAY, so they follow the recent pattern (relaxed atomics: approximate, harmless). */
+#define AHEAD_SAMPLE 512u
+#define AHEAD_RATIO 4u
+#define AHEAD_PROBE 16u
+#define AHEAD_DECAY 16384u
 enum { AHEAD_NONE = 0, AHEAD_UNVERIFIED = 1, AHEAD_VERIFYING = 2, AHEAD_BAD = 3 };
 
 /* A frame read ahead, found by a lookup: verify it now (one thread does, the others wait for
@@ -464,8 +476,10 @@ static bool ahead_settle(bs_txn *txn, bs_frame *f, uint64_t pgno)
             const uint8_t *pg = cache_frame_data(f);
             bool ok = pg_txid(pg) <= f->ahead_txid &&
                       verify_page(txn->db, pg, pgno, txn->page_count, txn->txid) == BS_OK;
-            if (ok)
+            if (ok) {
                 frame_summarize(f);
+                atomic_fetch_add_explicit(&txn->db->ahead_used, 1, memory_order_relaxed);
+            }
             else
                 bs_clear_error(); /* not an error: the page is read again */
             atomic_store_explicit(&f->ahead, ok ? AHEAD_NONE : AHEAD_BAD, memory_order_release);
@@ -477,6 +491,17 @@ static bool ahead_settle(bs_txn *txn, bs_frame *f, uint64_t pgno)
     }
 }
 
+/* Whether this miss should read ahead (see AHEAD_SAMPLE). */
+static bool ahead_pays(bs_db *db)
+{
+    uint32_t in = atomic_load_explicit(&db->ahead_in, memory_order_relaxed);
+    uint32_t used = atomic_load_explicit(&db->ahead_used, memory_order_relaxed);
+    if (in < AHEAD_SAMPLE || (uint64_t)used * AHEAD_RATIO >= in)
+        return true;
+    return atomic_fetch_add_explicit(&db->ahead_skip, 1, memory_order_relaxed) % AHEAD_PROBE ==
+           AHEAD_PROBE - 1;
+}
+
 /* The miss of pgno, reading its uncached neighbours too: BS_OK with pgno's image in buf (not
  * verified yet) and the neighbours cached unverified; BS_NOTFOUND when read-ahead does not
  * apply or did not get pgno (the caller reads it alone, and reports any error itself). */
@@ -486,6 +511,8 @@ static int read_ahead(bs_txn *txn, uint64_t pgno, uint8_t *buf, bool nowait)
     bs_cache *c = db->cache;
     uint32_t P = db->page_size;
     if (db->io != &bs_io_posix || P > AHEAD_BYTES / 2)
+        return BS_NOTFOUND;
+    if (!ahead_pays(db))
         return BS_NOTFOUND;
     uint64_t G = AHEAD_BYTES / P < AHEAD_PAGES ? AHEAD_BYTES / P : AHEAD_PAGES;
     uint64_t lo = pgno - pgno % G, hi = lo + G, a = pgno, b = pgno + 1;
@@ -512,18 +539,27 @@ static int read_ahead(bs_txn *txn, uint64_t pgno, uint8_t *buf, bool nowait)
     }
     memcpy(buf, tmp + (size_t)(pgno - a) * P, P);
     uint64_t horizon = txn->write ? txn->txid - 1 : txn->txid;
+    uint32_t cached = 0;
     for (uint64_t q = a; q < a + full; q++) {
         if (q == pgno)
             continue;
         bs_frame *g = cache_frame_alloc(c);
         if (!g)
             break;
+        cached++;
         memcpy(cache_frame_data(g), tmp + (size_t)(q - a) * P, P);
         g->ahead_txid = horizon;
         atomic_store_explicit(&g->ahead, AHEAD_UNVERIFIED, memory_order_relaxed);
         cache_insert(c, g, q, false); /* a page cached meanwhile keeps its frame */
     }
     free(tmp);
+    if (atomic_fetch_add_explicit(&db->ahead_in, cached, memory_order_relaxed) + cached >
+        AHEAD_DECAY) {
+        atomic_store_explicit(&db->ahead_in, atomic_load_explicit(&db->ahead_in,
+                              memory_order_relaxed) / 2, memory_order_relaxed);
+        atomic_store_explicit(&db->ahead_used, atomic_load_explicit(&db->ahead_used,
+                              memory_order_relaxed) / 2, memory_order_relaxed);
+    }
     return BS_OK;
 }
 

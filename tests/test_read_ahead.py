@@ -5,6 +5,8 @@ free pages full of garbage, or images a later commit replaced, are never an erro
 returned; and a reader reading beside a writer that spills the same pages again and again
 leaves nothing stale behind (within one process the writer's dirty pages leave the cache no
 room to read ahead then; the txid horizon of pager.c covers writers in other processes).
+Read-ahead stops when the neighbours it reads go unused (sparse gets in a large tree) and
+starts again when they are used (a scan).
 
 Layer: tests only; the public API plus raw file images (tests/_format.py).
 """
@@ -35,6 +37,31 @@ def test_scan_after_reopen_misses_less_than_it_reads(tmp_path):
         assert st["cache_pages"] > pages // 2
         # groups of 8 pages: one miss reads up to 8 (the rest are hits on frames read ahead)
         assert st["cache_misses"] < pages // 3, (st["cache_misses"], pages)
+        db.check()
+
+
+def test_sparse_gets_stop_reading_ahead_and_a_scan_starts_again(tmp_path):
+    # ~1100 gets, each in a leaf of its own 10 leaves apart: nothing read ahead is ever used,
+    # so after a first sample the misses read their page alone (without the adaptation
+    # every miss caches its whole group: ~8 pages per miss)
+    path = str(tmp_path / "sparse.bs")
+    n = 400000
+    _fill(path, n)
+    with btree_store.DB(path) as db:
+        pages = db.stat()["page_count"]
+        step = n * 10 // pages
+        with db.begin() as txn:
+            for i in range(0, n, step):
+                assert txn.get(b"%08d" % i) == b"v%08d" % i
+        st = db.stat()
+        assert st["cache_misses"] > 1000, (st, pages, step)
+        assert st["cache_pages"] < 2 * st["cache_misses"], st
+        # a scan uses every neighbour: read-ahead comes back, far fewer misses than pages
+        before = st["cache_misses"]
+        with db.begin() as txn:
+            assert sum(1 for _ in txn.iter()) == n
+        st = db.stat()
+        assert st["cache_misses"] - before < pages // 2, (st, pages)
         db.check()
 
 
