@@ -15,8 +15,15 @@
  * separator is any key s with (last key of the left subtree) < s <= (first key of the right);
  * leaf splits store the shortest such prefix.
  *
+ * Fill (B*-style, bt_spread): a node that overflows first gives cells to a neighbour under
+ * the same parent that has room (left, then right), and when both are full it and a
+ * neighbour become three nodes about 2/3 full; only an append at the right edge of the tree
+ * (sequential inserts) or a node without a usable neighbour splits in two, the append one
+ * with the left node full. Random inserts so leave leaves ~85% full instead of ~69%.
+ *
  * Writes are top-down copy-on-write: put/del first descend with pager_get only (the one place
- * BS_WOULDBLOCK can come from), then make the path writable with pager_write, repointing the
+ * BS_WOULDBLOCK can come from; a neighbour that bt_spread would need I/O for in no-I/O mode is
+ * passed over instead), then make the path writable with pager_write, repointing the
  * parent (or t->root) when a page moved, then change the nodes.
  */
 #include <stdlib.h>
@@ -207,23 +214,30 @@ static int node_compact_alloc(uint8_t *pg, uint32_t P, int leaf)
     return BS_OK;
 }
 
-/* Rebuild a node's cells from a list (header type/pgno/txid kept). Branch cell 0 gets an
- * empty key. */
+/* Rebuild a node's cells from a list (header type/pgno/txid kept), none of which may point
+ * into pg itself. Branch cell 0 gets an empty key. */
 static void node_build(uint8_t *pg, uint32_t P, int leaf, const vcell *v, unsigned n)
 {
-    pg_set_nkeys(pg, 0);
-    pg_set_upper(pg, P);
-    pg_set_frag(pg, 0);
-    for (unsigned i = 0; i < n; i++) {
-        if (!leaf && i == 0) {
-            vcell z = v[0];
-            z.klen = 0;
-            z.size = BRANCH_CELL_HDR;
-            node_put_cell(pg, 0, &z, 0);
+    uint32_t up = P;
+    uint8_t *slot = pg + PH_SIZE;
+    for (unsigned i = 0; i < n; i++, slot += 2) {
+        if (leaf) {
+            up -= v[i].size;
+            memcpy(pg + up, v[i].p, v[i].size);
         } else {
-            node_put_cell(pg, i, &v[i], leaf);
+            uint32_t kl = i ? v[i].klen : 0;
+            up -= BRANCH_CELL_HDR + kl;
+            uint8_t *c = pg + up;
+            bcell_set_child(c, v[i].child, v[i].txid);
+            put16(c + BC_KLEN, (uint16_t)kl);
+            if (kl)
+                memcpy(c + BRANCH_CELL_HDR, v[i].p, kl);
         }
+        put16(slot, (uint16_t)up);
     }
+    pg_set_nkeys(pg, (uint16_t)n);
+    pg_set_upper(pg, up);
+    pg_set_frag(pg, 0);
 }
 
 static void leaf_cell_write(uint8_t *c, const uint8_t *key, size_t klen, const uint8_t *val,
@@ -504,6 +518,7 @@ static inline int bt_root(bs_txn *txn, const bs_tree *t, int type, const uint8_t
 typedef struct bt_path {
     unsigned rm;                       /* levels [0, rm) are on the rightmost edge */
     uint64_t pgno[BS_MAX_DEPTH];
+    uint64_t from[BS_MAX_DEPTH];       /* pgno before bt_writable copied the page */
     unsigned idx[BS_MAX_DEPTH];        /* child index (branch) / slot (leaf) */
     const uint8_t *rp[BS_MAX_DEPTH];   /* read pointers from the descent */
     uint8_t *wp[BS_MAX_DEPTH];         /* writable pointers after bt_writable */
@@ -554,6 +569,7 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
     int rc;
     for (unsigned L = 0; L <= top; L++) {
         uint64_t np;
+        p->from[L] = p->pgno[L];
         if ((rc = pager_write(txn, p->pgno[L], &p->wp[L], &np)) != BS_OK)
             return rc;
         if (np != p->pgno[L]) {
@@ -620,13 +636,374 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
 
 /* ------------------------------------------------------------------ put */
 
+/* Scratch memory of one insert that overflows a node (allocated on the first overflow). */
+typedef struct bt_scr {
+    uint8_t *buf, *sbuf;   /* copies of the full node and of its sibling */
+    uint8_t *sepb[2];      /* separator keys going up (alternating: one may be nv's key) */
+    uint8_t *pk;           /* the parent's separator pulled down between two branch nodes */
+    vcell *v;              /* the cells being distributed */
+    uint64_t *ps;          /* ps[j] = bytes (slots included) of v[0..j) */
+} bt_scr;
+
+/* one block for all of it */
+static int scr_alloc(bt_scr *s, uint32_t P)
+{
+    size_t nv = 2 * ((P - PH_SIZE) / (2 + LEAF_CELL_HDR)) + 3, mk = fmt_max_key(P);
+    size_t off_v = (2 * (size_t)P + 3 * mk + 15) & ~(size_t)15;
+    size_t off_ps = off_v + nv * sizeof *s->v;
+    uint8_t *b = malloc(off_ps + (nv + 1) * sizeof *s->ps);
+    if (!b)
+        return bs_fail(BS_NOMEM, "out of memory splitting a page");
+    s->buf = b;
+    s->sbuf = b + P;
+    s->sepb[0] = b + 2 * (size_t)P;
+    s->sepb[1] = s->sepb[0] + mk;
+    s->pk = s->sepb[1] + mk;
+    s->v = (vcell *)(void *)(b + off_v);
+    s->ps = (uint64_t *)(void *)(b + off_ps);
+    return BS_OK;
+}
+
+static void scr_free(bt_scr *s) { free(s->buf); }
+
+/* bytes of the node built from v[a..b): slots included, a branch node's first key dropped */
+static inline uint64_t part_bytes(const bt_scr *s, unsigned a, unsigned b, int leaf)
+{
+    return s->ps[b] - s->ps[a] - (leaf ? 0 : s->v[a].klen);
+}
+
+/* first j in [lo, hi) with ps[j] >= x, or hi */
+static unsigned ps_lower(const uint64_t *ps, unsigned lo, unsigned hi, uint64_t x)
+{
+    while (lo < hi) {
+        unsigned mid = (lo + hi) >> 1;
+        if (ps[mid] >= x)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* The cut b in (a, m) that evens out nodes v[a..b) and v[b..m): *w = the larger of the two
+ * (UINT64_MAX when neither near-even cut fits cap). */
+static unsigned cut_two(const bt_scr *s, unsigned a, unsigned m, int leaf, uint64_t cap,
+                        uint64_t *w)
+{
+    unsigned mid = ps_lower(s->ps, a + 1, m, (s->ps[a] + s->ps[m]) / 2), best = 0;
+    *w = UINT64_MAX;
+    for (unsigned b = mid > a + 1 ? mid - 1 : mid; b <= mid + 1 && b < m; b++) {
+        uint64_t x = part_bytes(s, a, b, leaf), y = part_bytes(s, b, m, leaf);
+        uint64_t big = x > y ? x : y;
+        if (x <= cap && y <= cap && big < *w) {
+            *w = big;
+            best = b;
+        }
+    }
+    return best;
+}
+
+/* Cut v[0..m) (prefix sums in s->ps) into k = 2 or 3 nodes of at most cap bytes each, about
+ * even: cut[0] = 0 < cut[1] (< cut[2]) < m, cut[k] = m. 0 when no such cut is found. */
+static int split_even(const bt_scr *s, unsigned m, int leaf, uint64_t cap, unsigned k,
+                      unsigned *cut)
+{
+    uint64_t w, best = UINT64_MAX;
+    cut[0] = 0;
+    cut[k] = m;
+    if (k == 2) {
+        cut[1] = cut_two(s, 0, m, leaf, cap, &w);
+        return w != UINT64_MAX;
+    }
+    if (m < 3)
+        return 0;
+    unsigned a0 = ps_lower(s->ps, 1, m - 1, s->ps[m] / 3);
+    for (unsigned a = a0 > 2 ? a0 - 1 : 1; a <= a0 + 1 && a + 1 < m; a++) {
+        uint64_t l = part_bytes(s, 0, a, leaf);
+        if (l > cap)
+            break;
+        unsigned b = cut_two(s, a, m, leaf, cap, &w);
+        if (w == UINT64_MAX)
+            continue;
+        w = w > l ? w : l;
+        if (w < best) {
+            best = w;
+            cut[1] = a;
+            cut[2] = b;
+        }
+    }
+    return best != UINT64_MAX;
+}
+
+/* The separator that goes up for the node starting at cell v[j] (j > 0): a leaf's shortest
+ * prefix between v[j-1] and v[j]; a branch node's first key (which the node drops). */
+static void sep_of(const vcell *v, unsigned j, int leaf, const uint8_t **sp, size_t *sl)
+{
+    *sp = vcell_key(&v[j], leaf);
+    *sl = v[j].klen;
+    if (leaf)
+        *sl = sep_len(vcell_key(&v[j - 1], 1), v[j - 1].klen, *sp, *sl);
+}
+
+/* B*-style overflow: node L of the path (writable, child ci of the writable parent at L-1)
+ * has no room for nv at slot i. Rather than splitting it in two half-full nodes:
+ *  - shift: when a neighbour (left first, then right) has room, even the cells of the two
+ *    out so that both keep room (no new page; the separator between them changes);
+ *  - 2 -> 3: when both neighbours are full, spread the node and its emptier neighbour over
+ *    three nodes, each about 2/3 full (one new page; one separator changes, one is added).
+ * A neighbour that would need I/O in no-I/O mode is left alone (this runs after the path was
+ * changed, so it must not return BS_WOULDBLOCK). *how: 0 = nothing done (the caller splits
+ * in two), 1 = done, 2 = done and *up must be inserted at slot *upi of level L-1. */
+/* The shift of bt_spread between two leaves, done in place: the full leaf pg (child ci of
+ * par) gives cells to its neighbour sib (child ci - 1 when right == 0, else ci + 1), which
+ * keeps its own cells where they are; pg is rebuilt from a copy. *done = 0 when no even cut
+ * exists (nothing changed). */
+static int bt_shift_leaf(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i,
+                         const vcell *nv, bt_scr *s, int right, uint64_t sno,
+                         const uint8_t *sib, int *done)
+{
+    uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
+    uint8_t *par = p->wp[L - 1], *pg = p->wp[L];
+    unsigned ci = p->idx[L - 1], n = pg_nkeys(pg), m = 0, D = t->depth;
+    uint64_t us = node_used(sib, P);
+    int rc;
+    *done = 0;
+    memcpy(s->buf, pg, P);
+    for (unsigned j = 0; j < n; j++) {
+        if (j == i)
+            s->v[m++] = *nv;
+        s->v[m++] = vcell_of(s->buf, j, 1);
+    }
+    if (i == n)
+        s->v[m++] = *nv;
+    uint64_t *ps = s->ps;
+    ps[0] = 0;
+    for (unsigned j = 0; j < m; j++)
+        ps[j + 1] = ps[j] + s->v[j].size + 2u;
+    /* c: pg keeps v[c..m) (left: v[0..c) move) or v[0..c) (right: v[c..m) move); the bytes
+     * of the left node grow with c, those of the right one shrink: find where they cross */
+    uint64_t base_l = right ? 0 : us, base_r = right ? us : 0;
+    unsigned lo = 1, hi = m;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) >> 1;
+        if (base_l + ps[mid] >= base_r + ps[m] - ps[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    unsigned c = 0;
+    uint64_t best = UINT64_MAX;
+    for (unsigned x = lo > 1 ? lo - 1 : lo; x <= lo && x < m; x++) {
+        uint64_t l = base_l + ps[x], r = base_r + ps[m] - ps[x], w = l > r ? l : r;
+        if (l <= cap && r <= cap && w < best) {
+            best = w;
+            c = x;
+        }
+    }
+    if (!c)
+        return BS_OK;
+    const uint8_t *sp;
+    size_t sl;
+    sep_of(s->v, c, 1, &sp, &sl);
+    unsigned a = right ? ci : ci - 1; /* the separator at a + 1 changes */
+    const uint8_t *sc = node_cell(par, a + 1);
+    uint32_t oldk = bcell_klen(sc);
+    if (sl > oldk && node_gap(par) + pg_frag(par) < sl - oldk)
+        return BS_OK;
+    uint64_t bchild = bcell_child(sc), btxid = bcell_txid(sc);
+    uint8_t *sw;
+    uint64_t np;
+    if ((rc = pager_write(txn, sno, &sw, &np)) != BS_OK)
+        return rc;
+    if (np != sno) {
+        for (unsigned M = 0; M < D; M++)
+            if (BS_UNLIKELY(p->pgno[M] == np))
+                return pager_freelist_damaged(txn, np, "is in use on the path being copied");
+        bcell_set_child(par + node_slot(par, right ? ci + 1 : ci - 1), np, txn->txid);
+        if (right)
+            bchild = np, btxid = txn->txid;
+    }
+    /* the cells that move go to the neighbour's end (left) or front (right) */
+    unsigned from = right ? c : 0, cnt = right ? m - c : c, sn = pg_nkeys(sw);
+    uint64_t bytes = ps[from + cnt] - ps[from];
+    if (node_gap(sw) < bytes && (rc = node_compact_alloc(sw, P, 1)) != BS_OK)
+        return rc;
+    uint8_t *slots = sw + PH_SIZE;
+    unsigned at = right ? 0 : sn;
+    if (right)
+        memmove(slots + 2 * cnt, slots, 2 * (size_t)sn);
+    uint32_t up = pg_upper(sw);
+    for (unsigned j = 0; j < cnt; j++) {
+        const vcell *v = &s->v[from + j];
+        up -= v->size;
+        memcpy(sw + up, v->p, v->size);
+        put16(slots + 2 * (at + j), (uint16_t)up);
+    }
+    pg_set_upper(sw, up);
+    pg_set_nkeys(sw, (uint16_t)(sn + cnt));
+    /* pg keeps the rest */
+    node_build(pg, P, 1, s->v + (right ? 0 : c), m - cnt);
+    /* the parent: the new separator for node a + 1 */
+    node_remove(par, a + 1, 0);
+    if (node_gap(par) < BRANCH_CELL_HDR + sl + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
+        return rc;
+    vcell c1 = {sp, bchild, btxid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+    node_put_cell(par, a + 1, &c1, 0);
+    *done = 1;
+    return BS_OK;
+}
+
+/* A shift must leave room for this many more cells like the new one in the two nodes: a
+ * shift that evens out two nearly full nodes would be followed by another one at the next
+ * insert (measured at 4096-byte pages, 126-byte cells, random order: 0 gives 148.6 bytes a
+ * record and a shift every 4.5 puts, 2 gives 151.9 and one every 9 puts). */
+#define BT_SHIFT_SLACK 2u
+
+static int bt_spread(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i,
+                     const vcell *nv, bt_scr *s, int *sw, int *how, vcell *up, unsigned *upi)
+{
+    uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
+    int leaf = L + 1 == t->depth, type = leaf ? PT_LEAF : PT_BRANCH, rc;
+    uint8_t *par = p->wp[L - 1], *pg = p->wp[L];
+    unsigned ci = p->idx[L - 1], npar = pg_nkeys(par), D = t->depth;
+    uint64_t ppg = p->pgno[L - 1];
+    uint64_t cur = node_used(pg, P) + nv->size + 2u;
+    const uint8_t *sib[2] = {NULL, NULL};
+    uint64_t sno[2] = {0, 0}, sused[2] = {0, 0};
+    int pick = -1, shift = 0;
+    *how = 0;
+    /* side 0: the left neighbour ci - 1, side 1: the right one ci + 1 */
+    for (int side = 0; side < 2 && !shift; side++) {
+        if (side == 0 ? ci == 0 : ci + 1 >= npar)
+            continue;
+        unsigned si = side ? ci + 1 : ci - 1;
+        rc = bt_child(txn, par, ppg, si, type, &RNG_ALL, &sno[side], &sib[side]);
+        if (rc == BS_WOULDBLOCK) {
+            sib[side] = NULL;
+            continue;
+        }
+        if (rc != BS_OK)
+            return rc;
+        for (unsigned M = 0; M < D; M++) /* hostile files: a page listed twice */
+            if (BS_UNLIKELY(sno[side] == p->pgno[M] || sno[side] == p->from[M]))
+                return bs_fail(BS_CORRUPT, "page %llu: listed twice in its parent %llu",
+                               ULL(sno[side]), ULL(ppg));
+        sused[side] = node_used(sib[side], P) +
+                      (leaf ? 0 : bcell_klen(node_cell(par, side ? ci + 1 : ci)));
+        if (cur + sused[side] + BT_SHIFT_SLACK * (nv->size + 2u) <= 2u * (uint64_t)cap) {
+            pick = side;
+            shift = 1;
+        } else if (pick < 0 || sused[side] < sused[pick] ||
+                   (sused[side] == sused[pick] && pager_owned(txn, sno[side]))) {
+            pick = side;
+        }
+    }
+    if (pick < 0)
+        return BS_OK;
+    if (shift && leaf) {
+        int done;
+        if ((rc = bt_shift_leaf(txn, t, p, L, i, nv, s, pick, sno[pick], sib[pick], &done)) !=
+            BS_OK)
+            return rc;
+        *how = done;
+        return BS_OK;
+    }
+    /* the two nodes, left to right: a (child a of par) and a + 1 */
+    unsigned a = pick ? ci : ci - 1;
+    const uint8_t *sc = node_cell(par, a + 1);
+    uint32_t oldk = bcell_klen(sc);
+    uint64_t bchild = bcell_child(sc), btxid = bcell_txid(sc);
+    memcpy(s->buf, pg, P);
+    memcpy(s->sbuf, sib[pick], P);
+    if (oldk)
+        memcpy(s->pk, bcell_key(sc), oldk);
+    const uint8_t *lp = pick ? s->buf : s->sbuf, *rp = pick ? s->sbuf : s->buf;
+    unsigned m = 0, nl = pg_nkeys(lp), nr = pg_nkeys(rp);
+    /* nv goes in at slot i of the full node: the left one when pick == 1 */
+    unsigned ins = pick ? i : nl + i;
+    for (unsigned j = 0; j < nl + nr; j++) {
+        if (j == ins)
+            s->v[m++] = *nv;
+        if (j < nl) {
+            s->v[m++] = vcell_of(lp, j, leaf);
+        } else {
+            s->v[m] = vcell_of(rp, j - nl, leaf);
+            if (!leaf && j == nl) {
+                s->v[m].p = s->pk;
+                s->v[m].klen = oldk;
+                s->v[m].size = BRANCH_CELL_HDR + oldk;
+            }
+            m++;
+        }
+    }
+    if (ins == nl + nr)
+        s->v[m++] = *nv;
+    s->ps[0] = 0;
+    for (unsigned j = 0; j < m; j++)
+        s->ps[j + 1] = s->ps[j] + s->v[j].size + 2u;
+    unsigned k = shift ? 2 : 3, cut[4] = {0, 0, 0, 0};
+    if (!split_even(s, m, leaf, cap, k, cut))
+        return BS_OK;
+    /* the separator that replaces the one at a + 1 must fit the parent */
+    const uint8_t *sp1, *sp2 = NULL;
+    size_t sl1, sl2 = 0;
+    sep_of(s->v, cut[1], leaf, &sp1, &sl1);
+    if (sl1 > oldk && node_gap(par) + pg_frag(par) < sl1 - oldk)
+        return BS_OK;
+    if (k == 3)
+        sep_of(s->v, cut[2], leaf, &sp2, &sl2);
+    /* the neighbour becomes writable (a copy if this txn does not own it) */
+    uint8_t *sw_pg, *npg = NULL;
+    uint64_t np, nno = 0;
+    if ((rc = pager_write(txn, sno[pick], &sw_pg, &np)) != BS_OK)
+        return rc;
+    if (np != sno[pick]) {
+        for (unsigned M = 0; M < D; M++)
+            if (BS_UNLIKELY(p->pgno[M] == np))
+                return pager_freelist_damaged(txn, np, "is in use on the path being copied");
+        bcell_set_child(par + node_slot(par, pick ? ci + 1 : ci - 1), np, txn->txid);
+        if (pick)
+            bchild = np, btxid = txn->txid;
+    }
+    if (k == 3) {
+        if ((rc = pager_new(txn, type, &npg, &nno)) != BS_OK)
+            return rc;
+        for (unsigned M = 0; M < D; M++)
+            if (BS_UNLIKELY(p->pgno[M] == nno || np == nno))
+                return pager_freelist_damaged(txn, nno, "is in use on the path being copied");
+    }
+    uint8_t *lw = pick ? pg : sw_pg, *rw = pick ? sw_pg : pg;
+    node_build(lw, P, leaf, s->v, cut[1]);
+    node_build(rw, P, leaf, s->v + cut[1], cut[2] - cut[1]);
+    if (k == 3)
+        node_build(npg, P, leaf, s->v + cut[2], m - cut[2]);
+    /* the parent: a new separator for node a + 1 */
+    node_remove(par, a + 1, 0);
+    if (node_gap(par) < BRANCH_CELL_HDR + sl1 + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
+        return rc;
+    vcell c1 = {sp1, bchild, btxid, (uint32_t)sl1, (uint32_t)(BRANCH_CELL_HDR + sl1)};
+    node_put_cell(par, a + 1, &c1, 0);
+    if (k == 3) {
+        if (sl2)
+            memcpy(s->sepb[*sw], sp2, sl2);
+        *up = (vcell){s->sepb[*sw], nno, txn->txid, (uint32_t)sl2,
+                      (uint32_t)(BRANCH_CELL_HDR + sl2)};
+        *sw ^= 1;
+        *upi = a + 2;
+        *how = 2;
+    } else {
+        *how = 1;
+    }
+    return BS_OK;
+}
+
 /* Insert nv at slot i of level L of the path (writable), splitting up the path as needed. */
 static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i, vcell nv)
 {
     uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
-    uint8_t *buf = NULL, *sepb[2] = {NULL, NULL};
-    vcell *v = NULL;
-    int rc = BS_OK, sw = 0;
+    bt_scr s;
+    int rc = BS_OK, sw = 0, have = 0;
+    memset(&s, 0, sizeof s);
     for (;;) {
         uint8_t *pg = p->wp[L];
         int leaf = L + 1 == t->depth;
@@ -636,46 +1013,55 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
             node_put_cell(pg, i, &nv, leaf);
             break;
         }
-        if (!buf) {
-            buf = malloc(P);
-            sepb[0] = malloc(fmt_max_key(P));
-            sepb[1] = malloc(fmt_max_key(P));
-            v = malloc((cap / (2 + LEAF_CELL_HDR) + 2) * sizeof *v);
-            if (!buf || !sepb[0] || !sepb[1] || !v) {
-                rc = bs_fail(BS_NOMEM, "out of memory splitting a page");
+        if (!have) {
+            have = 1;
+            if ((rc = scr_alloc(&s, P)) != BS_OK)
                 break;
-            }
         }
         if (node_gap(pg) + pg_frag(pg) >= need) {
-            node_compact(pg, P, leaf, buf);
+            node_compact(pg, P, leaf, s.buf);
             node_put_cell(pg, i, &nv, leaf);
             break;
         }
+        int append = p->rm >= L && i == n;
+        if (L > 0 && !append) {
+            int how = 0;
+            vcell up = {NULL, 0, 0, 0, 0};
+            unsigned upi = 0;
+            if ((rc = bt_spread(txn, t, p, L, i, &nv, &s, &sw, &how, &up, &upi)) != BS_OK)
+                break;
+            if (how == 1)
+                break;
+            if (how == 2) {
+                nv = up;
+                L--;
+                i = upi;
+                continue;
+            }
+        }
         /* split: the cells of pg with nv inserted at i */
-        memcpy(buf, pg, P);
+        memcpy(s.buf, pg, P);
         unsigned m = 0;
         for (unsigned j = 0; j < n; j++) {
             if (j == i)
-                v[m++] = nv;
-            v[m++] = vcell_of(buf, j, leaf);
+                s.v[m++] = nv;
+            s.v[m++] = vcell_of(s.buf, j, leaf);
         }
         if (i == n)
-            v[m++] = nv;
-        int append = p->rm >= L && i == n;
-        unsigned k = choose_split(v, m, leaf, cap, append, m / 2);
+            s.v[m++] = nv;
+        unsigned k = choose_split(s.v, m, leaf, cap, append, m / 2);
         uint8_t *rpg;
         uint64_t rno;
         if ((rc = pager_new(txn, leaf ? PT_LEAF : PT_BRANCH, &rpg, &rno)) != BS_OK)
             break;
-        node_build(pg, P, leaf, v, k);
-        node_build(rpg, P, leaf, v + k, m - k);
-        const uint8_t *sp = vcell_key(&v[k], leaf);
-        size_t sl = v[k].klen;
-        if (leaf)
-            sl = sep_len(vcell_key(&v[k - 1], 1), v[k - 1].klen, sp, sl);
+        node_build(pg, P, leaf, s.v, k);
+        node_build(rpg, P, leaf, s.v + k, m - k);
+        const uint8_t *sp;
+        size_t sl;
+        sep_of(s.v, k, leaf, &sp, &sl);
         if (sl)
-            memcpy(sepb[sw], sp, sl);
-        nv = (vcell){sepb[sw], rno, txn->txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+            memcpy(s.sepb[sw], sp, sl);
+        nv = (vcell){s.sepb[sw], rno, txn->txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
         sw ^= 1;
         if (L == 0) {
             /* the root split: a new root above it */
@@ -698,10 +1084,8 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
         L--;
         i = p->idx[L] + 1;
     }
-    free(buf);
-    free(sepb[0]);
-    free(sepb[1]);
-    free(v);
+    if (have)
+        scr_free(&s);
     return rc;
 }
 
@@ -746,7 +1130,7 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
         t->root_txid = txn->txid;
         t->depth = D = 1;
         t->count = 0;
-        p.pgno[0] = pgno;
+        p.pgno[0] = p.from[0] = pgno;
         p.idx[0] = 0;
         p.rm = 0;
     } else if ((rc = bt_writable(txn, t, &p, D - 1)) != BS_OK) {

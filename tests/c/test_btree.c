@@ -693,6 +693,78 @@ static void run(uint32_t psize, unsigned long long nops)
     corrupt_trees();
 }
 
+/* ------------------------------------------------------------------ fill factor */
+
+/* leaves of the tree below pgno (a node at level L of a tree of depth D) */
+static uint64_t count_leaves(uint64_t pgno, unsigned L, unsigned D)
+{
+    const uint8_t *pg;
+    int rc = pager_get(&txn, pgno, L + 1 == D ? PT_LEAF : PT_BRANCH, &pg);
+    CHECK(rc == BS_OK, "count_leaves: page %llu rc %d", (unsigned long long)pgno, rc);
+    if (L + 1 == D)
+        return 1;
+    uint64_t n = 0;
+    unsigned nk = pg_nkeys(pg);
+    uint64_t *kids = malloc(nk * sizeof *kids);
+    CHECK(kids, "oom");
+    for (unsigned i = 0; i < nk; i++)
+        kids[i] = bcell_child(node_cell(pg, i));
+    for (unsigned i = 0; i < nk; i++)
+        n += count_leaves(kids[i], L + 1, D);
+    free(kids);
+    return n;
+}
+
+/* Random-order inserts of equal cells (16-byte keys, 100-byte values) fill 4096-byte leaves
+ * past what halving splits leave (~69%: 22 of the 32 cells a leaf holds): shifts into a
+ * neighbour and 2 -> 3 splits (btree.c, bt_spread). Sequential ones still pack them full.
+ * Then deleting every other key and committing: the rebalance leaves no run of half-empty
+ * leaves behind. */
+static void fill_factor(void)
+{
+    enum { NF = 20000 };
+    P = 4096;
+    mock_init(&db, &txn, P);
+    static uint32_t order[NF];
+    uint8_t k[17], v[100];
+    for (int pass = 0; pass < 2; pass++) {
+        bs_tree t;
+        memset(&t, 0, sizeof t);
+        for (uint32_t i = 0; i < NF; i++)
+            order[i] = i;
+        if (pass == 0)
+            for (uint32_t i = NF - 1; i > 0; i--) {
+                uint32_t j = rn(i + 1), x = order[i];
+                order[i] = order[j];
+                order[j] = x;
+            }
+        for (uint32_t i = 0; i < NF; i++) {
+            snprintf((char *)k, sizeof k, "%016u", order[i]);
+            gen_val(v, order[i], sizeof v);
+            int rc = btree_put(&txn, &t, k, 16, v, sizeof v, 0);
+            CHECK(rc == BS_OK, "fill_factor put rc %d", rc);
+            if (i % 997 == 0 && rn(3) == 0)
+                mock_savepoint(); /* later shifts copy the neighbours they change */
+        }
+        CHECK(t.count == NF, "fill_factor count");
+        uint64_t leaves = count_leaves(t.root, 0, t.depth);
+        uint32_t per = (P - PH_SIZE) / (LEAF_CELL_HDR + 16 + 100 + 2);
+        if (pass == 0)
+            CHECK(leaves * per * 78 <= (uint64_t)NF * 100, "random fill: %llu leaves for %u "
+                  "records (%u a leaf when full)", (unsigned long long)leaves, NF, per);
+        else
+            CHECK(leaves <= NF / per + 1, "sequential fill: %llu leaves",
+                  (unsigned long long)leaves);
+        txn.meta.main = t;
+        memset(&txn.meta.catalog, 0, sizeof txn.meta.catalog);
+        mock_commit(&txn);
+        run_check("after the fill");
+        CHECK(btree_free_all(&txn, &t) == BS_OK, "fill_factor free_all");
+        txn.meta.main = t;
+        mock_commit(&txn);
+    }
+}
+
 int main(int argc, char **argv)
 {
     seed0 = argc > 1 ? strtoull(argv[1], NULL, 0) : 12345;
@@ -703,6 +775,7 @@ int main(int argc, char **argv)
     run(1024, (unsigned long long)(120000 * scale));
     run(4096, (unsigned long long)(120000 * scale));
     run(65536, (unsigned long long)(8000 * scale));
+    fill_factor();
     for (int i = 0; i < NT; i++) {
         m_clear(&models[i]);
         m_clear(&saved_models[i]);
