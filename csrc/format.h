@@ -296,12 +296,32 @@ static inline uint32_t fmt_commit_list_cap(uint32_t psize)
     return n < BS_COMMIT_LIST_MAX ? n : BS_COMMIT_LIST_MAX;
 }
 
-/* key order: memcmp, then length */
+/* 8 key bytes as an integer that orders as memcmp orders them (big-endian value) */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KEY_WORD(p) __builtin_bswap64(get64(p))
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define KEY_WORD(p) get64(p)
+#endif
+
+/* key order: memcmp, then length. Returns < 0, 0, > 0 (only the sign is meaningful).
+ * Compares 8 bytes at a time inline (the searches call it ~25 times a lookup, and a call to
+ * the C library's memcmp costs more than comparing a 16-byte key word by word). */
 static inline int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;
+#ifdef KEY_WORD
+    for (; n >= 8; n -= 8, a += 8, b += 8) {
+        uint64_t x = KEY_WORD(a), y = KEY_WORD(b);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    for (; n; n--, a++, b++)
+        if (*a != *b)
+            return *a < *b ? -1 : 1;
+#else
     int c = n ? memcmp(a, b, n) : 0;
     if (c) return c;
+#endif
     return alen < blen ? -1 : (alen > blen);
 }
 
