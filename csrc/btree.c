@@ -404,22 +404,29 @@ int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
 typedef struct bt_rng {
     const uint8_t *lo, *hi;
     size_t lol, hil;
+    bs_rng_key k;  /* where lo and hi lie (the memo's name for this range, pager_memo_hit) */
 } bt_rng;
 
-static const bt_rng RNG_ALL = {NULL, NULL, 0, 0};
+static const bt_rng RNG_ALL = {NULL, NULL, 0, 0, {BS_RNG_OPEN, BS_RNG_OPEN, 0}};
 
 /* narrow r to child i of the branch pg */
 static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
 {
+    unsigned n = pg_nkeys(pg);
+    uint64_t id = (i > 0 || i + 1u < n) ? pager_image_id(pg) : 0;
     if (i > 0) {
         const uint8_t *c = node_cell(pg, i);
         r->lo = bcell_key(c);
         r->lol = bcell_klen(c);
+        r->k.lo = id;
+        r->k.idx = (r->k.idx & 0xFFFF0000u) | i;
     }
-    if (i + 1u < pg_nkeys(pg)) {
+    if (i + 1u < n) {
         const uint8_t *c = node_cell(pg, i + 1);
         r->hi = bcell_key(c);
         r->hil = bcell_klen(c);
+        r->k.hi = id;
+        r->k.idx = (r->k.idx & 0xFFFFu) | ((i + 1u) << 16);
     }
 }
 
@@ -464,6 +471,9 @@ static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
     first = leaf ? 0 : 1;
     if (n <= first || (!r->lo && !r->hi))
         return BS_OK;
+    /* checked against this very range before (the memo of its image): the same bytes */
+    if (pager_memo_hit(pg, &r->k))
+        return BS_OK;
     /* a cached image's first and last keys are kept beside it (pager_bounds) */
     const bs_bounds *b = pager_bounds(pg);
     if (r->lo) {
@@ -488,6 +498,7 @@ static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
         if (c >= leaf)
             goto bad;
     }
+    pager_memo_set(pg, &r->k);
     return BS_OK;
 bad:
     return bs_fail(BS_CORRUPT, "page %llu: keys outside the range of its parent's separators "

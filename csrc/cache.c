@@ -234,6 +234,11 @@ bs_frame *cache_frame_new(uint32_t psize)
     f->aux[0] = 0;
     atomic_init(&f->ahead, 0);
     f->ahead_txid = 0;
+    f->memo.image_id = 0;
+    atomic_init(&f->memo.seq, 0);
+    atomic_init(&f->memo.lo, 0);
+    atomic_init(&f->memo.hi, 0);
+    atomic_init(&f->memo.idx, 0);
     f->slab = slab;
     f->pos = UINT32_MAX;
     f->retired_at = 0;
@@ -654,6 +659,8 @@ bs_frame *cache_frame_alloc(bs_cache *c)
     f->aux[0] = 0;
     atomic_store_explicit(&f->ahead, 0, memory_order_relaxed);
     f->ahead_txid = 0;
+    f->memo.image_id = 0;
+    atomic_store_explicit(&f->memo.lo, 0, memory_order_relaxed);
     return f;
 }
 

@@ -31,6 +31,19 @@ typedef struct bs_cache bs_cache;
 typedef struct bs_frame bs_frame;
 typedef struct bs_slot bs_slot;
 
+/* The pager's range-check memo of an image (internal.h, pager_memo_hit), kept in the frame
+ * header BS_IMG_MEMO_BACK bytes before the page (asserted below). cache.c only clears it.
+ * image_id is written only before the image is published (pager.c, frame_summarize); the
+ * rest is a seqlock (seq odd while written): readers of one shared image may race to record
+ * a range, and a reader that sees a write in progress or torn fields treats it as a miss. */
+typedef struct bs_img_memo {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t idx;
+    uint64_t image_id;
+    _Atomic uint64_t lo, hi;
+} bs_img_memo;
+#define BS_IMG_MEMO_BACK 112u
+
 /* ---- life cycle ---- */
 /* A cache of about `bytes` bytes of page_size pages (at least 16, at most 2^26 frames).
  * Frames and the table grow with use: a capacity larger than the file costs nothing.
@@ -105,16 +118,21 @@ struct bs_frame {
     uint64_t ahead_txid;       /* read ahead: the newest txid its image may carry (pager.c) */
     _Alignas(64) uint64_t pgno;
     _Atomic uint8_t ref;       /* CLOCK bit, set on hits */
-    /* The pager's summary of the image (pager.c): written before the frame is published,
-     * or (a frame read ahead) before `ahead` drops to 0; aux[0] == 0 (no summary) in every
-     * frame cache.c hands out. */
-    uint8_t aux[BS_FRAME_AUX];
     /* 0: a verified image. Else an image read ahead that nobody has verified yet
      * (BS_AHEAD_*, pager.c): a lookup that finds it must verify it before use, and an insert
      * of a verified image replaces it. */
     _Atomic uint8_t ahead;
+    /* The pager's range-check memo (internal.h, bs_img_memo), on the line a lookup reads
+     * anyway; image_id == 0 and lo == 0 in every frame cache.c hands out. */
+    bs_img_memo memo;
+    /* The pager's summary of the image (pager.c): written before the frame is published,
+     * or (a frame read ahead) before `ahead` drops to 0; aux[0] == 0 (no summary) in every
+     * frame cache.c hands out. */
+    _Alignas(64) uint8_t aux[BS_FRAME_AUX];
     _Alignas(64) uint8_t data[]; /* page_size bytes */
 };
+_Static_assert(offsetof(bs_frame, data) - offsetof(bs_frame, memo) == BS_IMG_MEMO_BACK,
+               "internal.h finds the memo of an image at this distance before it");
 
 /* An epoch slot: a transaction announces the global epoch while it may hold page pointers
  * from the shared cache; 0 = quiescent. */

@@ -23,6 +23,7 @@
 #include <stddef.h>
 
 #include "bs.h"
+#include "cache.h"
 #include "crc32c.h"
 #include "format.h"
 #include "io.h"
@@ -295,6 +296,64 @@ typedef struct bs_bounds {
  * image (computed by btree_bounds before it was published; immutable), or NULL (a page of
  * the write transaction, which changes). */
 const bs_bounds *pager_bounds(const uint8_t *pg);
+
+/* Range-check memo (btree.c's descent). A shared cached image has an id that no other image
+ * ever gets (pager_image_id; 0 for a page of the write transaction, which changes, or one
+ * that is not a node). A key range is named by where its bounds lie: the image id and cell
+ * index of each bound (BS_RNG_OPEN: unbounded; id 0: a bound in a page that may change, which
+ * is never memoized). pager_memo_set records on image pg that it was checked against range
+ * k and passed; pager_memo_hit returns pg's image id when that is what it recorded, else 0.
+ * One memo per image (the last range recorded); a new image in a frame starts with none. */
+#define BS_RNG_OPEN 1u
+typedef struct bs_rng_key {
+    uint64_t lo, hi;  /* image ids of the pages holding the low and high bound */
+    uint32_t idx;     /* cell index of the low bound | cell index of the high bound << 16 */
+} bs_rng_key;
+/* The memo fields of an image (bs_img_memo, cache.h) are read inline: a descent asks once
+ * per level. */
+
+static inline bs_img_memo *pager_memo_of(const uint8_t *pg)
+{
+    return (bs_img_memo *)(void *)(uintptr_t)(pg - BS_IMG_MEMO_BACK);
+}
+
+static inline uint64_t pager_image_id(const uint8_t *pg)
+{
+    return pager_memo_of(pg)->image_id;
+}
+
+static inline uint64_t pager_memo_hit(const uint8_t *pg, const bs_rng_key *k)
+{
+    bs_img_memo *m = pager_memo_of(pg);
+    uint64_t id = m->image_id;
+    if (!id || !k->lo || !k->hi)
+        return 0;
+    uint32_t s = atomic_load_explicit(&m->seq, memory_order_acquire);
+    bool eq = atomic_load_explicit(&m->lo, memory_order_relaxed) == k->lo &&
+              atomic_load_explicit(&m->hi, memory_order_relaxed) == k->hi &&
+              atomic_load_explicit(&m->idx, memory_order_relaxed) == k->idx;
+    atomic_thread_fence(memory_order_acquire);
+    if (!eq || (s & 1u) || atomic_load_explicit(&m->seq, memory_order_relaxed) != s)
+        return 0;
+    return id;
+}
+
+static inline void pager_memo_set(const uint8_t *pg, const bs_rng_key *k)
+{
+    bs_img_memo *m = pager_memo_of(pg);
+    if (!m->image_id || !k->lo || !k->hi)
+        return;
+    uint32_t s = atomic_load_explicit(&m->seq, memory_order_relaxed);
+    if ((s & 1u) || !atomic_compare_exchange_strong_explicit(&m->seq, &s, s + 1,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed))
+        return; /* another thread is writing it: leave it to that one */
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&m->lo, k->lo, memory_order_relaxed);
+    atomic_store_explicit(&m->hi, k->hi, memory_order_relaxed);
+    atomic_store_explicit(&m->idx, k->idx, memory_order_relaxed);
+    atomic_store_explicit(&m->seq, s + 2, memory_order_release);
+}
 
 /* Overflow runs: write a value into a new run (written to the file at once, never held in
  * memory; BS_WOULDBLOCK in noio mode), read one back (checksum verified against the header

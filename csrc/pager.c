@@ -412,14 +412,25 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
 
 /* the bounds of a node image, kept in its frame before it is published (never after) */
 _Static_assert(sizeof(bs_bounds) <= BS_FRAME_AUX, "bounds summary fits the frame");
+/* Image ids (pager_image_id): never reused, so a memo naming an image cannot outlive it. Ids
+ * 0 (none) and 1 (BS_RNG_OPEN, "unbounded" in a memo key) are never handed out. */
+static _Atomic uint64_t next_image_id = 2;
+
 static void frame_summarize(bs_frame *f)
 {
     const uint8_t *pg = cache_frame_data(f);
     bs_bounds *b = (bs_bounds *)(void *)f->aux;
-    if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF)
+    /* a new image: a new id, and no memo (whatever the frame held before) */
+    atomic_store_explicit(&f->memo.lo, 0, memory_order_relaxed);
+    atomic_store_explicit(&f->memo.hi, 0, memory_order_relaxed);
+    atomic_store_explicit(&f->memo.idx, 0, memory_order_relaxed);
+    if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF) {
         btree_bounds(pg, b);
-    else
+        f->memo.image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
+    } else {
         b->valid = 0;
+        f->memo.image_id = 0;
+    }
 }
 
 const bs_bounds *pager_bounds(const uint8_t *pg)

@@ -91,3 +91,44 @@ def test_cell_repointed_at_a_sibling_is_corruption(tmp_path, klen, sibling_cache
                 txn.get(in_cell1)
             with pytest.raises(CorruptionError):
                 list(txn.iter(start=in_cell1))
+
+
+@pytest.mark.parametrize("klen", [16, 40])
+def test_memo_does_not_hide_a_child_reached_through_another_parent(tmp_path, klen):
+    # A descent remembers, on a cached node, the range it last checked the node against (by
+    # the images and cells its bounds come from). A leaf checked through its own parent must
+    # be checked again, and fail, when a cell of ANOTHER parent (at the same cell index, with
+    # the leaf's right pgno and txid) leads to it.
+    path = str(tmp_path / "bad3.bs")
+    keys = _build(path, klen, 3000)
+    with open(path, "rb") as f:
+        buf = bytearray(f.read())
+    lay = Layout(buf)
+    root = lay.meta["default"]["root"]
+    assert lay.meta["default"]["depth"] == 3  # root branch, branches, leaves
+    rcells = _cells(lay.page(root))
+    b1, b2 = rcells[0][1], rcells[1][1]
+    c1, c2 = _cells(lay.page(b1)), _cells(lay.page(b2))
+    assert len(c1) >= 3 and len(c2) >= 3
+    _o, leaf, leaf_txid, lsep = c1[1]
+    off2, _c, _t, bsep = c2[1]
+    # cell 1 of b2 now leads to the leaf under cell 1 of b1 (keys below b2's whole range)
+    struct.pack_into("<QQ", buf, b2 * P + off2, leaf, leaf_txid)
+    reseal(buf, P, pages=[b2])
+    with open(path, "wb") as f:
+        f.write(buf)
+    in_leaf = next(k for k in keys if k >= lsep)
+    in_bad = next(k for k in keys if k >= bsep)
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            for _ in range(3):  # through its own parent: fine, cached and remembered
+                assert txn.get(in_leaf) == b"v" + in_leaf[-4:]
+            with pytest.raises(CorruptionError, match="outside the range"):
+                txn.get(in_bad)
+            assert txn.get(in_leaf) == b"v" + in_leaf[-4:]  # its own path still reads
+            with pytest.raises(CorruptionError, match="outside the range"):
+                txn.get(in_bad)
+        with db.begin() as txn:  # a later transaction: the memo is the leaf's, not the txn's
+            assert txn.get(in_leaf) == b"v" + in_leaf[-4:]
+            with pytest.raises(CorruptionError, match="outside the range"):
+                txn.get(in_bad)

@@ -94,7 +94,10 @@ static void grow(uint64_t n)
         M.cap = cap;
     }
     for (uint64_t i = M.n; i < n; i++) {
-        M.pg[i].data = malloc(M.P);
+        /* a zeroed memo header before each page, as the cache keeps one (image id 0: the
+         * range checks never memoize a mock page) */
+        uint8_t *base = calloc(1, BS_IMG_MEMO_BACK + M.P);
+        M.pg[i].data = base ? base + BS_IMG_MEMO_BACK : NULL;
         if (!M.pg[i].data)
             die("out of memory%llu", 0);
         memset(M.pg[i].data, 0xA5, M.P);
@@ -106,7 +109,7 @@ static void grow(uint64_t n)
 void mock_destroy(void)
 {
     for (uint64_t i = 0; i < M.n; i++)
-        free(M.pg[i].data);
+        free(M.pg[i].data ? M.pg[i].data - BS_IMG_MEMO_BACK : NULL);
     free(M.pg);
     free(M.avail);
     memset(&M, 0, sizeof M);
