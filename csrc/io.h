@@ -43,7 +43,15 @@ typedef struct bs_io_methods {
      * block, or only part is cached) or ENOTSUP. The pager uses it while holding the GIL and
      * releases the GIL only for reads that must wait for the disk. */
     int (*read_nowait)(bs_file *f, void *buf, size_t len, uint64_t off, size_t *got);
+    /* Optional (NULL = not available): read consecutive bytes from off into iovcnt buffers
+     * (at most BS_IO_READV_MAX) with one call, *got = bytes read (short at the end of the
+     * file; no zero fill). nowait: as read_nowait (0 only when the whole range was cached).
+     * Read-ahead uses it to read a group of pages straight into their cache frames. */
+    int (*readv_at)(bs_file *f, const struct iovec *iov, int iovcnt, uint64_t off, int nowait,
+                    size_t *got);
 } bs_io_methods;
+
+#define BS_IO_READV_MAX 16
 
 /* The real POSIX implementation (io_posix.c). */
 extern const bs_io_methods bs_io_posix;

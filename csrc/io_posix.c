@@ -129,6 +129,41 @@ static int posix_read_nowait(bs_file *f, void *buf, size_t len, uint64_t off, si
 #endif
 }
 
+/* One preadv (preadv2 with RWF_NOWAIT for nowait): no retry of short reads but EINTR; the
+ * caller takes what came. */
+static int posix_readv_at(bs_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                          int nowait, size_t *got)
+{
+    *got = 0;
+    if (off > (uint64_t)INT64_MAX || iovcnt < 1 || iovcnt > BS_IO_READV_MAX)
+        return EINVAL;
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    ssize_t r;
+    if (nowait) {
+#if defined(__linux__) && defined(RWF_NOWAIT)
+        do {
+            r = preadv2(posix_fd(f), iov, iovcnt, (off_t)off, RWF_NOWAIT);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? EAGAIN : ENOTSUP;
+        if ((size_t)r < len)
+            return EAGAIN;
+#else
+        return ENOTSUP;
+#endif
+    } else {
+        do {
+            r = preadv(posix_fd(f), iov, iovcnt, (off_t)off);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return posix_err();
+    }
+    *got = (size_t)r;
+    return 0;
+}
+
 static int posix_read_at(bs_file *f, void *buf, size_t len, uint64_t off, size_t *got)
 {
     int fd = posix_fd(f);
@@ -346,4 +381,5 @@ const bs_io_methods bs_io_posix = {
     .lock = posix_lock,
     .sync_dir = posix_sync_dir,
     .read_nowait = posix_read_nowait,
+    .readv_at = posix_readv_at,
 };

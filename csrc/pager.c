@@ -464,6 +464,7 @@ const bs_bounds *pager_bounds(const uint8_t *pg)
  * used, a miss reads its page alone, except every AHEAD_PROBE-th miss, which still reads
  * ahead so that a change of pattern (a scan) is noticed. The counts are halved when they pass
  * AHEAD_DECAY, so they follow the recent pattern (relaxed atomics: approximate, harmless). */
+_Static_assert(AHEAD_PAGES <= BS_IO_READV_MAX, "a read-ahead group is one readv");
 #define AHEAD_SAMPLE 512u
 #define AHEAD_RATIO 4u
 #define AHEAD_PROBE 16u
@@ -521,7 +522,7 @@ static int read_ahead(bs_txn *txn, uint64_t pgno, uint8_t *buf, bool nowait)
     bs_db *db = txn->db;
     bs_cache *c = db->cache;
     uint32_t P = db->page_size;
-    if (db->io != &bs_io_posix || P > AHEAD_BYTES / 2)
+    if (db->io != &bs_io_posix || !db->io->readv_at || P > AHEAD_BYTES / 2)
         return BS_NOTFOUND;
     if (!ahead_pays(db))
         return BS_NOTFOUND;
@@ -537,33 +538,38 @@ static int read_ahead(bs_txn *txn, uint64_t pgno, uint8_t *buf, bool nowait)
         b++;
     if (b - a < 2 || !cache_has_room(c, (uint32_t)(b - a)))
         return BS_NOTFOUND;
-    size_t len = (size_t)(b - a) * P, got = 0;
-    uint8_t *tmp = malloc(len);
-    if (!tmp)
-        return BS_NOTFOUND;
-    int err = nowait ? db->io->read_nowait(db->file, tmp, len, a * (uint64_t)P, &got)
-                     : db->io->read_at(db->file, tmp, len, a * (uint64_t)P, &got);
-    uint64_t full = err ? 0 : got / P; /* pages read whole */
-    if (pgno - a >= full) {
-        free(tmp);
-        return BS_NOTFOUND;
+    /* straight into the frames: pgno's into buf, each neighbour's into a frame of its own */
+    bs_frame *fr[AHEAD_PAGES];
+    struct iovec iov[AHEAD_PAGES];
+    unsigned k = 0;
+    for (uint64_t q = a; q < b; q++, k++) {
+        fr[k] = NULL;
+        if (q != pgno && !(fr[k] = cache_frame_alloc(c)))
+            break;
+        iov[k].iov_base = q == pgno ? buf : cache_frame_data(fr[k]);
+        iov[k].iov_len = P;
     }
-    memcpy(buf, tmp + (size_t)(pgno - a) * P, P);
+    size_t got = 0;
+    uint64_t full = 0; /* pages read whole */
+    if (k == b - a && db->io->readv_at(db->file, iov, (int)k, a * (uint64_t)P, nowait, &got) == 0)
+        full = got / P;
     uint64_t horizon = txn->write ? txn->txid - 1 : txn->txid;
     uint32_t cached = 0;
-    for (uint64_t q = a; q < a + full; q++) {
-        if (q == pgno)
-            continue;
-        bs_frame *g = cache_frame_alloc(c);
+    for (unsigned i = 0; i < k; i++) {
+        bs_frame *g = fr[i];
         if (!g)
-            break;
+            continue;
+        if (i >= full || pgno - a >= full) {
+            cache_frame_free(g);
+            continue;
+        }
         cached++;
-        memcpy(cache_frame_data(g), tmp + (size_t)(q - a) * P, P);
         g->ahead_txid = horizon;
         atomic_store_explicit(&g->ahead, AHEAD_UNVERIFIED, memory_order_relaxed);
-        cache_insert(c, g, q, false); /* a page cached meanwhile keeps its frame */
+        cache_insert(c, g, a + i, false); /* a page cached meanwhile keeps its frame */
     }
-    free(tmp);
+    if (pgno - a >= full)
+        return BS_NOTFOUND;
     if (atomic_fetch_add_explicit(&db->ahead_in, cached, memory_order_relaxed) + cached >
         AHEAD_DECAY) {
         atomic_store_explicit(&db->ahead_in, atomic_load_explicit(&db->ahead_in,

@@ -91,6 +91,27 @@ static void test_posix(void)
         CHECK(b[i] == 0 || (fprintf(stderr, "byte %d\n", i), 0));
     CHECK_EQ(P->read_at(f, b, 10, 1 << 20, &got), 0);
     CHECK_EQ(got, 0);
+    /* readv_at: consecutive bytes into several buffers, short at the end of the file */
+    {
+        uint8_t r[3][1000];
+        memset(r, 0xAA, sizeof r);
+        struct iovec iv[3] = {{r[0], 1000}, {r[1], 1000}, {r[2], 1000}};
+        CHECK_EQ(P->readv_at(f, iv, 3, 1100, 0, &got), 0);
+        CHECK_EQ(got, 3000);
+        CHECK(!memcmp(r, a + 1000, 3000));
+        memset(r, 0xAA, sizeof r);
+        CHECK_EQ(P->readv_at(f, iv, 3, 3100, 0, &got), 0);
+        CHECK_EQ(got, 2000); /* 5100 - 3100: the third buffer untouched */
+        CHECK(!memcmp(r, a + 3000, 2000));
+        CHECK_EQ(r[2][0], 0xAA);
+        /* nowait: the range was just written, so it is cached; all or EAGAIN */
+        int e = P->readv_at(f, iv, 3, 1100, 1, &got);
+        CHECK(e == 0 || e == ENOTSUP || e == EAGAIN);
+        if (e == 0)
+            CHECK_EQ(got, 3000);
+        CHECK_EQ(P->readv_at(f, iv, 3, 3100, 1, &got), e == ENOTSUP ? ENOTSUP : EAGAIN);
+        CHECK_EQ(P->readv_at(f, iv, 0, 0, 0, &got), EINVAL);
+    }
     /* hole reads back as zeros */
     CHECK_EQ(P->read_at(f, b, 100, 0, &got), 0);
     CHECK_EQ(got, 100);
