@@ -462,11 +462,12 @@ static int reader_refresh(bs_db *db)
     }
 }
 
-/* The pages the freelist records of m's chain written after commit `known` mention (added
- * or taken), walking from the head until a record of `known` or older. *complete = false
- * when a base record newer than that replaced the chain (then nothing is known). */
-static int fl_touched_since(bs_db *db, const bs_meta *m, uint64_t known, bs_pgvec *out,
-                            bool *complete)
+/* The freelist records of m's chain written after commit `known`, fed into r from the head,
+ * and their pages (newchain, head first). *complete = false when the walk does not end at
+ * the chain this process knew (`head`, the head of db->fl's chain, 0 for none): a base
+ * record newer than `known` replaced it, or the chain is not what we knew. */
+static int fl_records_since(bs_db *db, const bs_meta *m, uint64_t known, uint64_t head,
+                            fl_replay *r, bs_pgvec *newchain, bool *complete)
 {
     bs_txn t;
     memset(&t, 0, sizeof t);
@@ -479,27 +480,25 @@ static int fl_touched_since(bs_db *db, const bs_meta *m, uint64_t known, bs_pgve
         return bs_fail(BS_NOMEM, "out of memory");
     *complete = true;
     pager_enter(&t);
-    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->slot, n = 0;
+    uint64_t pgno = m->fl_head, want = m->fl_head_txid, from = m->slot;
     int rc = BS_OK;
     while (pgno && want > known) {
         const uint8_t *pg;
-        if (++n > m->page_count) {
-            rc = bs_fail(BS_CORRUPT, "freelist chain loops at page %llu", (unsigned long long)pgno);
-            break;
-        }
         if ((rc = pager_get_ref(&t, pgno, PT_FREELIST, want, from, &pg)) != BS_OK)
             break;
         if (pg[PH_FLAGS] & FL_F_BASE) {
             *complete = false;
             break;
         }
-        uint32_t k = get32(pg + FL_NADD) + get32(pg + FL_NDEL);
-        for (uint32_t i = 0; i < k && rc == BS_OK; i++)
-            rc = pgvec_push(out, get64(pg + FL_ENTRIES + 8 * (size_t)i));
+        if ((rc = freelist_replay_page(r, pgno, pg)) != BS_OK ||
+            (rc = pgvec_push(newchain, pgno)) != BS_OK)
+            break;
         from = pgno;
         want = get64(pg + FL_NEXT_TXID);
         pgno = get64(pg + FL_NEXT);
     }
+    if (rc == BS_OK && *complete && pgno != head)
+        *complete = false;
     pager_leave(&t);
     cache_slot_release(db->cache, t.slot);
     return rc;
@@ -523,33 +522,47 @@ static int writer_refresh(bs_db *db)
         if ((rc = meta_read(db, &m)) != BS_OK)
             return rc;
         if (m.txid != known) {
-            /* what changed since: the records of the commits we did not see (a replay of
-             * their deltas against the free set we knew, on top of the reloaded set) */
-            bs_pgvec touched = {0};
-            bool complete = false;
-            if (known != UINT64_MAX && m.txid > known &&
-                fl_touched_since(db, &m, known, &touched, &complete) != BS_OK) {
+            /* readers of other handles may need pages recent commits freed: those wait in
+             * a group of the newest commit (conservative) */
+            uint64_t t = m.txid > latest ? m.txid : latest;
+            if (known != UINT64_MAX && known > t)
+                t = known;
+            /* what changed since: a replay of the records of the commits we did not see
+             * against the free set we knew (freelist.h, freelist_catch_up) */
+            bool replayed = false;
+            if (known != UINT64_MAX && m.txid > known) {
+                fl_replay r;
+                bs_pgvec newchain = {0};
+                bool complete = false;
+                freelist_replay_init(&r, m.page_count);
+                rc = fl_records_since(db, &m, known, db->fl.chain.n ? db->fl.chain.v[0] : 0,
+                                      &r, &newchain, &complete);
+                if (rc == BS_OK && complete) {
+                    uint64_t live[2] = {m.main.root, m.catalog.root};
+                    rc = freelist_catch_up(&db->fl, &r, &newchain, t, m.fl_count, live, 2);
+                    replayed = rc == BS_OK;
+                }
+                freelist_replay_free(&r);
+                pgvec_free(&newchain);
+                if (rc == BS_NOMEM)
+                    return rc;
                 bs_clear_error(); /* the reload below reports a damaged chain */
-                complete = false;
             }
-            bs_freelist old = db->fl;
-            memset(&db->fl, 0, sizeof db->fl);
-            rc = pager_load_freelist(db, &m);
-            if (rc == BS_OK) {
-                /* readers of other handles may need pages recent commits freed */
-                uint64_t t = m.txid > latest ? m.txid : latest;
-                if (known != UINT64_MAX && known > t)
-                    t = known;
-                rc = freelist_refresh(&db->fl, complete ? &old : NULL,
-                                      complete ? &touched : NULL, t);
+            if (!replayed) {
+                /* a base record replaced the chain (or nothing was known): reload it; every
+                 * free page waits for the readers of the commits we did not see */
+                bs_freelist old = db->fl;
+                memset(&db->fl, 0, sizeof db->fl);
+                rc = pager_load_freelist(db, &m);
+                if (rc == BS_OK)
+                    rc = freelist_pend_all(&db->fl, t);
+                if (rc != BS_OK) {
+                    freelist_destroy(&db->fl);
+                    db->fl = old;
+                    return rc;
+                }
+                freelist_destroy(&old);
             }
-            pgvec_free(&touched);
-            if (rc != BS_OK) {
-                freelist_destroy(&db->fl);
-                db->fl = old;
-                return rc;
-            }
-            freelist_destroy(&old);
             db->fl_txid = m.txid;
         }
         pthread_mutex_lock(&db->mu);

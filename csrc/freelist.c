@@ -339,16 +339,7 @@ int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t n
 
 /* ------------------------------------------------------------------ another process wrote */
 
-typedef struct { uint64_t pgno, txid; } fl_owned;
-
-static int cmp_owned(const void *a, const void *b)
-{
-    uint64_t x = ((const fl_owned *)a)->pgno, y = ((const fl_owned *)b)->pgno;
-    return x < y ? -1 : x > y;
-}
-
-/* All of fl->reusable into one pending group of txid. */
-static int refresh_all(bs_freelist *fl, uint64_t txid)
+int freelist_pend_all(bs_freelist *fl, uint64_t txid)
 {
     bs_pgvec *S = &fl->reusable;
     if (!S->n)
@@ -361,84 +352,6 @@ static int refresh_all(bs_freelist *fl, uint64_t txid)
     fl->npend++;
     memset(S, 0, sizeof *S);
     return BS_OK;
-}
-
-int freelist_refresh(bs_freelist *fl, const bs_freelist *old, bs_pgvec *touched, uint64_t txid)
-{
-    bs_pgvec *S = &fl->reusable; /* descending: the free set just loaded, all reusable */
-    if (!old || !touched || !S->n)
-        return refresh_all(fl, txid);
-    int rc = BS_NOMEM;
-    size_t nown = 0, ng = 0;
-    for (size_t g = 0; g < old->npend; g++)
-        nown += old->pend[g].pages.n;
-    fl_owned *own = nown ? malloc(nown * sizeof *own) : NULL;
-    bs_pending *groups = calloc(old->npend + 1, sizeof *groups);
-    bs_pgvec keep = {0};
-    if ((nown && !own) || !groups)
-        goto out;
-    nown = 0;
-    for (size_t g = 0; g < old->npend; g++)
-        for (size_t i = 0; i < old->pend[g].pages.n; i++) {
-            own[nown].pgno = old->pend[g].pages.v[i];
-            own[nown++].txid = g; /* index of the group for now */
-        }
-    if (nown)
-        qsort(own, nown, sizeof *own, cmp_owned);
-    if (touched->n)
-        qsort(touched->v, touched->n, sizeof *touched->v, cmp_asc);
-    for (size_t g = 0; g < old->npend; g++)
-        groups[g].txid = old->pend[g].txid;
-    groups[old->npend].txid = txid; /* pages other processes freed or took since */
-    for (size_t i = S->n; i-- > 0;) { /* ascending */
-        uint64_t p = S->v[i];
-        bs_pgvec *dst = &groups[old->npend].pages;
-        if (!(touched->n && bsearch(&p, touched->v, touched->n, sizeof p, cmp_asc))) {
-            fl_owned key = {p, 0}, *hit = nown ? bsearch(&key, own, nown, sizeof *own, cmp_owned) : NULL;
-            if (hit)
-                dst = &groups[hit->txid].pages; /* still waiting where it waited */
-            else if (old->reusable.n &&
-                     bsearch(&p, old->reusable.v, old->reusable.n, sizeof p, cmp_desc))
-                dst = &keep; /* reusable, and nobody touched it since */
-        }
-        if (pgvec_push(dst, p) != BS_OK)
-            goto out;
-    }
-    /* install: keep is ascending, reusable is kept descending */
-    for (size_t i = 0, j = keep.n; i < j / 2; i++) {
-        uint64_t t = keep.v[i];
-        keep.v[i] = keep.v[j - 1 - i];
-        keep.v[j - 1 - i] = t;
-    }
-    pgvec_free(S);
-    *S = keep;
-    memset(&keep, 0, sizeof keep);
-    for (size_t i = 0; i < fl->npend; i++)
-        pgvec_free(&fl->pend[i].pages);
-    free(fl->pend);
-    fl->pend = NULL;
-    fl->npend = fl->cappend = 0;
-    for (size_t g = 0; g <= old->npend; g++) {
-        if (!groups[g].pages.n)
-            continue;
-        groups[ng++] = groups[g];
-    }
-    fl->pend = groups;
-    fl->npend = ng;
-    fl->cappend = old->npend + 1;
-    groups = NULL;
-    rc = BS_OK;
-out:
-    if (groups) {
-        for (size_t g = 0; g <= old->npend; g++)
-            pgvec_free(&groups[g].pages);
-        free(groups);
-    }
-    free(own);
-    pgvec_free(&keep);
-    if (rc != BS_OK) /* still correct, only more conservative */
-        return refresh_all(fl, txid);
-    return rc;
 }
 
 /* ------------------------------------------------------------------ the commit record */
@@ -615,4 +528,93 @@ void freelist_record_free(fl_record *r)
 {
     pgvec_free(&r->add);
     pgvec_free(&r->del);
+}
+
+/* ------------------------------------------------------------------ catching up by replay */
+
+/* Keep the pages of v that are not in drop (ascending); in place, order kept. */
+static void filter_out(bs_pgvec *v, const bs_pgvec *drop)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (!bsearch(&v->v[i], drop->v, drop->n, sizeof *drop->v, cmp_asc))
+            v->v[k++] = v->v[i];
+    v->n = k;
+}
+
+int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, uint64_t txid,
+                      uint64_t count, const uint64_t *live, size_t nlive)
+{
+    bs_pgvec touched = {0}, added = {0}, chain = {0};
+    int rc = BS_OK;
+    if (r->n)
+        qsort(r->v, r->n, sizeof *r->v, cmp_flent);
+    if ((rc = pgvec_reserve(&touched, r->n + 1)) != BS_OK ||
+        (rc = pgvec_reserve(&added, r->n + 1)) != BS_OK ||
+        (rc = pgvec_reserve(&chain, newchain->n + fl->chain.n + 1)) != BS_OK ||
+        (rc = freelist_reserve_pend(fl)) != BS_OK)
+        goto out;
+    for (size_t i = 0; i < r->n; i++) {
+        if (i && r->v[i].pgno == r->v[i - 1].pgno)
+            continue; /* the newest mention decided */
+        touched.v[touched.n++] = r->v[i].pgno;
+        if (r->v[i].add)
+            added.v[added.n++] = r->v[i].pgno;
+    }
+    /* what the set will hold, before changing anything */
+    uint64_t n = freelist_count(fl) + added.n;
+    for (size_t i = 0; i < touched.n; i++)
+        if (fl->reusable.n &&
+            bsearch(&touched.v[i], fl->reusable.v, fl->reusable.n, sizeof *touched.v, cmp_desc))
+            n--;
+    for (size_t g = 0; g < fl->npend; g++)
+        for (size_t i = 0; i < fl->pend[g].pages.n; i++)
+            if (touched.n && bsearch(&fl->pend[g].pages.v[i], touched.v, touched.n,
+                                     sizeof *touched.v, cmp_asc))
+                n--;
+    if (n != count) {
+        rc = bs_fail(BS_CORRUPT, "freelist holds %llu pages after the records of other "
+                     "processes' commits, meta says %llu", (unsigned long long)n,
+                     (unsigned long long)count);
+        goto out;
+    }
+    for (size_t i = 0; i < newchain->n + nlive; i++) {
+        uint64_t p = i < newchain->n ? newchain->v[i] : live[i - newchain->n];
+        if (p && added.n && bsearch(&p, added.v, added.n, sizeof p, cmp_asc)) {
+            rc = bs_fail(BS_CORRUPT, "freelist lists page %llu, which is %s",
+                         (unsigned long long)p, i < newchain->n ? "a page of the freelist "
+                         "chain itself" : "the root page of a bucket tree");
+            goto out;
+        }
+    }
+    /* apply: nothing fails from here on */
+    if (touched.n) {
+        filter_out(&fl->reusable, &touched);
+        size_t keep = 0;
+        for (size_t g = 0; g < fl->npend; g++) {
+            filter_out(&fl->pend[g].pages, &touched);
+            if (fl->pend[g].pages.n)
+                fl->pend[keep++] = fl->pend[g];
+            else
+                pgvec_free(&fl->pend[g].pages);
+        }
+        fl->npend = keep;
+    }
+    if (added.n) {
+        fl->pend[fl->npend].txid = txid; /* room reserved above */
+        fl->pend[fl->npend].pages = added;
+        fl->npend++;
+        memset(&added, 0, sizeof added);
+    }
+    append_pages(&chain, newchain->v, newchain->n);
+    append_pages(&chain, fl->chain.v, fl->chain.n);
+    pgvec_free(&fl->chain);
+    fl->chain = chain;
+    memset(&chain, 0, sizeof chain);
+    fl->ndelta += r->ndelta;
+out:
+    pgvec_free(&touched);
+    pgvec_free(&added);
+    pgvec_free(&chain);
+    return rc;
 }

@@ -85,14 +85,19 @@ void freelist_replay_free(fl_replay *r);
 int freelist_install(bs_freelist *fl, bs_pgvec *pages, bs_pgvec *chain, size_t ndelta);
 
 /* ---- another process committed (lockfile.h) ----
- * fl was just loaded from the newest commit (every free page reusable); old is the free set
- * this process knew at an older commit, touched the pages the freelist records written
- * since then mention (added or taken; sorted in place). A page nobody touched keeps what
- * it was in old (reusable, or pending in its group); every other one waits in a group of
- * `txid` (the newest commit: conservative). old or touched NULL (unknown: a base record
- * replaced the chain, or nothing was known): every page waits in that group. BS_OK, or
- * BS_NOMEM leaving fl as loaded. */
-int freelist_refresh(bs_freelist *fl, const bs_freelist *old, bs_pgvec *touched, uint64_t txid);
+ * freelist_pend_all: fl was just reloaded from the newest commit (every free page reusable)
+ * and nothing is known of what changed: every page waits in one group of `txid` (the newest
+ * commit: conservative). BS_OK, or BS_NOMEM leaving fl as loaded. */
+int freelist_pend_all(bs_freelist *fl, uint64_t txid);
+/* freelist_catch_up, the usual path, with no reload: fl is the free set this process knew at an
+ * older commit; r holds the delta records other processes wrote since (fed from the head,
+ * no base among them) and newchain their pages, head first. The newest mention of a page
+ * decides: one taken leaves the set, one added waits in a group of `txid`; pages nobody
+ * touched keep what they were. The chain becomes newchain + the old chain. BS_CORRUPT when
+ * the result does not hold `count` pages or lists one of live[0..nlive) (fl unchanged: the
+ * caller reloads), BS_NOMEM (unchanged). */
+int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, uint64_t txid,
+                      uint64_t count, const uint64_t *live, size_t nlive);
 
 /* ---- the record a commit writes (pager_commit step a) ----
  * 1. freelist_plan: decides keep / delta / compact and how many chain pages to allocate

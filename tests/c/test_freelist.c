@@ -5,7 +5,8 @@
  * (a delta after the base, a loop, bad counts and page numbers, duplicates), pending groups
  * released against the oldest reader, the commit record as a delta and as a base rewrite
  * (plan / collect / fill, then replayed back), the comparison of the in-memory free set with
- * a persisted one, and, end to end on a real file, the debug
+ * a persisted one, catching up with records other processes wrote (freelist_catch_up), and,
+ * end to end on a real file, the debug
  * whole-state check after each commit catching an in-memory free set that disagrees with
  * the file.
  *
@@ -369,8 +370,61 @@ static void test_commit_check(void)
     unlink(path);
 }
 
+/* Another process wrote two delta records on top of the chain {40} this handle knew: the
+ * newest mention decides; untouched pages keep their place (reusable or pending); the chain
+ * grows by the new records; a wrong count or a live page listed leaves the set unchanged. */
+static void test_catch_up(void)
+{
+    bs_freelist fl = {0};
+    bs_pgvec g = {0}, newchain = {0};
+    /* known: reusable {12, 11, 10} (descending), pending {20, 21} of txid 5, chain {40} */
+    pgvec_push(&fl.reusable, 12);
+    pgvec_push(&fl.reusable, 11);
+    pgvec_push(&fl.reusable, 10);
+    pgvec_push(&g, 20);
+    pgvec_push(&g, 21);
+    CHECK(freelist_pend(&fl, 5, &g) == BS_OK, "pend");
+    pgvec_push(&fl.chain, 40);
+    fl.ndelta = 1;
+    /* older record 31: took 11 and 21, freed 60 and 61; newer record 30: took 60, freed 11 */
+    static uint8_t newer[P], older[P];
+    const uint64_t add_o[] = {60, 61}, del_o[] = {11, 21}, add_n[] = {11}, del_n[] = {60};
+    mkrec(older, 31, 0, add_o, 2, del_o, 2, 40);
+    mkrec(newer, 30, 0, add_n, 1, del_n, 1, 31);
+    for (int round = 0; round < 3; round++) {
+        fl_replay r;
+        freelist_replay_init(&r, NPAGES);
+        CHECK(freelist_replay_page(&r, 30, newer) == BS_OK && freelist_replay_page(&r, 31, older) == BS_OK,
+              "replay");
+        newchain.n = 0;
+        pgvec_push(&newchain, 30);
+        pgvec_push(&newchain, 31);
+        uint64_t live[2] = {round == 1 ? 61 : 2, 3};
+        /* free after: 12, 10 reusable; 20 pending (5); 11, 61 pending (txid 9) = 5 pages */
+        int rc = freelist_catch_up(&fl, &r, &newchain, 9, round == 0 ? 6 : 5, live, 2);
+        freelist_replay_free(&r);
+        if (round < 2) {
+            CHECK(rc == BS_CORRUPT, "round %d: accepted", round);
+            CHECK(freelist_count(&fl) == 5 && fl.reusable.n == 3 && fl.npend == 1 &&
+                  fl.chain.n == 1 && fl.ndelta == 1, "round %d: changed anyway", round);
+            continue;
+        }
+        CHECK(rc == BS_OK, "catch up: %s", bs_errmsg());
+        const uint64_t reus[] = {12, 10}, chain[] = {30, 31, 40};
+        CHECK(same(&fl.reusable, reus, 2), "reusable");
+        CHECK(same(&fl.chain, chain, 3) && fl.ndelta == 3, "chain");
+        CHECK(fl.npend == 2 && fl.pend[0].txid == 5 && fl.pend[0].pages.n == 1 &&
+              fl.pend[0].pages.v[0] == 20, "old group keeps 20 only");
+        const uint64_t nw[] = {11, 61};
+        CHECK(fl.pend[1].txid == 9 && same(&fl.pend[1].pages, nw, 2), "new group 11, 61");
+    }
+    pgvec_free(&newchain);
+    freelist_destroy(&fl);
+}
+
 int main(void)
 {
+    test_catch_up();
     test_replay();
     test_damaged();
     test_pending();
