@@ -31,6 +31,14 @@ from _util import LONG, child_env, fork_join as _join, fork_run, fork_start as _
 NKEYS = 40
 
 
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
 def _value(i, amount, gen):
     # an amount, then filler whose size varies (pages split, merge and get reused)
     return struct.pack("<qq", amount, gen) + b"f" * ((i * 97 + gen * 31) % 700)
@@ -65,9 +73,12 @@ def _snapshot_ok(txn):
     return gen, None
 
 
-def _writer_commits(path, n, seed):
+def _writer_commits(path, n, seed, sync=True, report=None):
+    """n commits moving amounts between keys (sum zero), gen counting commits; with report (a
+    pipe's write end) a byte after each commit, and the handle is left open (not closed)."""
     rnd = random.Random(seed)
-    with btree_store.DB(path) as db:
+    db = btree_store.DB(path, sync=sync)
+    with db if report is None else _nullctx():
         for _ in range(n):
             with db.begin(write=True, timeout=None) as txn:
                 gen = int(txn.get(b"gen")) + 1
@@ -78,6 +89,9 @@ def _writer_commits(path, n, seed):
                     txn.put(b"k%03d" % a, _value(a, _amount(va) + d, gen))
                     txn.put(b"k%03d" % b, _value(b, _amount(vb) - d, gen))
                 txn.put(b"gen", b"%d" % gen)
+            if report is not None:
+                os.write(report, b"c")
+    return db if report is not None else None
 
 
 def test_writer_and_four_reader_processes(tmp_path):
@@ -696,3 +710,97 @@ def test_writer_catch_up_replays_records_not_the_whole_freelist(tmp_path):
         a.check()
     finally:
         a.close()
+
+
+# the side file's header (csrc/lockfile.h lf_header): where the newest txid and the
+# committing flag live
+LF_LATEST_TXID, LF_COMMITTING = 40, 72
+
+
+@pytest.mark.parametrize("tear", ["zeros", "half", "one_byte"])
+@pytest.mark.parametrize("committing", [True, False])
+def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, committing):
+    """A writer process makes sync=False commits (they all go to the meta slot that does not
+    hold the durable commit) and is killed while overwriting that slot again: the slot is
+    torn (its checksum fails). Another process that has the file open, a process opening it
+    afterwards and a reopen all find a valid commit at or after the last durable one (the
+    announced, lost commit is given up, not waited for), write on top of it, and check() is
+    clean."""
+    import mmap
+    from _format import parse_meta
+
+    path = str(tmp_path / "torn.bs")
+    _seed(path)
+    _writer_commits(path, 3, 7)  # durable commits: gen 3 is the newest durable one
+    db = btree_store.DB(path)  # a live process beside the writer (this one)
+    try:
+        with db.begin() as txn:
+            assert _snapshot_ok(txn) == (3, None)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                keep = _writer_commits(path, 4, 8, sync=False, report=w)
+                signal.pause()
+                keep.close()  # killed here: a later commit would overwrite the same slot
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = b""
+        while len(got) < 4:
+            got += os.read(r, 4 - len(got))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        with open(path, "r+b") as f:
+            head = f.read(2 * 4096)
+            metas = [parse_meta(head[s * 4096:(s + 1) * 4096]) for s in range(2)]
+            assert all(metas), metas
+            slot = max(range(2), key=lambda s: metas[s]["txid"])  # the unsynced commits' slot
+            durable = metas[1 - slot]["txid"]
+            if tear == "zeros":
+                f.seek(slot * 4096)
+                f.write(b"\0" * 4096)
+            elif tear == "half":
+                f.seek(slot * 4096 + 2048)
+                f.write(os.urandom(2048))
+            else:
+                f.seek(slot * 4096 + 100)
+                b = f.read(1)
+                f.seek(slot * 4096 + 100)
+                f.write(bytes([b[0] ^ 0x40]))
+        assert parse_meta(open(path, "rb").read(2 * 4096)[slot * 4096:(slot + 1) * 4096]) is None
+        with open(path + "-lock", "r+b") as f:  # what the killed writer left announced
+            m = mmap.mmap(f.fileno(), 4096)
+            assert struct.unpack_from("<Q", m, LF_LATEST_TXID)[0] == metas[slot]["txid"]
+            if committing:
+                struct.pack_into("<Q", m, LF_COMMITTING, 1)
+            m.close()
+
+        def other_reader():
+            with btree_store.DB(path, readonly=True) as d:
+                with d.begin() as txn:
+                    gen, err = _snapshot_ok(txn)
+                    d.check()
+                    return "%d %s" % (gen, err)
+
+        status, out = fork_run(other_reader)
+        assert status == 0 and out == "3 None", out
+        with db.begin() as txn:  # the live process: the durable commit, not the lost one
+            assert _snapshot_ok(txn) == (3, None)
+        with db.begin(write=True, timeout=60) as txn:
+            txn.put(b"gen", b"4")
+        with db.begin() as txn:
+            assert _snapshot_ok(txn) == (4, None)
+        assert db.stat()["txid"] > durable
+        db.check()
+    finally:
+        db.close()
+    with btree_store.DB(path) as d:
+        with d.begin() as txn:
+            assert _snapshot_ok(txn) == (4, None)
+        d.check()
+        with d.begin(write=True) as txn:  # and writes go on
+            txn.put(b"gen", b"5")
+        d.check()
