@@ -247,7 +247,7 @@ def test_sigkill_readers_and_writers(tmp_path, block):
     again), nothing committed is lost, check() is clean."""
     path = str(tmp_path / "kill.bs")
     _seed(path)
-    rounds = 100 if LONG else 10
+    rounds = 500 if LONG else 100  # 2 blocks: the issue's 200 kills by default
     rnd = random.Random(block)
     db = btree_store.DB(path)
     try:
