@@ -2,6 +2,7 @@
 btree_store and py-lmdb side by side (issue 10: reads scale with processes).
 
     python bench/multiproc_read.py [--n 200000] [--gets 300000] [--reps 3] [--writer] [--dir DIR]
+                                   [--before PYTHONPATH] [--write-n 200000] [--no-strace]
 
 Each engine gets a file of N keys b'%016d' with 100-byte values. A "run" starts P reader
 processes (P = 1, then 2; fork start method), each opens the file itself, takes one snapshot
@@ -9,17 +10,35 @@ and does --gets random gets (its own order) after all of them have opened (a bar
 figure is total gets / wall time from the barrier to the last reader done, median of --reps.
 With --writer, a writer process commits small sync=False transactions into the same file
 during the 2-process runs (readers beside a live writer; on 2 cores it takes CPU from them). Prints gets/s for 1 and 2 processes and the
-ratio 2/1 for each engine, and btree_store's ratio against lmdb's.
+ratio 2/1 for each engine, and btree_store's ratio against lmdb's, with the issue's goals
+(2/1 >= 1.8, and >= lmdb's 2/1) marked PASS/FAIL.
+
+Then the two other figures of issue 10:
+- syscalls of a read transaction: a child process opens the file, then does 2000 read
+  transactions of one get each (their pages cached by a first pass) between two marker stat()
+  calls, under strace -f; the figure
+  is the system calls between the markers per transaction, for btree_store and py-lmdb (whose
+  reader table costs none after the first transaction). Skipped without strace (--no-strace).
+- with --before DIR (a PYTHONPATH holding an older btree_store build, e.g. main before issue
+  10, 7f507c0): commit_small and fill_random of bench/compare.py with no other process
+  present, this build against that one, alternating builds --reps times; the goal is within
+  5% (after/before >= 0.95).
 
 Layer: benchmark; the public Python API of btree_store and py-lmdb.
 """
 import argparse
+import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _fill_bs(path, n):
@@ -110,6 +129,84 @@ def run(engine, path, n, gets, procs, seed, writer=False):
     return procs * gets / (max(t1 for _, t1 in times) - min(t0 for t0, _ in times))
 
 
+STRACE_CHILD = r"""
+import os, sys
+engine, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keys = [b"%016d" % (i * 7919 % n) for i in range(2000)]
+if engine == "btree_store":
+    import btree_store
+    db = btree_store.DB(path, readonly=True)
+    with db.begin() as txn:  # the first one registers the slot
+        txn.get(keys[0])
+    def one(k):
+        with db.begin() as txn:
+            txn.get(k)
+else:
+    import lmdb
+    env = lmdb.open(path, readonly=True, lock=True, subdir=False)
+    with env.begin() as txn:
+        txn.get(keys[0])
+    def one(k):
+        with env.begin(buffers=True) as txn:
+            txn.get(k)
+for k in keys:  # warm: the pages these gets need are cached, the allocator is grown
+    one(k)
+try:
+    os.stat("/__bs_mark_begin__")
+except OSError:
+    pass
+for k in keys:
+    one(k)
+try:
+    os.stat("/__bs_mark_end__")
+except OSError:
+    pass
+"""
+
+
+def strace_read_txn(engine, path, n, d):
+    """System calls per read transaction (one get) in a process that has the file open."""
+    out = os.path.join(d, "strace_%s.txt" % engine)
+    env = dict(os.environ)
+    subprocess.run(["strace", "-f", "-qq", "-o", out, sys.executable, "-c", STRACE_CHILD,
+                    engine, path, str(n)], check=True, env=env)
+    inside, calls = False, {}
+    with open(out) as f:
+        for line in f:
+            if "__bs_mark_begin__" in line:
+                inside = True
+                continue
+            if "__bs_mark_end__" in line:
+                break
+            if inside:
+                body = line.split(None, 1)[1] if line[:1].isdigit() else line
+                name = body.split("(", 1)[0].strip()
+                if name and not name.startswith(("+++", "---", "<...")):
+                    calls[name] = calls.get(name, 0) + 1
+    return sum(calls.values()) / 2000.0, calls
+
+
+def compare_writes(before, n, reps, d):
+    """commit_small and fill_random (bench/compare.py) of this build and of `before`."""
+    runs = {"after": {}, "before": {}}
+    import btree_store  # this build: the one this script imports
+    here_pp = os.path.dirname(os.path.dirname(os.path.abspath(btree_store.__file__)))
+    for r in range(reps):
+        for which, pp in (("after", here_pp), ("before", before)):
+            js = os.path.join(d, "cmp_%s_%d.json" % (which, r))
+            env = dict(os.environ, PYTHONPATH=pp)
+            subprocess.run([sys.executable, os.path.join(HERE, "compare.py"), "--n", str(n),
+                            "--engines", "btree_store", "--reps", "1", "--workloads",
+                            "commit_small", "fill_random", "--dir", d, "--json", js],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+            with open(js) as f:
+                res = json.load(f)["results"]["btree_store"]
+            for wl in ("commit_small", "fill_random"):
+                runs[which].setdefault(wl, []).append(res[wl]["median"])
+    return {wl: (statistics.median(runs["after"][wl]), statistics.median(runs["before"][wl]))
+            for wl in ("commit_small", "fill_random")}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200000)
@@ -117,6 +214,10 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--writer", action="store_true")
+    ap.add_argument("--before", default=None,
+                    help="PYTHONPATH of an older btree_store build for the write figures")
+    ap.add_argument("--write-n", type=int, default=200000, help="records of fill_random")
+    ap.add_argument("--no-strace", action="store_true")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="mpread_", dir=a.dir)
     engines = ["btree_store"]
@@ -143,6 +244,25 @@ def main():
         print("btree_store ratio / lmdb ratio: %.2f (>= 1: scales at least as well)" % (rb / rl))
         print("btree_store / lmdb, 1 proc: %.2f, 2 procs: %.2f" % (
             res["btree_store", 1] / res["lmdb", 1], res["btree_store", 2] / res["lmdb", 2]))
+    rb = res["btree_store", 2] / res["btree_store", 1]
+    print("goal: 2 reader processes >= 1.8x one: %.2f %s" % (rb, "PASS" if rb >= 1.8 else "FAIL"))
+    if "lmdb" in engines:
+        print("goal: >= py-lmdb's ratio in this run: %.2f vs %.2f %s" % (
+            rb, rl, "PASS" if rb >= rl else "FAIL"))
+    if not a.no_strace and shutil.which("strace"):
+        for e in engines:
+            per, calls = strace_read_txn(e, os.path.join(d, e + ".db"), a.n, d)
+            print("syscalls per read transaction (1 get), %s: %.3f %s" % (
+                e, per, dict(sorted(calls.items())) if calls else ""))
+    elif not a.no_strace:
+        print("strace not installed: no syscall count")
+    if a.before:
+        w = compare_writes(a.before, a.write_n, a.reps, d)
+        for wl, (after, before) in w.items():
+            r = after / before
+            print("goal: %s with no other process, this build / before: %.0f / %.0f = %.3f %s" % (
+                wl, after, before, r, "PASS" if r >= 0.95 else "FAIL"))
+    shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

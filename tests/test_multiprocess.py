@@ -804,3 +804,63 @@ def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, commi
         with d.begin(write=True) as txn:  # and writes go on
             txn.put(b"gen", b"5")
         d.check()
+
+
+def test_pages_freed_by_another_process_unsynced_commit_wait_for_durability(tmp_path):
+    """The durability horizon is shared: pages another process freed in a sync=False commit
+    are not reused by this process's writer (a power cut could bring back the commit that
+    still uses them) until a durable commit covers it; then they are."""
+    path = str(tmp_path / "hz.bs")
+    a = btree_store.DB(path)
+    try:
+        with a.begin(write=True) as txn:
+            txn.put(b"seed", b"1")
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            os.close(go_w)
+            try:
+                b = btree_store.DB(path, sync=False)
+                with b.begin(write=True) as txn:
+                    for i in range(200):
+                        txn.put(b"b%03d" % i, b"x" * 2000)
+                with b.begin(write=True) as txn:  # frees ~100 pages, not durable
+                    for i in range(200):
+                        txn.delete(b"b%03d" % i)
+                os.write(w, b"%d" % b.stat()["txid"])
+                os.read(go_r, 1)  # stays alive, handle open, nothing synced
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.close(go_r)
+        try:
+            btxid = int(os.read(r, 64))
+            st = a.stat()
+            assert st["txid"] == btxid and st["durable_txid"] < btxid, st
+            pc = st["page_count"]
+            with a.begin(write=True, sync=False) as txn:  # needs ~100 pages (2 values a leaf)
+                for i in range(200):
+                    txn.put(b"a%03d" % i, b"y" * 2000)
+            grown = a.stat()["page_count"] - pc
+            assert grown >= 90, (grown, a.stat())  # ~100 leaves: the freed pages waited
+            with a.begin(write=True, sync=True) as txn:  # durable: covers the other's commit
+                for i in range(200):
+                    txn.delete(b"a%03d" % i)
+            assert a.stat()["durable_txid"] == a.stat()["txid"]
+            with a.begin(write=True) as txn:
+                txn.put(b"tick", b"1")
+            pc = a.stat()["page_count"]
+            with a.begin(write=True) as txn:  # now reused
+                for i in range(200):
+                    txn.put(b"c%03d" % i, b"z" * 2000)
+            assert a.stat()["page_count"] - pc <= 10, (pc, a.stat())
+        finally:
+            os.write(go_w, b"x")
+            os.close(go_w)
+            os.waitpid(pid, 0)
+            os.close(r)
+        a.check()
+    finally:
+        a.close()
