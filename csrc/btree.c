@@ -47,8 +47,14 @@ static inline uint32_t node_used(const uint8_t *pg, uint32_t P)
     return 2u * pg_nkeys(pg) + (P - pg_upper(pg) - pg_frag(pg));
 }
 
-/* below this many used bytes a non-root node is underfull */
+/* below this many used bytes a non-root node is underfull: the commit's rebalance merges it
+ * with a neighbour, or evens the two out when they do not fit one page */
 static inline uint32_t node_thresh(uint32_t P) { return (P - PH_SIZE) / 4; }
+
+/* below this many (half full) the commit's rebalance merges a node with a neighbour when the
+ * two fit one page, and otherwise leaves it alone: deleting half the keys does not leave the
+ * tree twice the size of a fresh load */
+static inline uint32_t node_merge_thresh(uint32_t P) { return (P - PH_SIZE) / 2; }
 
 static inline uint64_t node_child(const uint8_t *pg, unsigned i)
 {
@@ -1277,7 +1283,7 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen)
                 pg_set_frag(pg, pg_frag(pg) + k);
             }
         }
-        if (top > 0 && node_used(pg, P) < node_thresh(P))
+        if (top > 0 && node_used(pg, P) < node_merge_thresh(P))
             t->needs_rebalance = true;
     }
     t->count--;
@@ -1324,9 +1330,9 @@ static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
     return BS_OK;
 }
 
-/* Move cells between children a and a+1 of par so that both are about equally full. Leaves
- * them alone when the new separator would not fit par. */
-static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
+/* Move cells between children a and a+1 of par so that both are about equally full (pack:
+ * child a as full as it gets). Leaves them alone when the new separator would not fit par. */
+static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf, int pack)
 {
     uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
     uint64_t lno, rno, np;
@@ -1359,7 +1365,7 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
         }
         m++;
     }
-    unsigned k = choose_split(v, m, leaf, cap, 0, nl);
+    unsigned k = choose_split(v, m, leaf, cap, pack, nl);
     if (k == nl)
         goto out;
     const uint8_t *sp = vcell_key(&v[k], leaf);
@@ -1393,8 +1399,9 @@ out:
     return rc;
 }
 
-/* Child i of par is underfull: merge it with a neighbour when they fit one page, else even
- * it out with the fuller neighbour. *next: the child index to look at next. */
+/* Child i of par is less than half full: merge it with a neighbour when they fit one page,
+ * else, when it is underfull, even it out with the fuller neighbour. *next: the child index
+ * to look at next. */
 static int bt_fix(bs_txn *txn, uint8_t *par, unsigned i, int leaf, unsigned *next)
 {
     uint32_t P = PSIZE(txn), cap = P - PH_SIZE;
@@ -1423,8 +1430,25 @@ static int bt_fix(bs_txn *txn, uint8_t *par, unsigned i, int leaf, unsigned *nex
             return bt_merge(txn, par, i, leaf);
         }
     }
+    if (i > 0 && i + 1 < n &&
+        ul + uc + ur + (leaf ? 0 : bcell_klen(node_cell(par, i)) + bcell_klen(node_cell(par, i + 1)))
+            <= 2 * (uint64_t)cap - cap / 8) {
+        /* three fit two: pack the left one full, then merge the right one into what is left */
+        if ((rc = bt_redistribute(txn, par, i - 1, leaf, 1)) != BS_OK ||
+            (rc = bt_child(txn, par, ppg, i, type, &RNG_ALL, &cno, &pg)) != BS_OK)
+            return rc;
+        uc = node_used(pg, P);
+        if ((rc = bt_child(txn, par, ppg, i + 1, type, &RNG_ALL, &cno, &pg)) != BS_OK)
+            return rc;
+        if (uc + node_used(pg, P) + (leaf ? 0 : bcell_klen(node_cell(par, i + 1))) <= cap) {
+            *next = i;
+            return bt_merge(txn, par, i, leaf);
+        }
+    }
     *next = i + 1;
-    return bt_redistribute(txn, par, (i + 1 < n && (i == 0 || ur >= ul)) ? i : i - 1, leaf);
+    if (uc >= node_thresh(P))
+        return BS_OK; /* only half empty: merged when it fits, never evened out */
+    return bt_redistribute(txn, par, (i + 1 < n && (i == 0 || ur >= ul)) ? i : i - 1, leaf, 0);
 }
 
 /* Post-order over the pages this txn owns below the writable branch pg at level L. */
@@ -1456,7 +1480,7 @@ static int bt_rebal(bs_txn *txn, bs_tree *t, uint8_t *pg, unsigned L)
         if ((rc = bt_child(txn, pg, pg_pgno(pg), i, cleaf ? PT_LEAF : PT_BRANCH, &RNG_ALL, &child,
                            &cp)) != BS_OK)
             return rc;
-        if (node_used(cp, P) >= node_thresh(P)) {
+        if (node_used(cp, P) >= node_merge_thresh(P)) {
             i++;
             continue;
         }

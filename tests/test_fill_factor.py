@@ -2,7 +2,8 @@
 random-order inserts shift cells into a neighbour with room and split two full nodes into
 three (btree.c, bt_spread), so leaves end well above the ~69% of plain halving splits;
 sequential inserts still pack leaves full; the shifts keep the tree sound (check(), order,
-the parents' separators) through deletes, savepoint rollbacks and aborts.
+the parents' separators) through deletes, savepoint rollbacks and aborts; the commit's
+rebalance merges pages that deletes leave less than half full (btree.c, bt_fix).
 
 Layer: tests only; public Python API of btree_store (plus the private txn._savepoint /
 txn._rollback that DB.exec uses).
@@ -133,3 +134,51 @@ def test_shifts_with_deletes_savepoints_and_aborts_keep_the_tree_sound(tmp_path)
                 assert (bytes(got) if got is not None else None) == model.get(k)
     finally:
         db.close()
+
+
+def _pages(db):
+    with db.begin() as txn:
+        st = txn.stat()
+    return st["leaf_pages"] + st["branch_pages"]
+
+
+def _delete_then_compare(tmp_path, frac, ntx, seed):
+    keys, _shuffled, values = _keys(20_000, seed)
+    db, _st = _fill(str(tmp_path / "d.bs"), keys, values)
+    rnd = random.Random(seed)
+    gone = rnd.sample(keys, int(len(keys) * frac))
+    per = -(-len(gone) // ntx)
+    try:
+        for i in range(0, len(gone), per):
+            with db.begin(write=True) as txn:
+                for k in gone[i:i + per]:
+                    txn.delete(k)
+        db.check()
+        left = sorted(set(keys) - set(gone))
+        with db.begin() as txn:
+            assert [bytes(k) for k, _v in txn.iter()] == left
+        live = _pages(db)
+    finally:
+        db.close()
+    fresh, _st = _fill(str(tmp_path / "f.bs"), left, values)
+    try:
+        return live, _pages(fresh)
+    finally:
+        fresh.close()
+
+
+def test_deleting_half_the_keys_does_not_leave_half_empty_pages(tmp_path):
+    """Pages that deletes leave less than half full are merged with a neighbour at commit
+    when the two fit one page, and three neighbours that fit two become two (was: only
+    pages under a quarter full, so half the keys deleted left the tree at its full size,
+    1.98x a fresh load of what is left)."""
+    live, fresh = _delete_then_compare(tmp_path, 0.5, 1, 21)
+    assert live <= 1.45 * fresh, (live, fresh)
+
+
+def test_deletes_over_many_transactions_merge_too(tmp_path):
+    # 95% of 20k keys deleted 100 at a time (190 commits): 68 pages against 33 before
+    live, fresh = _delete_then_compare(tmp_path, 0.95, 190, 22)
+    assert live <= 1.5 * fresh, (live, fresh)
+    live, fresh = _delete_then_compare(tmp_path, 0.5, 100, 23)
+    assert live <= 1.6 * fresh, (live, fresh)

@@ -755,8 +755,8 @@ static uint64_t count_leaves(uint64_t pgno, unsigned L, unsigned D)
 /* Random-order inserts of equal cells (16-byte keys, 100-byte values) fill 4096-byte leaves
  * past what halving splits leave (~69%: 22 of the 32 cells a leaf holds): shifts into a
  * neighbour and 2 -> 3 splits (btree.c, bt_spread). Sequential ones still pack them full.
- * Then deleting every other key and committing: the rebalance leaves no run of half-empty
- * leaves behind. */
+ * Then deleting a random half and committing: the rebalance merges what that leaves half
+ * empty. */
 static void fill_factor(void)
 {
     enum { NF = 20000 };
@@ -796,6 +796,22 @@ static void fill_factor(void)
         memset(&txn.meta.catalog, 0, sizeof txn.meta.catalog);
         mock_commit(&txn);
         run_check("after the fill");
+        if (pass == 0) {
+            /* delete a random half in one txn: the commit's rebalance merges the leaves that
+             * drop under half full (was: only those under a quarter) */
+            for (uint32_t i = 0; i < NF / 2; i++) {
+                snprintf((char *)k, sizeof k, "%016u", order[i]);
+                int rc = btree_del(&txn, &t, k, 16);
+                CHECK(rc == BS_OK, "fill_factor del rc %d", rc);
+            }
+            CHECK(btree_rebalance(&txn, &t) == BS_OK, "fill_factor rebalance");
+            leaves = count_leaves(t.root, 0, t.depth);
+            CHECK(leaves * per * 60 <= (uint64_t)(NF / 2) * 100, "after deleting half: %llu "
+                  "leaves for %u records", (unsigned long long)leaves, NF / 2);
+            txn.meta.main = t;
+            mock_commit(&txn);
+            run_check("after deleting half");
+        }
         CHECK(btree_free_all(&txn, &t) == BS_OK, "fill_factor free_all");
         txn.meta.main = t;
         mock_commit(&txn);
