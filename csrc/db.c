@@ -807,6 +807,22 @@ retry_read:
         bs_txn_abort(txn);
         return rc;
     }
+    if (write && !db->fl_checked && !(flags & BS_TXN_REPAIR_)) {
+        /* Hostile files (docs/HOSTILE_FILES.md): before the handle's first write transaction
+         * changes anything, no page of the free set it loaded may be a node of a tree (a
+         * crafted freelist would otherwise hand out a live page of a tree this transaction
+         * never touches). Once per handle: later free pages are the engine's own. */
+        if (freelist_count(&db->fl)) {
+            pager_enter(txn);
+            rc = check_free_set(txn, &db->fl);
+            pager_leave(txn);
+            if (rc != BS_OK) {
+                bs_txn_abort(txn);
+                return rc;
+            }
+        }
+        db->fl_checked = true;
+    }
     *out = txn;
     return BS_OK;
 fail_nolock:
@@ -1018,6 +1034,7 @@ fail:
         if (rc == BS_OK) {
             free(db->fl_broken);
             db->fl_broken = NULL;
+            db->fl_checked = true; /* the free set is what no tree reaches */
         } else if (!db->fl_broken) {
             /* the in-memory free set was replaced but not persisted: refuse writes until a
              * repair succeeds */

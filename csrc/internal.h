@@ -190,6 +190,8 @@ struct bs_db {
     uint64_t durable_slot;
     bs_freelist fl;         /* writer-owned */
     char *fl_broken;        /* the freelist failed to load: why (writes are refused) */
+    bool fl_checked;        /* writer-owned: check_free_set passed (once per handle, at the
+                             * first write transaction) or a repair rebuilt the free set */
     bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
     bool check_commits;     /* check the whole state after each commit (bs_options) */
@@ -443,5 +445,12 @@ int check_db(bs_txn *txn);   /* the first problem only */
  * tree reaches to free_out (ascending); old_chain gets the readable start of the snapshot's
  * freelist chain (pages that no tree uses), head first. Same epoch rule as check_db_report. */
 int check_free_pages(bs_txn *txn, bs_pgvec *free_out, bs_pgvec *old_chain);
+/* Hostile files: no page of the free set fl (reusable and pending) may be a node of a tree of
+ * txn's snapshot. Walks every branch page and the whole catalog, not the leaves of the data
+ * trees (their numbers are in their parents) nor overflow runs (the write path's own checks
+ * and the readers' txid checks cover those). BS_CORRUPT through pager_freelist_damaged
+ * (writes refused) naming the first such page and its tree; damage of another kind is
+ * ignored (reads report it); BS_NOMEM, read errors. Same epoch rule as check_db_report. */
+int check_free_set(bs_txn *txn, const bs_freelist *fl);
 
 #endif

@@ -214,8 +214,9 @@ def test_freelist_lists_pages_in_use_anywhere(tmp_path, corpus):
 def test_first_write_copies_the_listed_page(tmp_path):
     """Once a crash: the freelist lists a bucket's root, and the first write copies
     that very root; the allocation handed the root back and shadow() indexed an empty
-    savepoint stack (SIGSEGV). Now: CorruptionError naming the page, with and without a
-    savepoint open."""
+    savepoint stack (SIGSEGV). Now the handle's first write transaction finds the listed
+    root before it changes anything (check_free_set): CorruptionError naming the page and its
+    bucket, writes refused from then on, reads right."""
     path = str(tmp_path / "first.bs")
     b = "first"
     model = {None: {}, b: {b"a": b"1"}}
@@ -236,20 +237,96 @@ def test_first_write_copies_the_listed_page(tmp_path):
     assert root < min(lay.free), (root, lay.free)
     with open(path, "wb") as f:
         f.write(_list_in_place_of_lowest(data, lay, root))
-    k = sorted(model[b])[0]
-    for use_savepoint in (False, True):
+    for _ in range(2):
         with btree_store.DB(path) as db:
-            txn = db.begin(write=True)
-            try:
-                if use_savepoint:
-                    txn._savepoint()
-                with pytest.raises(CorruptionError, match=r"page %d\b" % root):
-                    txn.put(k, b"new value", bucket=b)
-            finally:
-                txn.abort()
+            with pytest.raises(CorruptionError, match=r"page %d\b.*bucket 'first'" % root):
+                db.begin(write=True)
             with pytest.raises(CorruptionError, match="freelist"):
                 db.begin(write=True)
             _read_all(db, model)
+
+
+def _write_default_only(db, n=1500):
+    """A write transaction that touches only the default bucket and needs many pages (it
+    reuses every free page it can)."""
+    with db.begin(write=True) as txn:
+        for i in range(n):
+            txn.put(b"zz%05d" % i, b"q" * 40)
+
+
+def test_freelist_lists_a_page_of_another_tree(tmp_path, corpus):
+    """The freelist lists a page of a tree the write transaction never touches (a named
+    bucket's root, branch and leaves, the catalog's pages), every CRC valid. Before any
+    write: check() reports the page as owned twice; reads are right. The handle's first write
+    transaction refuses at begin (CorruptionError naming the page and its tree) before it
+    changes anything (once, the page was handed out and overwritten: the other bucket lost
+    it); writes stay refused, reads stay right; repair() rebuilds the freelist, after which
+    check() is clean, the data is intact and writes work, also after reopening."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    victim = BUCKETS[1]
+    cases = [("root", lay.catalog[victim]["root"])]
+    cases += [(lay.kinds[p], p) for p, o in sorted(lay.owner.items())
+              if o == victim and p != cases[0][1]][:3]
+    cases += [(k, lay.pages_of_kind(k)[0]) for k in ("catalog-branch", "catalog-leaf")
+              if lay.pages_of_kind(k)]
+    cases.append(("catalog-root", lay.meta["catalog"]["root"]))
+    assert len(cases) >= 5, cases
+    for label, pgno in cases:
+        path = _write(tmp_path, _list_in_place_of_lowest(data, lay, pgno), "other-%d.bs" % pgno)
+        with btree_store.DB(path) as db:
+            with pytest.raises(CorruptionError) as ei:
+                db.check()
+            assert any(("page %d is referenced twice (freelist and" % pgno) in p
+                       for p in ei.value.problems), (label, ei.value.problems)
+            _read_all(db, model)
+            # (a tree root the meta records is already refused at open)
+            with pytest.raises(CorruptionError, match=r"freelist.*lists page %d, which is "
+                                                      r"(also a page of the|the root)" % pgno):
+                _write_default_only(db)
+            with pytest.raises(CorruptionError, match="freelist"):
+                db.begin(write=True)
+            _read_all(db, model)
+            assert db.repair() is True
+            db.check()
+            _read_all(db, model)
+            _write_default_only(db)
+            db.check()
+        with btree_store.DB(path) as db:
+            db.check()
+            m2 = {b: dict(items) for b, items in model.items()}
+            m2[None].update({b"zz%05d" % i: b"q" * 40 for i in range(1500)})
+            _read_all(db, m2)
+
+
+def test_freelist_lists_an_overflow_page_of_another_tree(tmp_path, corpus):
+    """An overflow run listed as free is not found before writing (the check at the first
+    write transaction reads no leaves): a write transaction that never touches that value
+    reuses the run and commits. Reads never return wrong data: the value's reader gets
+    CorruptionError naming the page, every other value is right; check() reports it, and
+    repair() refuses (a tree itself is damaged)."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    assert lay.overflow_runs
+    first = lay.overflow_runs[0][0]
+    path = _write(tmp_path, _list_in_place_of_lowest(data, lay, first), "ov.bs")
+    with btree_store.DB(path) as db:
+        _read_all(db, model)
+        _write_default_only(db)
+        lost = []
+        with db.begin() as txn:
+            for b, items in model.items():
+                for k, v in items.items():
+                    try:
+                        got = txn.get(k, bucket=b)
+                    except CorruptionError as e:
+                        assert "page %d" % first in str(e)
+                        lost.append((b, k))
+                    else:
+                        assert got == v, (b, k)
+        assert len(lost) == 1, lost
+        with pytest.raises(CorruptionError):
+            db.check()
+        with pytest.raises(CorruptionError, match="trees themselves are damaged"):
+            db.repair()
 
 
 def _edit_meta(data, fn, slots=(0, 1)):
