@@ -97,7 +97,7 @@ def _writer_commits(path, n, seed, sync=True, report=None):
 def test_writer_and_four_reader_processes(tmp_path):
     path = str(tmp_path / "wr.bs")
     _seed(path)
-    n = 1000 if LONG else 150
+    n = 5000 if LONG else 1000  # the 1,000 commits (~1.3 s)
 
     def reader():
         seen, last = 0, -1
@@ -195,7 +195,7 @@ def test_two_writer_processes_exact_sum(tmp_path):
 def test_reader_snapshot_while_other_process_commits(tmp_path):
     path = str(tmp_path / "snap.bs")
     _seed(path)
-    n = 1000 if LONG else 200
+    n = 3000 if LONG else 1000  # the 1,000 commits, twice (~3 s)
     db = btree_store.DB(path)
     try:
         _writer_commits(path, 20, 3)
