@@ -663,7 +663,9 @@ def test_writer_catch_up_replays_records_not_the_whole_freelist(tmp_path):
     replaying the freelist records written since, not by reloading the whole chain: with a
     free set of ~18,000 pages (a chain of ~150 records of 1 KiB pages) evicted from a small
     cache, the catch-up after the other process's small commit makes a handful of read calls
-    (the meta pages and the new record); a reload would make at least 19 (8 pages a read)."""
+    (the meta pages, the check of the commit's listed pages, the new record: 7 when written);
+    a reload reads the whole chain (160 calls before the change, at least 19 at 8 pages a
+    read)."""
     path = str(tmp_path / "cu.bs")
     a = btree_store.DB(path, page_size=1024, cache_size=16 * 1024)
     try:
@@ -702,7 +704,7 @@ def test_writer_catch_up_replays_records_not_the_whole_freelist(tmp_path):
         finally:
             if not txn.closed:
                 txn.abort()
-        assert calls <= 8, calls
+        assert calls <= 16, calls  # 7 here (meta pages, commit-list check, new record)
         a.check()
         with a.begin(write=True) as txn:  # the caught-up free set serves new pages
             for i in range(100):
