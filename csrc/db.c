@@ -583,6 +583,8 @@ static int writer_refresh(bs_db *db)
     }
     atomic_store(&db->durable_txid, atomic_load(&h->durable_txid));
     db->durable_slot = atomic_load(&h->durable_slot);
+    uint64_t hw = atomic_load(&h->txid_hw);
+    db->txid_floor = hw > latest ? hw : latest; /* latest: as read before any give-way */
     return BS_OK;
 }
 
@@ -777,7 +779,10 @@ retry_read:
             horizon = oldest - 1;
         freelist_release(&db->fl, horizon);
         txn->sync = (flags & BS_TXN_SYNC) ? true : (flags & BS_TXN_NOSYNC) ? false : db->sync;
-        txn->txid = txn->meta.txid + 1;
+        /* above every txid another process ever committed (writer_refresh): a reader may
+         * still hold a commit that was lost with its torn meta page, whose pages carry its
+         * txid; reusing that txid would let such a reader accept our pages as its own */
+        txn->txid = (db->txid_floor > txn->meta.txid ? db->txid_floor : txn->meta.txid) + 1;
     } else {
         txn->txid = txn->meta.txid;
         /* snapshot ids are stored +1 so that 0 can mean "free entry" */
@@ -1026,6 +1031,8 @@ int bs_txn_commit(bs_txn *txn)
         }
         atomic_store(&h->latest_slot, nm.slot);
         atomic_store(&h->latest_txid, nm.txid);
+        if (atomic_load(&h->txid_hw) < nm.txid)
+            atomic_store(&h->txid_hw, nm.txid);
         atomic_store(&h->committing, 0);
     }
 fail:

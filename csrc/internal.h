@@ -200,6 +200,8 @@ struct bs_db {
     struct bs_lockfile *lf;
     bool lf_writing;
     uint64_t fl_txid;       /* writer-owned: the commit db->fl describes */
+    uint64_t txid_floor;    /* writer-owned: the next commit takes a txid above this (the
+                             * highest any process committed, lost commits included) */
     uint64_t dev, ino;      /* the data file (two handles of one file in one process) */
 };
 

@@ -45,7 +45,10 @@ typedef struct lf_header {
     _Atomic uint64_t durable_slot;    /* the meta page holding that one */
     _Atomic uint64_t committing;      /* nonzero while a writer is inside commit */
     _Atomic uint64_t slot_hw;         /* slots [0, slot_hw) have ever been used */
-    uint8_t pad[LF_HEADER - 88];
+    _Atomic uint64_t txid_hw;         /* highest txid any writer committed (0: none known):
+                                       * a commit lost with a torn meta page keeps its txid
+                                       * taken, so no later commit reuses it */
+    uint8_t pad[LF_HEADER - 96];
 } lf_header;
 
 typedef struct bs_lockfile {

@@ -796,6 +796,9 @@ def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, commi
         with db.begin() as txn:
             assert _snapshot_ok(txn) == (4, None)
         assert db.stat()["txid"] > durable
+        # the lost commit's txid stays taken: a reader that still holds that snapshot would
+        # otherwise take pages of the new commit (same txid, same page numbers) for its own
+        assert db.stat()["txid"] > metas[slot]["txid"], (db.stat()["txid"], metas[slot]["txid"])
         db.check()
     finally:
         db.close()
