@@ -794,6 +794,29 @@ static void sep_of(const vcell *v, unsigned j, int leaf, const uint8_t **sp, siz
  * par) gives cells to its neighbour sib (child ci - 1 when right == 0, else ci + 1), which
  * keeps its own cells where they are; pg is rebuilt from a copy. *done = 0 when no even cut
  * exists (nothing changed). */
+/* Make the neighbour sno of a path node writable (a copy when this txn does not own it):
+ * its image in *sw and its page number (new when copied) in *np. A copy's number must not be
+ * one on the path being copied (hostile freelist), and the parent's cell for it (right: at
+ * ci + 1, else at ci - 1) is repointed; for the right neighbour, the branch child and txid
+ * the caller keeps for it follow. */
+static int bt_neighbour_writable(bs_txn *txn, const bt_path *p, unsigned D, uint8_t *par,
+                                 unsigned ci, int right, uint64_t sno, uint8_t **sw,
+                                 uint64_t *np, uint64_t *bchild, uint64_t *btxid)
+{
+    int rc = pager_write(txn, sno, sw, np);
+    if (rc != BS_OK || *np == sno)
+        return rc;
+    for (unsigned M = 0; M < D; M++)
+        if (BS_UNLIKELY(p->pgno[M] == *np))
+            return pager_freelist_damaged(txn, *np, "is in use on the path being copied");
+    bcell_set_child(par + node_slot(par, right ? ci + 1 : ci - 1), *np, txn->txid);
+    if (right) {
+        *bchild = *np;
+        *btxid = txn->txid;
+    }
+    return BS_OK;
+}
+
 static int bt_shift_leaf(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i,
                          const vcell *nv, bt_scr *s, int right, uint64_t sno,
                          const uint8_t *sib, int *done)
@@ -849,16 +872,9 @@ static int bt_shift_leaf(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsign
     uint64_t bchild = bcell_child(sc), btxid = bcell_txid(sc);
     uint8_t *sw;
     uint64_t np;
-    if ((rc = pager_write(txn, sno, &sw, &np)) != BS_OK)
+    if ((rc = bt_neighbour_writable(txn, p, D, par, ci, right, sno, &sw, &np, &bchild,
+                                    &btxid)) != BS_OK)
         return rc;
-    if (np != sno) {
-        for (unsigned M = 0; M < D; M++)
-            if (BS_UNLIKELY(p->pgno[M] == np))
-                return pager_freelist_damaged(txn, np, "is in use on the path being copied");
-        bcell_set_child(par + node_slot(par, right ? ci + 1 : ci - 1), np, txn->txid);
-        if (right)
-            bchild = np, btxid = txn->txid;
-    }
     /* the cells that move go to the neighbour's end (left) or front (right) */
     unsigned from = right ? c : 0, cnt = right ? m - c : c, sn = pg_nkeys(sw);
     uint64_t bytes = ps[from + cnt] - ps[from];
@@ -991,16 +1007,9 @@ static int bt_spread(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
     /* the neighbour becomes writable (a copy if this txn does not own it) */
     uint8_t *sw_pg, *npg = NULL;
     uint64_t np, nno = 0;
-    if ((rc = pager_write(txn, sno[pick], &sw_pg, &np)) != BS_OK)
+    if ((rc = bt_neighbour_writable(txn, p, D, par, ci, pick, sno[pick], &sw_pg, &np, &bchild,
+                                    &btxid)) != BS_OK)
         return rc;
-    if (np != sno[pick]) {
-        for (unsigned M = 0; M < D; M++)
-            if (BS_UNLIKELY(p->pgno[M] == np))
-                return pager_freelist_damaged(txn, np, "is in use on the path being copied");
-        bcell_set_child(par + node_slot(par, pick ? ci + 1 : ci - 1), np, txn->txid);
-        if (pick)
-            bchild = np, btxid = txn->txid;
-    }
     if (k == 3) {
         if ((rc = pager_new(txn, type, &npg, &nno)) != BS_OK)
             return rc;
