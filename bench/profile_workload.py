@@ -6,6 +6,8 @@
     python bench/profile_workload.py reads  ENGINE FOLDER N M        # M random gets
     python bench/profile_workload.py hits   ENGINE FOLDER N M        # M gets over 1000 keys
     python bench/profile_workload.py cached btree_store FOLDER N M   # get_many(all), M gets
+    python bench/profile_workload.py getmany btree_store FOLDER N M  # get_many(all), then
+                                                   # get_many of M random keys
     python bench/profile_workload.py noop   ENGINE FOLDER N M        # open + key list only
 
 ENGINE is btree_store or lmdb, default settings (the 64 MiB default cache for btree_store).
@@ -55,6 +57,16 @@ def main():
     if what == "cached":  # every page cached first (profile txn_get only: --toggle-collect)
         with st.db.begin() as txn:
             txn.get_many([b"%016d" % i for i in range(n)])
+    if what == "getmany":  # the same by a scan (profile txn_get_many only)
+        with st.db.begin() as txn:
+            for _ in txn.items():
+                pass
+    if what == "getmany":
+        with st.db.begin() as txn:
+            if len(txn.get_many(keys)) != m:
+                raise AssertionError("get_many: wrong length")
+        st.close()
+        return
     if what != "noop":
         st.gets(keys)
     st.close()

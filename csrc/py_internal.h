@@ -100,8 +100,22 @@ typedef struct py_argspec {
     int npos;
     int nreq;
 } py_argspec;
-int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames, PyObject **out);
+int py_parse_args_full(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, PyObject **out);
+/* py_parse_args: positional arguments only, as many as allowed and required, are taken here
+ * (the common call, e.g. txn.get(key)); the rest goes to py_parse_args_full. */
+static inline int py_parse_args(const py_argspec *spec, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    if (kwnames || nargs < spec->nreq || nargs > spec->npos)
+        return py_parse_args_full(spec, args, nargs, kwnames, out);
+    int i = 0;
+    for (; i < nargs; i++)
+        out[i] = args[i];
+    for (; spec->names[i]; i++)
+        out[i] = NULL;
+    return 0;
+}
 int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
 int py_parse_tuple(const py_argspec *spec, PyObject *args, PyObject *kwds, PyObject **out);

@@ -323,8 +323,8 @@ static int py_args_required(const py_argspec *spec, PyObject **out)
     return 0;
 }
 
-int py_parse_args(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames, PyObject **out)
+int py_parse_args_full(const py_argspec *spec, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, PyObject **out)
 {
     return py_parse_posonly(spec, 0, args, nargs, kwnames, out);
 }
@@ -396,6 +396,22 @@ int py_bucket_name(PyObject *o, py_name *out)
 
 int py_get_bytes(PyObject *o, Py_buffer *view, const char *what)
 {
+    if (PyBytes_CheckExact(o)) {
+        /* what PyObject_GetBuffer(o, view, PyBUF_SIMPLE) fills in for bytes, without its
+         * calls (the hot path of every get/put): PyBuffer_Release drops the reference */
+        view->buf = PyBytes_AS_STRING(o);
+        view->obj = Py_NewRef(o);
+        view->len = PyBytes_GET_SIZE(o);
+        view->itemsize = 1;
+        view->readonly = 1;
+        view->ndim = 1;
+        view->format = NULL;
+        view->shape = NULL;
+        view->strides = NULL;
+        view->suboffsets = NULL;
+        view->internal = NULL;
+        return 0;
+    }
     if (PyUnicode_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s must be a bytes-like object, not str", what);
         return -1;

@@ -195,7 +195,8 @@ static PyObject *txn_lookup(TxnObject *self, const py_name *nm, const Py_buffer 
     PyObject *res = NULL;
     bs_bucket *b;
     bs_val v;
-    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    /* the default bucket's handle is always open (no I/O, no PY_CALL needed) */
+    int rc = nm->p ? py_txn_open_bucket(t, nm, 0, &b) : bs_bucket_open(t, NULL, 0, 0, &b);
     if (rc == BS_OK)
         PY_CALL(rc, t, bs_get(t, b, k->buf, (size_t)k->len, &v));
     if (rc == BS_OK)
