@@ -89,6 +89,10 @@ typedef struct bs_options {
                            * the writer's free set with the persisted one: a difference fails
                            * bs_txn_commit with BS_CORRUPT (the commit itself stands). Costs a
                            * full check per commit: for tests (pytest --btree-strict). */
+    int map;              /* POSIX files: read committed pages in place from a read-only
+                           * shared mapping of the file (1), or through the page cache's own
+                           * copies (-1); 0 = as the environment variable BTREE_STORE_MAP
+                           * says ("1": mapped), else copies */
 } bs_options;
 
 /* Open or create a database.

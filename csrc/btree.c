@@ -638,6 +638,10 @@ static void cell_value(const uint8_t *c, bs_val *out)
         out->ovpgno = lcell_ovpgno(c);
         out->ovtxid = lcell_ovtxid(c);
     } else {
+        /* an inline value fits its page (verified): 16 bits even if a foreign program rewrote
+         * a page read in place from the mapping (map.h), so the caller's copy stays inside the
+         * mapping's tail */
+        out->len &= 0xFFFFu;
         out->data = lcell_val(c);
         out->ovpgno = out->ovtxid = 0;
     }

@@ -144,6 +144,7 @@ static void db_free(bs_db *db)
     if (!db)
         return;
     lockfile_close(db->lf, 0);
+    map_close(db->map);
     cache_close(db->cache);
     freelist_destroy(&db->fl);
     free(db->readers);
@@ -312,6 +313,14 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     /* dirty pages beyond 64 MiB displace clean ones: a big write transaction stays within
      * cache_size + 64 MiB of page frames */
     cache_set_dirty_room(db->cache, (uint32_t)((64u << 20) / db->page_size));
+    if (o.map == 0) {
+        const char *mv = getenv("BTREE_STORE_MAP");
+        o.map = mv && strcmp(mv, "1") == 0 ? 1 : -1;
+    }
+    /* pages read in place (map.h); when the map cannot be made, through frames as before */
+    if (o.map > 0 && o.io == &bs_io_posix)
+        db->map = map_open(bs_io_posix_fd(db->file), db->page_size, db->page_shift,
+                           db->meta.page_count);
     db->check_commits = o.check_commits != 0;
 #ifndef NDEBUG
     {
@@ -1158,6 +1167,19 @@ static bs_bucket *find_handle(bs_txn *txn, const void *name, size_t nlen)
     return NULL;
 }
 
+/* The result of a read that used pages in place (map.h): when the mapping was damaged
+ * meanwhile (SIGBUS: a page turned to zeros under us), whatever the read concluded from those
+ * bytes (not found, corruption, even success) becomes BS_IOERR. */
+static inline int map_rc(bs_txn *txn, int rc)
+{
+    if (BS_UNLIKELY(txn->db->map != NULL) && rc != BS_WOULDBLOCK) {
+        int mrc = pager_map_check(txn);
+        if (mrc)
+            return mrc;
+    }
+    return rc;
+}
+
 int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bucket **out)
 {
     int rc;
@@ -1180,7 +1202,7 @@ int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bu
     bs_tree t = {0};
     if (!b) {
         bs_val v;
-        rc = btree_get(txn, &txn->catalog, name, nlen, &v);
+        rc = map_rc(txn, btree_get(txn, &txn->catalog, name, nlen, &v));
         if (rc == BS_OK) {
             if ((rc = decode_record(txn, &v, &t)) != BS_OK)
                 return rc;
@@ -1301,7 +1323,7 @@ int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val)
         return rc;
     if (klen > fmt_max_key(txn->db->page_size))
         return BS_NOTFOUND;
-    return btree_get(txn, &b->tree, key, klen, val);
+    return map_rc(txn, btree_get(txn, &b->tree, key, klen, val));
 }
 
 int bs_read_value(bs_txn *txn, const bs_val *val, void *dst)
@@ -1395,25 +1417,25 @@ int bs_cursor_seek(bs_cursor *cur, int op, const void *key, size_t klen)
         return rc;
     if (op < BS_SEEK_GE || op > BS_SEEK_LAST)
         return bs_fail(BS_MISUSE, "bad seek operation %d", op);
-    return btree_cursor_seek(cur, op, key, klen);
+    return map_rc(cur->txn, btree_cursor_seek(cur, op, key, klen));
 }
 
 int bs_cursor_next(bs_cursor *cur)
 {
     int rc = bucket_ok(cur->txn, cursor_bucket(cur));
-    return rc ? rc : btree_cursor_step(cur, 1);
+    return rc ? rc : map_rc(cur->txn, btree_cursor_step(cur, 1));
 }
 
 int bs_cursor_prev(bs_cursor *cur)
 {
     int rc = bucket_ok(cur->txn, cursor_bucket(cur));
-    return rc ? rc : btree_cursor_step(cur, -1);
+    return rc ? rc : map_rc(cur->txn, btree_cursor_step(cur, -1));
 }
 
 int bs_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
 {
     int rc = bucket_ok(cur->txn, cursor_bucket(cur));
-    return rc ? rc : btree_cursor_current(cur, key, val);
+    return rc ? rc : map_rc(cur->txn, btree_cursor_current(cur, key, val));
 }
 
 /* ------------------------------------------------------------------ stat / check */

@@ -9,6 +9,7 @@
  *              the write transaction, allocation/free, overflow runs, spilling, savepoints,
  *              loading the freelist, writing a commit
  *   cache.c    the shared page cache (lock-free hits, CLOCK, epoch reclamation): cache.h
+ *   map.c      read-only shared mappings of the file, pages read in place: map.h
  *   freelist.c page lists, the free set, pending groups, the persisted chain: freelist.h
  *   meta.c     the meta pages: choosing, writing, retracting, creating: meta.h
  *   io_*.c     bs_io_methods (io.h); crc32c.c; util.c errors and growth of arrays
@@ -27,6 +28,7 @@
 #include "crc32c.h"
 #include "format.h"
 #include "io.h"
+#include "map.h"
 
 #define BS_MAX_DEPTH 32        /* deeper than any real tree (fanout >= 2 up to 2^64 pages) */
 #define BS_MAX_NAME 255u
@@ -203,6 +205,7 @@ struct bs_db {
     uint64_t txid_floor;    /* writer-owned: the next commit takes a txid above this (the
                              * highest any process committed, lost commits included) */
     uint64_t dev, ino;      /* the data file (two handles of one file in one process) */
+    bs_map *map;            /* committed pages read in place (map.h), or NULL: frames */
 };
 
 struct bs_txn {
@@ -318,6 +321,9 @@ typedef struct bs_rng_key {
 
 static inline bs_img_memo *pager_memo_of(const uint8_t *pg)
 {
+    bs_mpage *mp = bs_map_page_of(pg); /* a page read in place from a mapping (map.h) */
+    if (mp)
+        return &mp->memo;
     return (bs_img_memo *)(void *)(uintptr_t)(pg - BS_IMG_MEMO_BACK);
 }
 
@@ -358,6 +364,11 @@ static inline void pager_memo_set(const uint8_t *pg, const bs_rng_key *k)
     atomic_store_explicit(&m->idx, k->idx, memory_order_relaxed);
     atomic_store_explicit(&m->seq, s + 2, memory_order_release);
 }
+
+/* BS_IOERR when a page read in place from the mapping may have turned to zeros (map.h:
+ * SIGBUS; sticky for the handle), else BS_OK. For results built from page bytes after the
+ * last page access (bs_get, cursors). */
+int pager_map_check(bs_txn *txn);
 
 /* Overflow runs: write a value into a new run (written to the file at once, never held in
  * memory; BS_WOULDBLOCK in noio mode), read one back (checksum verified against the header

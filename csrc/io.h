@@ -55,6 +55,8 @@ typedef struct bs_io_methods {
 
 /* The real POSIX implementation (io_posix.c). */
 extern const bs_io_methods bs_io_posix;
+/* The descriptor of a file bs_io_posix opened (for mapping it, map.c). */
+int bs_io_posix_fd(bs_file *f);
 
 /* In-memory files (io_mem.c): the database lives in a heap buffer that close() frees; no
  * file system access at all (path is only a name; sync, sync_dir and lock do nothing).

@@ -42,6 +42,8 @@ typedef struct posix_file {
 
 static inline int posix_fd(bs_file *f) { return ((posix_file *)(void *)f)->fd; }
 
+int bs_io_posix_fd(bs_file *f) { return posix_fd(f); }
+
 static inline int posix_err(void) { return errno ? errno : EIO; }
 
 /* open: readonly never creates (a missing file gives ENOENT even with create). */

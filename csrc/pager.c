@@ -3,7 +3,8 @@
  * cache.c), the write transaction's dirty pages, page allocation, overflow runs, spilling,
  * savepoints, loading the freelist, and writing a commit (pager_commit).
  *
- * Layer: calls cache.c, freelist.c, meta.c, io (through db->io), crc32c, and
+ * Layer: calls cache.c, map.c (pages read in place from a mapping of the file, when
+ * db->map: see "mapped pages" below), freelist.c, meta.c, io (through db->io), crc32c, and
  * btree_verify_page (a pure function on bytes) to bounds-check nodes read from disk. Called
  * by btree.c, check.c and db.c.
  *
@@ -70,6 +71,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "freelist.h"
@@ -433,10 +436,109 @@ static void frame_summarize(bs_frame *f)
     }
 }
 
+_Static_assert(sizeof(bs_bounds) <= sizeof(((bs_mpage *)0)->bounds),
+               "bounds summary fits a mapped page's record");
+
 const bs_bounds *pager_bounds(const uint8_t *pg)
 {
-    const bs_bounds *b = (const bs_bounds *)(const void *)cache_frame_of(pg)->aux;
+    bs_mpage *mp = bs_map_page_of(pg);
+    const bs_bounds *b = mp ? (const bs_bounds *)(const void *)mp->bounds
+                            : (const bs_bounds *)(const void *)cache_frame_of(pg)->aux;
     return b->valid ? b : NULL;
+}
+
+/* ------------------------------------------------------------------ mapped pages
+ * With db->map (POSIX files, map.h) a committed page is used in place in the read-only shared
+ * mapping. Its record (bs_mpage) says at which header txid the image was verified (CRC,
+ * verify_page) and keeps the bounds summary and memo of that image. A lookup that expects
+ * the txid the record holds uses the page at once; any other expectation (first use, or the
+ * page number reused by a commit of this or another process: the mapping shows the new
+ * bytes) verifies the image again and summarizes it anew. One thread verifies a page at a
+ * time (busy); a page that fails is not recorded. A SIGBUS in the mapping (the file shrank,
+ * an I/O error) leaves zeros there and sets map->damaged: every access fails from then on. */
+static int map_damaged(bs_db *db)
+{
+    (void)db;
+    return bs_fail(BS_IOERR, "the database file could not be read through its mapping (it "
+                   "was truncated by another process, or an I/O error occurred): reopen it");
+}
+
+static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgno,
+                      uint64_t want)
+{
+    bs_db *db = txn->db;
+    if (!map_covers(db->map, (pgno + 1) << db->page_shift))
+        return bs_fail(BS_CORRUPT, "page %llu: beyond the end of the file (file truncated?)",
+                       (unsigned long long)pgno);
+    if (txn->noio) {
+        /* no-I/O mode (GIL held): a page the OS has cached costs no wait */
+        uintptr_t sp = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)pg & ~(sp - 1);
+        size_t len = ((uintptr_t)pg + db->page_size - a + sp - 1) & ~(sp - 1);
+        unsigned char vec[BS_PAGE_MAX / 1024];
+        if (len / sp > sizeof vec || mincore((void *)a, len, vec) != 0)
+            return BS_WOULDBLOCK;
+        for (size_t i = 0; i < len / sp; i++)
+            if (!(vec[i] & 1))
+                return BS_WOULDBLOCK;
+    }
+    txn->misses++;
+    while (atomic_exchange_explicit(&mp->busy, 1, memory_order_acquire))
+        sched_yield(); /* another thread is verifying it (no I/O wait in general: short) */
+    uint64_t v = atomic_load_explicit(&mp->vtxid, memory_order_relaxed);
+    int rc = BS_OK;
+    if (!v || v != want) {
+        rc = verify_page(db, pg, pgno, txn->page_count, txn->txid);
+        if (rc == BS_OK && !atomic_load(&db->map->damaged)) {
+            atomic_store_explicit(&mp->vtxid, 0, memory_order_seq_cst);
+            bs_img_memo *m = &mp->memo;
+            atomic_store_explicit(&m->lo, 0, memory_order_relaxed);
+            atomic_store_explicit(&m->hi, 0, memory_order_relaxed);
+            atomic_store_explicit(&m->idx, 0, memory_order_relaxed);
+            bs_bounds *b = (bs_bounds *)(void *)mp->bounds;
+            if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF) {
+                btree_bounds(pg, b);
+                m->image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
+            } else {
+                b->valid = 0;
+                m->image_id = 0;
+            }
+            atomic_store_explicit(&mp->vtxid, pg_txid(pg), memory_order_release);
+        }
+    }
+    atomic_store_explicit(&mp->busy, 0, memory_order_release);
+    if (BS_UNLIKELY(atomic_load(&db->map->damaged)))
+        return map_damaged(db);
+    return rc;
+}
+
+/* The mapped image of pgno, verified (want: the txid the pointer expects, 0 = whatever the
+ * page carries). BS_NOTFOUND when no window holds pgno (the caller reads it into a frame). */
+static inline int load_mapped(bs_txn *txn, uint64_t pgno, uint64_t want, const uint8_t **out)
+{
+    bs_db *db = txn->db;
+    bs_mwin *w = atomic_load_explicit(&db->map->cur, memory_order_acquire);
+    if (BS_UNLIKELY(pgno >= w->npages) && !(w = map_window_for(db->map, pgno)))
+        return BS_NOTFOUND;
+    bs_mpage *mp = &w->meta[pgno];
+    const uint8_t *pg = w->base + (pgno << db->page_shift);
+    *out = pg;
+    uint64_t v = atomic_load_explicit(&mp->vtxid, memory_order_acquire);
+    if (BS_LIKELY(v != 0) && v == (want ? want : pg_txid(pg))) {
+        if (BS_UNLIKELY(atomic_load_explicit(&db->map->damaged, memory_order_relaxed)))
+            return map_damaged(db);
+        txn->hits++;
+        return BS_OK;
+    }
+    return map_verify(txn, mp, pg, pgno, want);
+}
+
+int pager_map_check(bs_txn *txn)
+{
+    bs_db *db = txn->db;
+    if (db->map && BS_UNLIKELY(atomic_load(&db->map->damaged)))
+        return map_damaged(db);
+    return BS_OK;
 }
 
 /* ------------------------------------------------------------------ read-ahead
@@ -584,6 +686,11 @@ static int load_shared(bs_txn *txn, uint64_t pgno, const uint8_t **out)
 {
     bs_db *db = txn->db;
     bs_cache *c = db->cache;
+    if (db->map) {
+        int rc = load_mapped(txn, pgno, 0, out);
+        if (rc != BS_NOTFOUND)
+            return rc;
+    }
     const uint8_t *hit = cache_find(c, pgno);
     if (BS_LIKELY(hit != NULL)) {
         bs_frame *hf = cache_frame_of(hit);
@@ -693,6 +800,17 @@ int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t 
                 return pager_freelist_damaged(txn, pgno, "is still in use by a tree");
             return check_type(*out, pgno, type);
         }
+    }
+    if (txn->db->map) {
+        rc = load_mapped(txn, pgno, txid, out);
+        if (rc == BS_OK) {
+            /* the mapping shows the file's bytes: nothing older to drop */
+            if (BS_UNLIKELY(pg_txid(*out) != txid))
+                return ref_mismatch(pgno, pg_txid(*out), txid, from);
+            return check_type(*out, pgno, type);
+        }
+        if (rc != BS_NOTFOUND)
+            return rc;
     }
     if ((rc = load_shared(txn, pgno, out)) != BS_OK)
         return rc;
@@ -1387,6 +1505,11 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         v[i]->fr = NULL;
         txn->dirty.nmem--;
         cache_dirty_add(db->cache, -1);
+        if (db->map && v[i]->pgno < atomic_load(&db->map->cur)->npages) {
+            /* read in place from the mapping from now on (map_verify) */
+            cache_frame_free(f);
+            continue;
+        }
         frame_summarize(f);
         cache_insert(db->cache, f, v[i]->pgno, true);
     }

@@ -5,6 +5,7 @@
 - `open_db(path=None, **kw)`: open more databases; every one still open at teardown is
   checked and closed the same way. `reopen(db, **kw)` closes a DB and opens its file again.
 - Hypothesis profiles: "ci" (default, modest) and "long" (BTREE_STORE_LONG=1).
+- `page_access`: parametrizes a test over both ways of reading pages (copies, mapping).
 - An autouse guard dumps every thread's stack and aborts the run if one test hangs.
 - The package's pytest plugin (btree_store.pytest_plugin: btree_db, btree_memory_db,
   btree_db_factory, btree_faulty_db, --btree-strict) is loaded by its pytest11 entry point
@@ -136,6 +137,15 @@ def db(request, factory):
 def db_path(factory):
     """A path for a database the test opens itself (not yet created)."""
     return factory.new_path("test.bs")
+
+
+@pytest.fixture(params=["copies", "mapped"])
+def page_access(request, monkeypatch):
+    """Both ways of reading committed pages: copies in the page cache, and in place from a
+    read-only shared mapping of the file (BTREE_STORE_MAP=1, csrc/map.h). Child processes
+    inherit the choice. Modules opt in with pytestmark = pytest.mark.usefixtures(...)."""
+    monkeypatch.setenv("BTREE_STORE_MAP", "1" if request.param == "mapped" else "0")
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,9 @@ from btree_store import CorruptionError, _testing
 from _format import FL_ENTRIES, FL_NADD, FL_NEXT, FL_NEXT_TXID, Layout, u16, u32, u64
 from _util import LONG, dump
 
+# every test both ways: pages copied into the cache, and read in place from the mapping
+pytestmark = pytest.mark.usefixtures("page_access")
+
 P = 1024
 
 

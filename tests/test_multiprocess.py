@@ -28,6 +28,9 @@ from btree_store import LockedError
 
 from _util import LONG, child_env, fork_join as _join, fork_run, fork_start as _fork
 
+# every test both ways: pages copied into the cache, and read in place from the mapping
+pytestmark = pytest.mark.usefixtures("page_access")
+
 NKEYS = 40
 
 

@@ -18,6 +18,9 @@ import btree_store
 from btree_store import CorruptionError
 from _format import Layout, u32, u64
 
+# every test both ways: pages copied into the cache, and read in place from the mapping
+pytestmark = pytest.mark.usefixtures("page_access")
+
 P = 1024
 
 

@@ -1,4 +1,4 @@
-// build: tests/c/mock_pager.c csrc/btree.c csrc/check.c csrc/util.c
+// build: tests/c/mock_pager.c csrc/btree.c csrc/check.c csrc/util.c csrc/map.c
 /*
  * test_btree.c - randomized model test of btree.c and check.c over the in-memory mock pager.
  *

@@ -1,4 +1,4 @@
-// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c
+// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/map.c
 /*
  * test_concurrency.c - the engine's concurrency through its public C API (bs.h), with
  * pthreads, on real files in /tmp and a tiny shared page cache (64 KiB), so that evictions,

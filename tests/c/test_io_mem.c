@@ -1,4 +1,4 @@
-// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/io_mem.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/copy.c
+// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/io_mem.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/copy.c csrc/map.c
 /*
  * test_io_mem.c - the in-memory I/O table (bs_io_mem) on its own: reads past the end are
  * zero-filled with *got, writes grow the buffer and zero any gap, truncate shrinks and grows

@@ -1,4 +1,4 @@
-// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c
+// build: csrc/util.c csrc/crc32c.c csrc/io_posix.c csrc/io_fault.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/map.c
 /*
  * test_oom.c - out of memory anywhere in a write transaction, its savepoints, its commit or
  * its abort: the n-th allocation from a point on fails, for n = 1, 2, ... until the whole

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 secs="${BTREE_STORE_FUZZ_SECONDS:-${1:-60}}"
 out="${TMPDIR:-/tmp}/btree_store_fuzz"
 rm -rf "$out" && mkdir -p "$out/corpus" "$out/artifacts"
-engine="csrc/util.c csrc/crc32c.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/io_posix.c csrc/io_fault.c"
+engine="csrc/util.c csrc/crc32c.c csrc/cache.c csrc/freelist.c csrc/meta.c csrc/pager.c csrc/db.c csrc/lockfile.c csrc/btree.c csrc/check.c csrc/io_posix.c csrc/io_fault.c csrc/map.c"
 CC="${FUZZ_CC:-clang}"
 # seed corpus: a few small databases written by the engine itself
 $CC -std=c11 -O1 -g -D_GNU_SOURCE -Icsrc tests/fuzz/make_seeds.c $engine -lpthread -o "$out/make_seeds"
