@@ -9,10 +9,18 @@
     python bench/profile_workload.py getmany btree_store FOLDER N M  # get_many(all), then
                                                    # get_many of M random keys
     python bench/profile_workload.py noop   ENGINE FOLDER N M        # open + key list only
+    python bench/profile_workload.py fill_random ENGINE FOLDER N     # fill's put loop
+    python bench/profile_workload.py delete_random ENGINE FOLDER N   # fill, then N/2 deletes
+    python bench/profile_workload.py put_many btree_store FOLDER N   # fill with put_many
 
 ENGINE is btree_store or lmdb, default settings (the 64 MiB default cache for btree_store).
 `noop` does everything `reads` does except the gets, so the instruction count of the gets is
-reads - noop. Used for bench/PROFILE.md, e.g.
+reads - noop. fill_random / delete_random / put_many are compare.py's workloads of those
+names (same handle: delete_random deletes from the store fill_random left cached, one write
+transaction, durable commit). Profile one part with callgrind's --toggle-collect on the
+binding's C function: txn_put (fill_random's puts), txn_delete (the deletes), txn_put_many,
+txn_exit_cm (the commits); instructions per op = Ir of that function inclusive / its count
+(callgrind_annotate --inclusive=yes). Used for bench/PROFILE.md, e.g.
 
     valgrind --tool=callgrind --callgrind-out-file=cg.reads python bench/profile_workload.py \
         reads btree_store /tmp/p 1000000 200000
@@ -33,6 +41,23 @@ sys.path.insert(0, HERE)
 import extras  # noqa: E402
 
 
+def bench_fill(st, items):
+    st.fill(items)
+
+
+def bench_put_many(st, items):
+    with st.db.begin(write=True) as txn:
+        txn.put_many(items)
+
+
+def bench_deletes(st, keys):
+    env = getattr(st, "env", None) or st.db
+    with env.begin(write=True) as txn:
+        d = txn.delete
+        for k in keys:
+            d(k)
+
+
 def main():
     what, engine, folder, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     cls = extras.STORES[engine]
@@ -44,6 +69,20 @@ def main():
         items = extras.make_items(n)
         st = cls(folder)
         st.fill(items)
+        st.close()
+        return
+    if what in ("fill_random", "delete_random", "put_many"):
+        os.makedirs(folder, exist_ok=True)
+        items = extras.make_items(n)
+        keys = [k for k, _v in items[: n // 2]]
+        random.Random(3).shuffle(keys)
+        st = cls(folder)
+        if what == "put_many":
+            bench_put_many(st, items)
+        else:
+            bench_fill(st, items)
+        if what == "delete_random":
+            bench_deletes(st, keys)
         st.close()
         return
     m = int(sys.argv[5])

@@ -3,7 +3,8 @@
  * insert/replace with splits, delete with eager removal of empty pages, deferred rebalance at
  * commit, dropping a whole tree, cursors, and the bounds check of node pages read from disk.
  *
- * Layer: calls pager.c (pager_get/write/new/free/owned, pager_ov_*) and util.c (bs_fail).
+ * Layer: calls pager.c (pager_get/write/new/free/owned, pager_ov_*; inline from internal.h:
+ * pager_get_mine, pager_mine and the range-check marks pager_vouch*) and util.c (bs_fail).
  * Never does I/O itself; never keeps a page pointer across calls (cursors keep page numbers).
  *
  * Node invariants kept here and enforced by btree_verify_page on every page read from disk:
@@ -486,15 +487,38 @@ static inline int bounds_cmp(const bs_bounds *b, int w, const uint8_t *key, size
     return klen <= BS_BOUNDS_CAP ? 1 : 2; /* a longer key with the whole of key as prefix */
 }
 
-/* node pg's keys lie in r: leaf keys in [lo, hi), branch separators in [lo, hi] */
-static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
+/* node pg's keys lie in r: leaf keys in [lo, hi), branch separators in [lo, hi]
+ *
+ * Dirty pages of the write transaction (pager_vouched): once one passes this check it is
+ * marked (pager_vouch), and the check is skipped for it from then on. That is safe because
+ * after the check, only this file's own code changes the page and its ancestors' separators,
+ * and every change it makes keeps "keys within the separators the parent gives" true when
+ * the bytes it starts from were checked:
+ *  - a leaf insert puts the key into the leaf the separators chose for it; a removal, an
+ *    emptied child's separator removed, or a merge only widen or keep a node's range;
+ *  - a split moves cells of a checked node into a new page (unmarked: checked when a descent
+ *    first reaches it) and sends up a separator that lies between two of those cells;
+ *  - what takes cells or separators from a page that was NOT checked at its place (the
+ *    neighbour of bt_spread, the siblings of the commit's rebalance, read with RNG_ALL)
+ *    unmarks every node it rebuilds and the parent whose separators it changes, unless that
+ *    page is itself marked: they are checked again on the next descent, as before.
+ * A mark is kept in the frame, with the transaction's tag (internal.h, pager_mine): a page
+ * becomes dirty unmarked (page_new; a copy made by pager_write; a spilled page read back by
+ * dirty_reload, whose bytes come from the file), and a shared image never carries one. A
+ * descent reaching one of our pages through a pointer this transaction did not write (a
+ * hostile freelist handed out a page still in use) fails first, in pager_get_ref (the page's
+ * txid is ours, the pointer's is older), so a mark is only ever used for a page reached
+ * through our own pointers. The check itself is never skipped for a page read from disk or
+ * the shared cache. */
+static int rng_check(const bs_txn *txn, const bt_rng *r, const uint8_t *pg, uint64_t pgno)
 {
     unsigned n = pg_nkeys(pg), first;
     int leaf = pg_type(pg) == PT_LEAF;
     const uint8_t *k;
     size_t kl;
     first = leaf ? 0 : 1;
-    if (n <= first || (!r->lo && !r->hi))
+    /* (not marked for an unbounded range: RNG_ALL also stands for "not checked here") */
+    if (n <= first || (!r->lo && !r->hi) || pager_vouched(txn, pg))
         return BS_OK;
     /* checked against this very range before (the memo of its image): the same bytes */
     if (pager_memo_hit(pg, &r->k))
@@ -524,6 +548,7 @@ static int rng_check(const bt_rng *r, const uint8_t *pg, uint64_t pgno)
             goto bad;
     }
     pager_memo_set(pg, &r->k);
+    pager_vouch(txn, pg);
     return BS_OK;
 bad:
     return bs_fail(BS_CORRUPT, "page %llu: keys outside the range of its parent's separators "
@@ -540,7 +565,22 @@ static inline int bt_child(bs_txn *txn, const uint8_t *par, uint64_t ppgno, unsi
     *pgno = bcell_child(c);
     if ((rc = pager_get_ref(txn, *pgno, type, bcell_txid(c), ppgno, pg)) != BS_OK)
         return rc;
-    return rng_check(r, *pg, *pgno);
+    return rng_check(txn, r, *pg, *pgno);
+}
+
+/* bt_child for the descent of a write (bt_descend): our own dirty pages are found inline
+ * (pager_get_mine) and a vouched one needs no range check (rng_check) */
+static inline int bt_child_w(bs_txn *txn, const uint8_t *par, uint64_t ppgno, unsigned i,
+                             int type, const bt_rng *r, uint64_t *pgno, const uint8_t **pg)
+{
+    const uint8_t *c = node_cell(par, i);
+    *pgno = bcell_child(c);
+    if (BS_LIKELY(pager_get_mine(txn, *pgno, type, bcell_txid(c), pg))) {
+        if (pager_vouched(txn, *pg))
+            return BS_OK;
+        return rng_check(txn, r, *pg, *pgno);
+    }
+    return bt_child(txn, par, ppgno, i, type, r, pgno, pg);
 }
 
 /* the root page of t */
@@ -577,7 +617,8 @@ static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t 
     if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
         return bad_depth(t);
     p->rm = 0;
-    if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
+    if (!pager_get_mine(txn, pgno, D > 1 ? PT_BRANCH : PT_LEAF, t->root_txid, &pg) &&
+        (rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
         return rc;
     for (L = 0; L + 1 < D; L++) {
         unsigned i = branch_search(pg, key, klen);
@@ -589,8 +630,8 @@ static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t 
         else
             edge = 0;
         rng_child(&r, pg, i);
-        if ((rc = bt_child(txn, pg, pgno, i, L + 2 < D ? PT_BRANCH : PT_LEAF, &r, &pgno, &pg)) !=
-            BS_OK)
+        if ((rc = bt_child_w(txn, pg, pgno, i, L + 2 < D ? PT_BRANCH : PT_LEAF, &r, &pgno,
+                             &pg)) != BS_OK)
             return rc;
     }
     p->pgno[L] = pgno;
@@ -606,6 +647,11 @@ static int bt_writable(bs_txn *txn, bs_tree *t, bt_path *p, unsigned top)
     for (unsigned L = 0; L <= top; L++) {
         uint64_t np;
         p->from[L] = p->pgno[L];
+        if (pager_mine(txn, p->rp[L])) {
+            /* what pager_write would return: this very image, in place (no lookup) */
+            p->wp[L] = (uint8_t *)(uintptr_t)p->rp[L];
+            continue;
+        }
         if ((rc = pager_write(txn, p->pgno[L], &p->wp[L], &np)) != BS_OK)
             return rc;
         if (np != p->pgno[L]) {
@@ -1022,6 +1068,12 @@ static int bt_spread(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
                 return pager_freelist_damaged(txn, nno, "is in use on the path being copied");
     }
     uint8_t *lw = pick ? pg : sw_pg, *rw = pick ? sw_pg : pg;
+    if (!pager_vouched(txn, sib[pick])) {
+        /* cells and separators from a neighbour not checked at its place (rng_check) */
+        pager_unvouch(lw);
+        pager_unvouch(rw);
+        pager_unvouch(par);
+    }
     node_build(lw, P, leaf, s->v, cut[1]);
     node_build(rw, P, leaf, s->v + cut[1], cut[2] - cut[1]);
     if (k == 3)
@@ -1323,6 +1375,10 @@ static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
         return pager_freelist_damaged(txn, np, "is the sibling being merged");
     if (np != lno)
         bcell_set_child(par + node_slot(par, a), np, txn->txid);
+    if (!pager_vouched(txn, rp)) { /* cells of a sibling not checked at its place (rng_check) */
+        pager_unvouch(lw);
+        pager_unvouch(par);
+    }
     const uint8_t *sc = node_cell(par, a + 1);
     uint32_t need = node_used(rp, P) + (leaf ? 0 : bcell_klen(sc));
     if (node_gap(lw) < need && (rc = node_compact_alloc(lw, P, leaf)) != BS_OK)
@@ -1397,6 +1453,12 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf, int 
         bcell_set_child(par + node_slot(par, a), np, txn->txid);
     if ((rc = pager_write(txn, rno, &rw, &np)) != BS_OK)
         goto out;
+    if (!pager_vouched(txn, lp) || !pager_vouched(txn, rp)) {
+        /* cells of siblings not checked at their place (rng_check) */
+        pager_unvouch(lw);
+        pager_unvouch(rw);
+        pager_unvouch(par);
+    }
     node_build(lw, P, leaf, v, k);
     node_build(rw, P, leaf, v + k, m - k);
     node_remove(par, a + 1, 0);
@@ -1699,7 +1761,7 @@ static int cur_child(bs_cursor *c, int L, const uint8_t **pg, unsigned idx)
     if (BS_UNLIKELY(!pg_nkeys(*pg)))
         return cur_empty(c, L + 1);
     rng_child(&r, par, idx);
-    return rng_check(&r, *pg, c->stack[L + 1].pgno);
+    return rng_check(c->txn, &r, *pg, c->stack[L + 1].pgno);
 }
 
 static int cur_badidx(bs_cursor *c, int L)
@@ -1828,7 +1890,7 @@ static int cur_seek(bs_cursor *c, int op, const uint8_t *key, size_t klen, const
             if (BS_UNLIKELY(!pg_nkeys(pg)))
                 return cur_empty(c, L);
             rng_child(&r, par, (unsigned)c->stack[L - 1].idx);
-            if ((rc = rng_check(&r, pg, pgno)) != BS_OK)
+            if ((rc = rng_check(c->txn, &r, pg, pgno)) != BS_OK)
                 return rc;
         }
         int n = pg_nkeys(pg), i;

@@ -239,6 +239,7 @@ bs_frame *cache_frame_new(uint32_t psize)
     atomic_init(&f->memo.lo, 0);
     atomic_init(&f->memo.hi, 0);
     atomic_init(&f->memo.idx, 0);
+    f->memo.own = f->memo.own_gen = 0;
     f->slab = slab;
     f->pos = UINT32_MAX;
     f->retired_at = 0;
@@ -660,6 +661,7 @@ bs_frame *cache_frame_alloc(bs_cache *c)
     atomic_store_explicit(&f->ahead, 0, memory_order_relaxed);
     f->ahead_txid = 0;
     f->memo.image_id = 0;
+    f->memo.own = 0;
     atomic_store_explicit(&f->memo.lo, 0, memory_order_relaxed);
     return f;
 }

@@ -41,6 +41,12 @@ typedef struct bs_img_memo {
     _Atomic uint32_t idx;
     uint64_t image_id;
     _Atomic uint64_t lo, hi;
+    /* A dirty image of a write transaction (never a shared one): that transaction's tag
+     * << 1 | 1 when the image passed the descent's range check, and the savepoint generation
+     * that made it (internal.h, pager_mine). Written by the pager only: set when the frame
+     * becomes a dirty page (pager.c page_new, dirty_reload), zeroed when it becomes a shared
+     * image (frame_summarize); cache.c never reads it. */
+    uint64_t own, own_gen;
 } bs_img_memo;
 #define BS_IMG_MEMO_BACK 112u
 

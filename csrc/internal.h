@@ -140,6 +140,32 @@ typedef struct bs_dirty {
     size_t mask, n, nmem;   /* table size-1, entries, entries held in memory */
 } bs_dirty;
 
+/* The dirty map is open addressing with linear probing (pager.c keeps it); the lookup is
+ * here so that a descent can ask it inline (pager_get_mine). */
+static inline size_t dirty_slot(uint64_t pgno, size_t mask)
+{
+    uint64_t x = pgno;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x & mask;
+}
+
+static inline bs_dirty_ent *dirty_lookup(const bs_dirty *d, uint64_t pgno)
+{
+    if (!d->n)
+        return NULL;
+    size_t i = dirty_slot(pgno, d->mask);
+    for (;;) {
+        bs_dirty_ent *e = &d->e[i];
+        if (e->pgno == pgno)
+            return e;
+        if (!e->pgno)
+            return NULL;
+        i = (i + 1) & d->mask;
+    }
+}
+
 typedef struct bs_savepoint {
     uint64_t floor_prev;
     uint64_t page_count;
@@ -235,6 +261,7 @@ struct bs_txn {
     bs_pgvec local_free;    /* pages this txn allocated then freed: reusable at once */
     bs_pgvec alloc_from_free; /* pages popped from db->fl.reusable (returned on abort) */
     uint64_t gen, floor;    /* savepoint generations; in-place writes need ent->gen >= floor */
+    uint64_t own_tag;       /* write txn: the tag of its dirty images (pager_mine), unique */
     bs_savepoint *sp; size_t nsp, capsp;
 
     /* the snapshot (write: the base being changed); last, with its commit list last: begin
@@ -269,6 +296,12 @@ int pager_get(bs_txn *txn, uint64_t pgno, int type, const uint8_t **out);
  * message (PAGER_FROM_RECORD: a bucket record). Checked on cache hits too: a cached page that
  * mismatches is dropped and reread from the file once. BS_CORRUPT naming both on mismatch. */
 #define PAGER_FROM_RECORD UINT64_MAX
+/* pager_get_ref's fast path, inline, for the common case of a write transaction's descent:
+ * pgno is a dirty page of txn held in memory, carrying `txid` and of the given type. True
+ * with *out set then; false (nothing set) in every other case, where the caller asks
+ * pager_get_ref, which finds the same page, or reads it, or reports what is wrong. */
+static inline bool pager_get_mine(bs_txn *txn, uint64_t pgno, int type, uint64_t txid,
+                                  const uint8_t **out);
 int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,
                   const uint8_t **out);
 /* Writable copy of pgno. If this txn owns it (and its generation allows), in place:
@@ -346,6 +379,53 @@ static inline uint64_t pager_memo_hit(const uint8_t *pg, const bs_rng_key *k)
     if (!eq || (s & 1u) || atomic_load_explicit(&m->seq, memory_order_relaxed) != s)
         return 0;
     return id;
+}
+
+/* Dirty images of the write transaction, told apart without a dirty-map lookup: a frame
+ * that becomes a dirty page of txn carries txn->own_tag and the savepoint generation that
+ * made it (bs_img_memo.own, own_gen); a shared image carries 0.
+ * pager_mine: pg (returned by pager_get/pager_get_ref in this operation) is a dirty page that
+ * pager_write would hand back in place (same page, same image; not one of an outer
+ * savepoint level, which is copied).
+ * pager_vouched / pager_vouch / pager_unvouch: the range-check mark of a dirty image, see
+ * btree.c rng_check for what it means and who clears it. Dirty images only (vouch and
+ * unvouch do nothing to any other image). */
+static inline bool pager_get_mine(bs_txn *txn, uint64_t pgno, int type, uint64_t txid,
+                                  const uint8_t **out)
+{
+    if (!txn->write || pgno < BS_META_PAGES || pgno >= txn->page_count)
+        return false;
+    const bs_dirty_ent *e = dirty_lookup(&txn->dirty, pgno);
+    if (!e || !e->fr)
+        return false;
+    const uint8_t *pg = cache_frame_data(e->fr);
+    if (pg_txid(pg) != txid || (type && pg_type(pg) != type))
+        return false;
+    *out = pg;
+    return true;
+}
+
+static inline bool pager_mine(const bs_txn *txn, const uint8_t *pg)
+{
+    const bs_img_memo *m = pager_memo_of(pg);
+    return m->own >= 2 && (m->own >> 1) == txn->own_tag && m->own_gen >= txn->floor;
+}
+
+static inline bool pager_vouched(const bs_txn *txn, const uint8_t *pg)
+{
+    return txn->own_tag && pager_memo_of(pg)->own == ((txn->own_tag << 1) | 1u);
+}
+
+static inline void pager_vouch(const bs_txn *txn, const uint8_t *pg)
+{
+    bs_img_memo *m = pager_memo_of(pg);
+    if (txn->own_tag && (m->own >> 1) == txn->own_tag)
+        m->own |= 1u;
+}
+
+static inline void pager_unvouch(const uint8_t *pg)
+{
+    pager_memo_of(pg)->own &= ~(uint64_t)1;
 }
 
 static inline void pager_memo_set(const uint8_t *pg, const bs_rng_key *k)

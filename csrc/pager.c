@@ -150,29 +150,10 @@ static inline int check_type(const uint8_t *pg, uint64_t pgno, int type)
 
 /* ------------------------------------------------------------------ dirty map */
 
-static inline size_t dirty_slot(uint64_t pgno, size_t mask)
+/* dirty_slot, dirty_lookup: internal.h */
+static inline bs_dirty_ent *dirty_find(bs_txn *txn, uint64_t pgno)
 {
-    uint64_t x = pgno;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (uint32_t)x & mask;
-}
-
-static bs_dirty_ent *dirty_find(bs_txn *txn, uint64_t pgno)
-{
-    bs_dirty *d = &txn->dirty;
-    if (!d->n)
-        return NULL;
-    size_t i = dirty_slot(pgno, d->mask);
-    for (;;) {
-        bs_dirty_ent *e = &d->e[i];
-        if (e->pgno == pgno)
-            return e;
-        if (!e->pgno)
-            return NULL;
-        i = (i + 1) & d->mask;
-    }
+    return dirty_lookup(&txn->dirty, pgno);
 }
 
 static int dirty_grow(bs_dirty *d)
@@ -380,6 +361,8 @@ static int page_new(bs_txn *txn, int type, bool zero, uint8_t **out, uint64_t *p
     if (zero)
         memset(pg, 0, db->page_size);
     init_header(pg, db->page_size, type, p, txn->txid);
+    f->memo.own = txn->own_tag << 1; /* ours, not vouched (pager_mine) */
+    f->memo.own_gen = txn->gen;      /* = the entry's gen (dirty_add) */
     if ((rc = dirty_add(txn, p, f, 0, NULL)) != BS_OK) {
         txn->local_free.v[txn->local_free.n++] = p; /* reserved above */
         goto fail;
@@ -407,6 +390,10 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
         cache_frame_free(f);
         return rc;
     }
+    /* ours again, but not vouched: these bytes come from the file (a lost write of the
+     * spill would give an older image with the same txid) */
+    f->memo.own = txn->own_tag << 1;
+    f->memo.own_gen = e->gen;
     e->fr = f;
     txn->dirty.nmem++;
     cache_dirty_add(db->cache, 1);
@@ -427,6 +414,7 @@ static void frame_summarize(bs_frame *f)
     atomic_store_explicit(&f->memo.lo, 0, memory_order_relaxed);
     atomic_store_explicit(&f->memo.hi, 0, memory_order_relaxed);
     atomic_store_explicit(&f->memo.idx, 0, memory_order_relaxed);
+    f->memo.own = f->memo.own_gen = 0; /* a shared image: nobody's dirty page */
     if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF) {
         btree_bounds(pg, b);
         f->memo.image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
@@ -1280,10 +1268,15 @@ int pager_load_freelist(bs_db *db, const bs_meta *m)
 
 /* ------------------------------------------------------------------ transactions */
 
+/* dirty-image tags (pager_mine): never reused, never 0 */
+static _Atomic uint64_t next_own_tag = 1;
+
 void pager_txn_init(bs_txn *txn)
 {
     txn->gen = 1;
     txn->floor = 1;
+    txn->own_tag = txn->write ? atomic_fetch_add_explicit(&next_own_tag, 1, memory_order_relaxed)
+                              : 0;
 }
 
 void pager_abort(bs_txn *txn)

@@ -127,13 +127,24 @@ void mock_init(bs_db *db, bs_txn *txn, uint32_t P)
     db->page_size = P;
     txn->db = db;
     txn->write = true;
+    txn->gen = txn->floor = 1;
+    txn->own_tag = 1; /* the dirty pages' tag (internal.h pager_mine), as pager.c sets it */
     txn->txid = M.txid;
     txn->page_count = M.n;
     txn->meta.page_count = M.n;
 }
 
+/* the pager's in-frame mark of a dirty page (internal.h pager_mine): tag << 1, generation */
+static void set_own(uint64_t pgno, uint64_t own, uint64_t gen)
+{
+    bs_img_memo *m = pager_memo_of(M.pg[pgno].data);
+    m->own = own;
+    m->own_gen = gen;
+}
+
 static void set_free(uint64_t pgno)
 {
+    set_own(pgno, 0, 0);
     M.pg[pgno].st = MS_FREE;
     M.pg[pgno].cached = false;
     memset(M.pg[pgno].data, 0xA5, M.P);
@@ -155,6 +166,7 @@ void mock_commit(bs_txn *txn)
         mpage *m = &M.pg[i];
         if (m->st == MS_DIRTY || m->st == MS_OUTER) {
             m->st = MS_COMMITTED;
+            set_own(i, 0, 0);
         } else if (m->st == MS_PENDING || m->st == MS_RETIRED) {
             m->st = MS_FREE;
             memset(m->data, 0xA5, M.P);
@@ -178,6 +190,7 @@ void mock_abort(bs_txn *txn)
         mpage *m = &M.pg[i];
         if (m->st == MS_DIRTY || m->st == MS_OUTER || m->st == MS_RETIRED) {
             m->st = MS_FREE;
+            set_own(i, 0, 0);
             memset(m->data, 0xA5, M.P);
         } else if (m->st == MS_PENDING) {
             m->st = MS_COMMITTED; /* may also have been an outer page: it is simply lost */
@@ -203,8 +216,11 @@ void mock_evict(unsigned pct, uint64_t *rng)
 void mock_savepoint(void)
 {
     for (uint64_t i = 2; i < M.n; i++)
-        if (M.pg[i].st == MS_DIRTY)
+        if (M.pg[i].st == MS_DIRTY) {
             M.pg[i].st = MS_OUTER;
+            /* an outer level's page: still ours (its range mark stays), not in place */
+            pager_memo_of(M.pg[i].data)->own_gen = 0;
+        }
     M.mutations++;
 }
 
@@ -237,6 +253,7 @@ static uint64_t alloc_page(bs_txn *txn)
     }
     M.pg[p].st = MS_DIRTY;
     M.pg[p].cached = true;
+    set_own(p, txn->own_tag << 1, txn->gen); /* a new dirty page: not vouched */
     txn->page_count = M.n;
     return p;
 }

@@ -818,6 +818,93 @@ static void fill_factor(void)
     }
 }
 
+/* ------------------------------------------------------------------ range-check marks */
+
+/* child i of the depth-2 tree t's root */
+static uint64_t root_child(const bs_tree *t, unsigned i)
+{
+    const uint8_t *pg;
+    CHECK(pager_get(&txn, t->root, PT_BRANCH, &pg) == BS_OK, "root_child: root");
+    CHECK(i < pg_nkeys(pg), "root_child: %u of %u", i, pg_nkeys(pg));
+    return bcell_child(node_cell(pg, i));
+}
+
+static const uint8_t *page_of(uint64_t pgno)
+{
+    const uint8_t *pg;
+    CHECK(pager_get(&txn, pgno, 0, &pg) == BS_OK, "page_of %llu", (unsigned long long)pgno);
+    return pg;
+}
+
+/* The range-check mark of the write txn's pages (btree.c rng_check, internal.h pager_vouched):
+ * a dirty leaf that passed a descent's check is marked (and not checked again); a 2 -> 3
+ * spread with a neighbour that no descent checked at its place unmarks the leaf it rebuilds,
+ * which the next descent checks (and marks) again. */
+static void range_marks(void)
+{
+    P = 4096;
+    mock_init(&db, &txn, P);
+    bs_tree t;
+    memset(&t, 0, sizeof t);
+    uint8_t k[17], v[100];
+    /* sequential keys 0, 10, 20, ...: full leaves (the append split) under one root */
+    unsigned per = (P - PH_SIZE) / (LEAF_CELL_HDR + 16 + 100 + 2), nk = per * 12;
+    for (unsigned i = 0; i < nk; i++) {
+        snprintf((char *)k, sizeof k, "%016u", i * 10);
+        gen_val(v, i, sizeof v);
+        CHECK(btree_put(&txn, &t, k, 16, v, sizeof v, 0) == BS_OK, "range_marks fill");
+    }
+    CHECK(t.depth == 2, "range_marks: depth %u", t.depth);
+    txn.meta.main = t;
+    memset(&txn.meta.catalog, 0, sizeof txn.meta.catalog);
+    mock_commit(&txn);
+    /* leaf 3's first key */
+    const uint8_t *lf = page_of(root_child(&t, 3));
+    unsigned nroot = pg_nkeys(page_of(t.root)), first;
+    CHECK(lcell_klen(node_cell(lf, 0)) == 16, "range_marks: key length");
+    memcpy(k, lcell_key(node_cell(lf, 0)), 16);
+    k[16] = 0;
+    first = (unsigned)strtoul((char *)k, NULL, 10);
+    CHECK(!pager_vouched(&txn, lf), "range_marks: a committed page is never marked");
+    /* two deletes: the first copies the leaf (a copy starts unmarked), the second's descent
+     * checks the copy and marks it */
+    for (unsigned j = 1; j <= 2; j++) {
+        snprintf((char *)k, sizeof k, "%016u", first + 10 * j);
+        CHECK(btree_del(&txn, &t, k, 16) == BS_OK, "range_marks del");
+        CHECK(pager_vouched(&txn, page_of(root_child(&t, 3))) == (j == 2),
+              "range_marks: after delete %u the leaf is %smarked", j, j == 2 ? "not " : "");
+    }
+    uint64_t leaf = root_child(&t, 3);
+    /* inserts into its range: two fit, the third spreads it with a full neighbour that is
+     * still the committed page (checked by no descent): 2 -> 3, the root grows */
+    for (unsigned j = 1; j <= 3; j++) {
+        snprintf((char *)k, sizeof k, "%016u", first + j);
+        gen_val(v, j, sizeof v);
+        CHECK(btree_put(&txn, &t, k, 16, v, sizeof v, 0) == BS_OK, "range_marks put");
+        CHECK(root_child(&t, 3) == leaf || j == 3, "range_marks: the leaf moved");
+        if (j < 3)
+            CHECK(pager_vouched(&txn, page_of(leaf)) &&
+                  pg_nkeys(page_of(t.root)) == nroot, "range_marks: insert %u", j);
+    }
+    CHECK(pg_nkeys(page_of(t.root)) == nroot + 1, "range_marks: no 2 -> 3 spread happened");
+    CHECK(!pager_vouched(&txn, page_of(leaf)), "range_marks: a leaf rebuilt with the cells of "
+          "an unchecked neighbour is still marked");
+    /* the next descent to it checks it again and marks it */
+    snprintf((char *)k, sizeof k, "%016u", first + 4);
+    CHECK(btree_put(&txn, &t, k, 16, v, sizeof v, 0) == BS_OK, "range_marks put");
+    int marked = 0;
+    for (unsigned i = 0; i < pg_nkeys(page_of(t.root)); i++)
+        marked += pager_vouched(&txn, page_of(root_child(&t, i)));
+    CHECK(marked == 1, "range_marks: %d leaves marked after one more put", marked);
+    txn.meta.main = t;
+    mock_commit(&txn);
+    CHECK(!pager_vouched(&txn, page_of(root_child(&t, 3))), "range_marks: marked after commit");
+    run_check("range_marks");
+    CHECK(btree_free_all(&txn, &t) == BS_OK, "range_marks free_all");
+    txn.meta.main = t;
+    mock_commit(&txn);
+}
+
 int main(int argc, char **argv)
 {
     seed0 = argc > 1 ? strtoull(argv[1], NULL, 0) : 12345;
@@ -830,6 +917,7 @@ int main(int argc, char **argv)
     run(4096, (unsigned long long)(120000 * scale));
     run(65536, (unsigned long long)(8000 * scale));
     fill_factor();
+    range_marks();
     for (int i = 0; i < NT; i++) {
         m_clear(&models[i]);
         m_clear(&saved_models[i]);
