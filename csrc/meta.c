@@ -256,12 +256,18 @@ int meta_write(bs_db *db, const bs_meta *m, uint8_t *pg)
     return BS_OK;
 }
 
-/* A commit failed after its meta page was (perhaps) written: overwrite that slot with zeros,
- * best effort, so that a reopen in this boot finds the previous commit in the other slot
- * (after a power cut either state is acceptable: the commit was never acknowledged). */
-void meta_retract(bs_db *db, uint64_t slot, uint8_t *pg)
+/* A commit failed after its meta page was (perhaps) written: give that slot back what it held
+ * before, best effort, so that a reopen in this boot finds the previous commit. When the base
+ * commit lives in that slot (a sync=False commit, not durable yet: the durable one is in the
+ * other slot), its image is written again: zeros would lose an acknowledged commit that no
+ * crash took. Otherwise zeros, and the other slot's commit is found (after a power cut either
+ * state is acceptable: the failed commit was never acknowledged). */
+void meta_retract(bs_db *db, uint64_t slot, const bs_meta *base, uint8_t *pg)
 {
-    memset(pg, 0, db->page_size);
+    if (base && base->slot == slot && base->txid > 0)
+        meta_encode(base, db->page_size, pg);
+    else
+        memset(pg, 0, db->page_size);
     (void)(db->io->write_at(db->file, pg, db->page_size, slot * (uint64_t)db->page_size));
 }
 

@@ -38,8 +38,9 @@ int meta_read_live(bs_db *db, uint64_t want, bs_meta *out);
  * caller allocated before the commit wrote anything (no allocation here: out of memory at
  * this point would leave a half-published commit). */
 int meta_write(bs_db *db, const bs_meta *m, uint8_t *pg);
-/* A commit failed after its meta page was (perhaps) written: zero that slot, best effort (pg:
+/* A commit failed after its meta page was (perhaps) written: rewrite that slot with base (the
+ * commit the failed one started from) when base lives in it, else zero it; best effort (pg:
  * the same scratch page). */
-void meta_retract(bs_db *db, uint64_t slot, uint8_t *pg);
+void meta_retract(bs_db *db, uint64_t slot, const bs_meta *base, uint8_t *pg);
 
 #endif

@@ -54,9 +54,9 @@
  *       growth for trees small enough that their whole unsynced set fits the list.
  *  d. Write the meta page that does NOT hold the newest durable commit (1 - durable_slot).
  *  e. fsync                                                          [durable commits only]
- *     When (d) or (e) fails, the meta slot is retracted (overwritten with zeros, best effort)
- *     so that a reopen in this boot finds the previous commit in the other slot, and the
- *     database panics: the commit was not acknowledged, either state is acceptable after a
+ *     When (d) or (e) fails, the meta slot is retracted (best effort: rewritten with the base
+ *     commit when that sync=False commit lives in this slot, else zeros) so that a reopen in
+ *     this boot finds the previous commit, and the database panics: the commit was not acknowledged, either state is acceptable after a
  *     power cut.
  *  f. Publish under db->mu: the pages this transaction allocated and freed again become
  *     reusable, the committed pages it freed become the pending group of this txid, and
@@ -1461,13 +1461,13 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         goto fail;
     }
     if ((rc = meta_write(db, nm, mpg)) != BS_OK) {
-        meta_retract(db, nm->slot, mpg);
+        meta_retract(db, nm->slot, &txn->meta, mpg);
         atomic_store(&db->panic, 1);
         goto fail;
     }
     if (durable && (err = db->io->sync(db->file)) != 0) {
         rc = bs_fail_io(err, "syncing commit %llu", (unsigned long long)txn->txid);
-        meta_retract(db, nm->slot, mpg);
+        meta_retract(db, nm->slot, &txn->meta, mpg);
         atomic_store(&db->panic, 1);
         goto fail;
     }
