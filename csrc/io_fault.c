@@ -49,12 +49,18 @@
  *                         applied whole in a random order (so a later write may land before
  *                         an earlier one it overlaps).
  *              Then every log is forgotten (the machine restarted; what is on disk is durable).
+ *   replaced   a path whose file another file was renamed over outside the machine (compact()
+ *              writes, fsyncs and renames its packed copy with the POSIX table): its log and
+ *              unsynced directory entry are about the unlinked file, and are forgotten at the
+ *              next open of the path or power loss (the file identity is its st_dev/st_ino,
+ *              taken at an open while the path has no unsynced state).
  * bs_file is never completed as a type: this file casts it to its own fault_file.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -78,6 +84,9 @@ typedef struct fault_path {
     int dir_unsynced;   /* created on the machine, its directory never synced since */
     fault_rec *log;     /* changes since the last successful sync */
     size_t nlog, caplog;
+    int have_id;        /* dev/ino: the file the log and dir_unsynced are about */
+    dev_t dev;
+    ino_t ino;
 } fault_path;
 
 typedef struct fault_file {
@@ -141,6 +150,45 @@ static fault_path *fault_path_get(bs_fault *fc, const char *path)
     p->next = fc->paths;
     fc->paths = p;
     return p;
+}
+
+/* The identity of the file now at fp->path (0; ENOENT when there is none). */
+static int fault_path_stat(const fault_path *fp, dev_t *dev, ino_t *ino)
+{
+    struct stat st;
+    if (stat(fp->path, &st) != 0)
+        return errno;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return 0;
+}
+
+/* True when fp has unsynced state (a log, an unsynced directory entry) about a file that no
+ * longer has its name: another file was renamed over it outside the machine (compact()
+ * writes its packed copy with the POSIX table, fsyncs it and renames it into place). That
+ * state is moot: the file it was about is unlinked, and the one with the name is durable as
+ * it is. Called with mu held. */
+static int fault_path_replaced(const fault_path *fp)
+{
+    dev_t dev = 0;
+    ino_t ino = 0;
+    if (!fp->have_id || (!fp->nlog && !fp->dir_unsynced))
+        return 0;
+    if (fault_path_stat(fp, &dev, &ino) != 0)
+        return 0; /* removed: handled by the caller */
+    return dev != fp->dev || ino != fp->ino;
+}
+
+/* After the inner open of fp's path worked: take the identity of the file opened when fp
+ * has no unsynced state, forget that state when it is about a replaced file. */
+static void fault_path_opened(fault_path *fp)
+{
+    if (fault_path_replaced(fp)) {
+        fault_log_clear(fp);
+        fp->dir_unsynced = 0;
+    }
+    if (!fp->nlog && !fp->dir_unsynced)
+        fp->have_id = fault_path_stat(fp, &fp->dev, &fp->ino) == 0;
 }
 
 /* ---- controller API ---- */
@@ -320,6 +368,11 @@ static int fault_powerloss_path(bs_fault *fc, fault_path *fp, int mode, uint64_t
 {
     const bs_io_methods *io = fc->inner;
     int rc = 0, r;
+    if (fault_path_replaced(fp)) { /* about a file that lost its name: nothing to lose */
+        fp->dir_unsynced = 0;
+        fault_log_clear(fp);
+        return 0;
+    }
     if (fp->dir_unsynced) {
         if (unlink(fp->path) != 0 && errno != ENOENT)
             rc = errno;
@@ -534,7 +587,11 @@ static int fault_open(void *arg, const char *path, int readonly, int create, bs_
     }
     if (*created) {
         fault_log_clear(fp); /* a new file: what an older one of that name did is moot */
+        fp->dir_unsynced = 0;
+        fault_path_opened(fp);
         fp->dir_unsynced = fc->pl_on;
+    } else {
+        fault_path_opened(fp);
     }
     ff->fc = fc;
     ff->io = fc->inner;

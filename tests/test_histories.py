@@ -20,6 +20,8 @@ Targeted tests (each failed before its fix):
 - test_failed_durable_commit_keeps_the_unsynced_commit_before_it: a durable commit whose
   fsync (or meta write) fails retracted its meta slot with zeros, and that slot held the
   acknowledged sync=False commit before it: a plain reopen lost that commit.
+- test_power_loss_after_a_compact_whose_reopen_failed: the machine (io_fault.c) undid the old
+  file's unsynced writes onto the packed copy compact() had synced and renamed over it.
 
 Layer: tests only; public API of btree_store and btree_store.testing (plus the private
 FaultIO of the machine for call-indexed faults and savepoints of WriteTxn).
@@ -423,3 +425,38 @@ def test_generated_histories():
         max_examples=400 if LONG else 30, stateful_step_count=60 if LONG else 25,
         deadline=None, suppress_health_check=list(HealthCheck)))
 
+
+@pytest.mark.parametrize("fail", ["sync", "read"])
+def test_power_loss_after_a_compact_whose_reopen_failed(tmp_path, fail):
+    """compact() writes, syncs and renames its packed copy in place, then reopens it: when
+    that reopen fails (the handle is closed), the packed file is still durable. The machine
+    used to undo the old file's unsynced writes onto it at the power loss: stale pages."""
+    path = tmp_path / "c.bs"
+    with FaultyMachine(path) as m:
+        db = m.open(page_size=1024)
+        with db.begin(write=True) as txn:
+            for i in range(3000):
+                txn.put(b"k%05d" % i, b"v" * 100)
+        with db.begin(write=True) as txn:  # free most pages: later commits reuse low pages
+            for i in range(3000):
+                if i % 10:
+                    txn.delete(b"k%05d" % i)
+        with db.begin(write=True) as txn:
+            txn.put(b"x", b"y")
+        for j in range(20):  # unsynced commits over low pages of the file
+            with db.begin(write=True, sync=False) as txn:
+                for i in range(0, 300, 10):
+                    txn.put(b"k%05d" % i, b"w%d" % j * 50)
+        assert m.unsynced() > 0
+        with db.begin() as txn:
+            expect = dict(txn.items())
+        m.fail_after(0, kind=fail)  # the reopen of the packed file fails
+        with pytest.raises(btree_store.DiskError):
+            db.compact()
+        assert db.closed
+        m.heal()
+        m.power_loss("drop", seed=1)
+        db = m.reopen()
+        db.check()
+        with db.begin() as txn:
+            assert dict(txn.items()) == expect
