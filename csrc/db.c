@@ -282,6 +282,8 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
             db->durable_slot = atomic_load(&db->lf->hdr->durable_slot);
         }
     }
+    if (db->lf && (rc = lockfile_join(db->lf, path, db->dev, db->ino, excl)) != BS_OK)
+        goto fail;
     if (excl && !fresh && (err = db->io->sync(db->file)) != 0) {
         if (!o.readonly) {
             rc = bs_fail_io(err, "syncing %s", path);

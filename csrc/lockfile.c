@@ -77,6 +77,7 @@ int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
     memcpy(lf->path, dbpath, n);
     memcpy(lf->path + n, "-lock", 6);
     lf->slot = -1;
+    lf->data_fd = -1;
     int err = 0;
     for (int tries = 0;; tries++) {
         int fd = open(lf->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -185,6 +186,52 @@ int lockfile_check(bs_lockfile *lf, uint64_t dev, uint64_t ino, int *rebuild)
     return bs_fail(BS_LOCKED, "%s: %s, and other processes use it", lf->path, why);
 }
 
+int lockfile_join(bs_lockfile *lf, const char *dbpath, uint64_t dev, uint64_t ino,
+                  int rebuilding)
+{
+    int fd = open(dbpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return bs_fail_io(errno, "opening %s for its join lock", dbpath);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+        close(fd);
+        return bs_fail(BS_LOCKED, "%s was replaced while it was being opened", dbpath);
+    }
+    if (rebuilding) {
+        struct flock fl;
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = (off_t)LF_JOIN_BYTE;
+        fl.l_len = 1;
+        int err = 0;
+#ifdef F_OFD_GETLK
+        while (fcntl(fd, F_OFD_GETLK, &fl) != 0 && (err = errno) == EINTR)
+            err = 0;
+#else
+        while (fcntl(fd, F_GETLK, &fl) != 0 && (err = errno) == EINTR)
+            err = 0;
+#endif
+        if (err) {
+            close(fd);
+            return bs_fail_io(err, "testing the join lock of %s", dbpath);
+        }
+        if (fl.l_type != F_UNLCK) {
+            close(fd);
+            return bs_fail(BS_LOCKED, "%s: the side file was deleted or replaced while other "
+                           "handles have the database open (they go on with the old one); "
+                           "close them before opening it again", lf->path);
+        }
+    }
+    int err = lk(fd, LK_SET, F_RDLCK, (off_t)LF_JOIN_BYTE);
+    if (err) {
+        close(fd);
+        return bs_fail_io(err, "taking the join lock of %s", dbpath);
+    }
+    lf->data_fd = fd;
+    return BS_OK;
+}
+
 int lockfile_slot_acquire(bs_lockfile *lf)
 {
     for (uint32_t i = 0; i < LF_NSLOTS; i++) {
@@ -209,6 +256,12 @@ void lockfile_close(bs_lockfile *lf, int forked)
 {
     if (!lf)
         return;
+    if (lf->data_fd >= 0) {
+        /* first: an opener that finds the side file gone once we removed it must not see
+         * our join lock (closing releases it, unless a forked child still shares it) */
+        close(lf->data_fd);
+        lf->data_fd = -1;
+    }
     if (!forked && lf->hdr) {
         if (lf->slot >= 0)
             atomic_store(&lf->slots[lf->slot].snap, 0);

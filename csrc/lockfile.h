@@ -17,6 +17,11 @@
  *               be taken belongs to nobody: its owner closed or died (the OS released it).
  * The side file never holds data: missing, stale or corrupt, it is rebuilt by the next opener
  * that finds no other handle open.
+ * One more lock lives on the DATA file (its own read-only descriptor, byte LF_JOIN_BYTE, far
+ * past any page): shared by every handle that joined a side file, from lockfile_join to
+ * lockfile_close. A side file found unused (exclusive open lock) while that lock is held
+ * elsewhere was deleted or replaced under live handles, which go on with the old one: the
+ * opener refuses (BS_LOCKED) instead of rebuilding it and becoming a second writer.
  */
 #ifndef BS_LOCKFILE_H
 #define BS_LOCKFILE_H
@@ -51,8 +56,11 @@ typedef struct lf_header {
     uint8_t pad[LF_HEADER - 96];
 } lf_header;
 
+#define LF_JOIN_BYTE ((int64_t)1 << 62) /* offset of the join lock in the data file */
+
 typedef struct bs_lockfile {
     int fd;
+    int data_fd;            /* the data file, holding the join lock; -1 before lockfile_join */
     lf_header *hdr;         /* the mapping (LF_SIZE bytes) */
     lf_slot *slots;
     int64_t slot;           /* our slot, -1 before lockfile_slot_acquire */
@@ -73,6 +81,13 @@ int lockfile_init(bs_lockfile *lf, uint64_t dev, uint64_t ino, uint64_t txid, ui
  * header that no other handle uses is rebuilt by the caller: *rebuild = 1 and the open lock
  * is exclusive again (call lockfile_init). Else BS_LOCKED with a message. */
 int lockfile_check(bs_lockfile *lf, uint64_t dev, uint64_t ino, int *rebuild);
+/* With the open lock held (exclusive when about to build the side file: rebuilding != 0):
+ * take the join lock on the data file dbpath (dev, ino: the file the handle opened). A
+ * rebuilding opener first checks that no other handle holds it: else BS_LOCKED (the side
+ * file was deleted or replaced while they had the database open). BS_OK, BS_LOCKED,
+ * BS_IOERR. */
+int lockfile_join(bs_lockfile *lf, const char *dbpath, uint64_t dev, uint64_t ino,
+                  int rebuilding);
 /* Take a free reader slot for this handle. BS_OK, or BS_LOCKED when all are held. */
 int lockfile_slot_acquire(bs_lockfile *lf);
 /* forked != 0: an inherited copy in a child: unmap and close, touch no lock or slot. Else
