@@ -793,7 +793,22 @@ retry_read:
         /* above every txid another process ever committed (writer_refresh): a reader may
          * still hold a commit that was lost with its torn meta page, whose pages carry its
          * txid; reusing that txid would let such a reader accept our pages as its own */
-        txn->txid = (db->txid_floor > txn->meta.txid ? db->txid_floor : txn->meta.txid) + 1;
+        uint64_t base = db->txid_floor > txn->meta.txid ? db->txid_floor : txn->meta.txid;
+        if (base >= BS_TXID_END - 1) {
+            /* a commit with a txid the format refuses would make the file unopenable once
+             * both meta slots hold one: refuse the transaction, the file stays as it is */
+            pthread_mutex_unlock(&db->mu);
+            if (base == txn->meta.txid)
+                rc = bs_fail(BS_CORRUPT, "%s: commit %llu leaves no transaction id for "
+                             "another commit", db->path, (unsigned long long)base);
+            else
+                rc = bs_fail(BS_CORRUPT, "%s-lock is damaged: it says transaction id %llu "
+                             "was committed, beyond what the format holds; close every "
+                             "handle of the database so that it is rebuilt", db->path,
+                             (unsigned long long)base);
+            goto fail_nolock;
+        }
+        txn->txid = base + 1;
     } else {
         txn->txid = txn->meta.txid;
         /* snapshot ids are stored +1 so that 0 can mean "free entry" */

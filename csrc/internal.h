@@ -32,6 +32,7 @@
 
 #define BS_MAX_DEPTH 32        /* deeper than any real tree (fanout >= 2 up to 2^64 pages) */
 #define BS_MAX_NAME 255u
+#define BS_TXID_END (UINT64_MAX >> 1) /* every txid is below it (meta_decode refuses more) */
 
 #if defined(__GNUC__)
 #define BS_LIKELY(x) __builtin_expect(!!(x), 1)

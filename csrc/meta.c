@@ -75,7 +75,7 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
         return *why = "header", -1;
     m->txid = pg_txid(pg);
     m->slot = slot;
-    if (m->txid >= (UINT64_MAX >> 1))
+    if (m->txid >= BS_TXID_END)
         return *why = "transaction id out of range", -1;
     m->page_count = get64(pg + META_PAGECOUNT);
     m->fl_head = get64(pg + META_FL_HEAD);

@@ -1,4 +1,5 @@
-"""test_side_file_hostile.py - the side file PATH-lock deleted or replaced under live handles.
+"""test_side_file_hostile.py - the side file PATH-lock deleted, replaced or damaged under live
+handles, and transaction ids at the end of their range.
 
 A handle that has the database open keeps using the side file it mapped. When that file is
 unlinked (or another file is renamed over it) a new opener used to find no side file in use,
@@ -8,10 +9,17 @@ lost, check() clean). A new opener now refuses (LockedError naming the side file
 handle that joined another side file of the same database is open; once they are closed the
 database opens as before.
 
+A side file is input like any other: its txid_hw (the highest txid any writer committed)
+damaged to 2^63 - 1 or more made the next commits take txids the format refuses, and the
+reopen found no valid meta page: the whole database was lost. A meta page whose txid leaves
+no room (a crafted file) did the same. A write transaction that would need such a txid is now
+refused (CorruptionError naming the side file, or the meta) and the file stays as it was.
+
 Layer: tests only; public Python API of btree_store (a child interpreter for the other
 process).
 """
 import os
+import struct
 
 import pytest
 
@@ -108,3 +116,66 @@ print("ok")
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0 and out.strip() == "ok", err
 
+
+TXID_HW = 88  # lockfile.h lf_header.txid_hw
+LATEST_TXID = 40
+
+
+@pytest.mark.parametrize("field,value", [(TXID_HW, 2**63 - 1), (TXID_HW, 2**64 - 1),
+                                         (TXID_HW, 2**63 - 2), (LATEST_TXID, 2**64 - 1)])
+def test_damaged_txid_in_the_side_file_never_makes_the_database_unopenable(tmp_path, field,
+                                                                           value):
+    path = str(tmp_path / "t.bs")
+    db = btree_store.DB(path)
+    try:
+        _fill(db, b"k", 10)
+        with open(path + "-lock", "r+b") as f:
+            f.seek(field)
+            f.write(struct.pack("<Q", value))
+        with db.begin() as r:  # reads go on
+            assert r.get(b"k00001") == b"x" * 100
+        acked = 0
+        for i in range(3):
+            try:
+                with db.begin(write=True) as txn:
+                    txn.put(b"w%d" % i, b"v")
+                acked += 1
+            except btree_store.CorruptionError as e:
+                assert "-lock" in str(e), e
+    finally:
+        db.close()
+    with btree_store.DB(path) as db:  # the last handle removed the side file: rebuilt
+        db.check()
+        with db.begin() as r:
+            assert r.get(b"k00001") == b"x" * 100
+            assert [r.get(b"w%d" % i) for i in range(acked)] == [b"v"] * acked
+        with db.begin(write=True) as txn:
+            txn.put(b"after", b"1")
+
+
+def test_meta_txid_at_the_end_of_the_range(tmp_path):
+    """A (crafted) meta whose txid leaves one commit: that commit works, the next write
+    transaction is refused, and both acknowledged states stay readable."""
+    from _format import reseal_meta, u64, page_size_of
+    path = str(tmp_path / "m.bs")
+    with btree_store.DB(path) as db:
+        _fill(db, b"k", 10)
+    with open(path, "rb") as f:
+        buf = bytearray(f.read())
+    P = page_size_of(buf)
+    slot = max((0, 1), key=lambda s: u64(buf, s * P + 16))
+    struct.pack_into("<Q", buf, slot * P + 16, 2**63 - 3)  # the newest meta's txid
+    reseal_meta(buf, slot, P)
+    with open(path, "wb") as f:
+        f.write(buf)
+    with btree_store.DB(path) as db:
+        with db.begin(write=True) as txn:  # txid 2^63 - 2: the last one the format holds
+            txn.put(b"last", b"1")
+        with pytest.raises(btree_store.CorruptionError, match="transaction id"):
+            db.begin(write=True)
+        with db.begin() as r:
+            assert r.get(b"last") == b"1"
+    with btree_store.DB(path) as db:
+        db.check()
+        with db.begin() as r:
+            assert r.get(b"last") == b"1" and r.get(b"k00001") == b"x" * 100
