@@ -112,7 +112,7 @@ BODY = st.lists(st.one_of(OPS.map(lambda o: ("op", o)),
                 max_size=8)
 SYNC = st.sampled_from([True, False, False])
 FAULT_KINDS = st.sampled_from(["write", "write", "sync", "read"])
-AFTER = st.integers(0, 12)
+AFTER = st.sampled_from([0, 0, 0, 1, 1, 2, 3, 4, 6, 9, 12])  # the call of the commit that fails
 MODES = st.sampled_from(["drop", "tear", "reorder"])
 SEEDS = st.integers(0, 2**32 - 1)
 RESOLUTIONS = st.sampled_from(["close", "crash", "power"])
@@ -352,6 +352,19 @@ class HistoryMachine(RuleBasedStateMachine):
             return
         self.m.heal()
         self.acked(state, sync)
+
+    @precondition(lambda self: self.reader is None and self.db2 is None)
+    @rule(kind=FAULT_KINDS, after=AFTER, how=RESOLUTIONS, mode=MODES, seed=SEEDS)
+    def compact_on_a_failing_disk(self, kind, after, how, mode, seed):
+        self.m.fail_after(after, kind=kind)
+        try:
+            self.db.compact()
+        except btree_store.Error as e:
+            note("compact failed: %r" % e)
+        # compact() changes no content: the state is the newest acknowledged commit, and
+        # if the packed copy took the name it is durable
+        self.resolve(how, mode, seed, "a compact() with a %s fault after %d calls"
+                     % (kind, after))
 
     @rule(how=RESOLUTIONS, mode=MODES, seed=SEEDS)
     def sync_fails(self, how, mode, seed):
