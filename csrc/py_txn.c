@@ -655,9 +655,17 @@ static int batch_flush(TxnObject *self, const py_name *nm, txn_batch *bt, int op
             else
                 break;
             rc = BS_OK;
-            if (!o || PyList_Append(out, o) < 0)
+            if (!o) {
                 rc = -1;
-            Py_XDECREF(o);
+            } else if (base + i < PyList_GET_SIZE(out)) {
+                PyObject *old = PyList_GET_ITEM(out, base + i); /* the presized list's None */
+                PyList_SET_ITEM(out, base + i, o);
+                Py_DECREF(old);
+            } else {
+                if (PyList_Append(out, o) < 0)
+                    rc = -1;
+                Py_DECREF(o);
+            }
         }
     }
     if (rc == BS_OK && append) { /* the next chunk's first key is compared with this one */
@@ -690,7 +698,13 @@ static PyObject *txn_batch_run(TxnObject *self, PyObject *src, PyObject *bucket,
     PyObject *it = batch_iter(src, op == B_PUT);
     if (!it)
         return NULL;
-    PyObject *out = op == B_GET ? PyList_New(0) : NULL, *last = NULL, *res = NULL;
+    /* get_many's list is presized for a list or tuple: None in every slot (other threads may
+     * see the list while the GIL is released for the disk), replaced as the values come; an
+     * input list that changes size meanwhile is handled (extra values are appended, unused
+     * slots cut off at the end) */
+    Py_ssize_t presize = op != B_GET ? 0 : PyList_CheckExact(src) ? PyList_GET_SIZE(src)
+                                         : PyTuple_CheckExact(src) ? PyTuple_GET_SIZE(src) : 0;
+    PyObject *out = op == B_GET ? PyList_New(presize) : NULL, *last = NULL, *res = NULL;
     txn_batch bt;
     Py_ssize_t count = 0, index = 0;
     int first = 1;
@@ -699,6 +713,8 @@ static PyObject *txn_batch_run(TxnObject *self, PyObject *src, PyObject *bucket,
         Py_XDECREF(out);
         return NULL;
     }
+    for (Py_ssize_t i = 0; i < presize; i++)
+        PyList_SET_ITEM(out, i, Py_NewRef(Py_None));
     for (;;) {
         Py_ssize_t base = index;
         int r = batch_fill(self, it, &bt, fname, &index);
@@ -722,6 +738,9 @@ static PyObject *txn_batch_run(TxnObject *self, PyObject *src, PyObject *bucket,
         if (r == 0)
             break;
     }
+    if (op == B_GET && index < PyList_GET_SIZE(out) &&
+        PyList_SetSlice(out, index, PyList_GET_SIZE(out), NULL) < 0)
+        goto done;
     res = op == B_GET ? Py_NewRef(out) : PyLong_FromSsize_t(count);
 done:
     batch_free(&bt);
