@@ -27,6 +27,7 @@
 #define BS_LOCKFILE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define LF_SIZE 16384u      /* the whole side file */
@@ -53,7 +54,10 @@ typedef struct lf_header {
     _Atomic uint64_t txid_hw;         /* highest txid any writer committed (0: none known):
                                        * a commit lost with a torn meta page keeps its txid
                                        * taken, so no later commit reuses it */
-    uint8_t pad[LF_HEADER - 96];
+    _Atomic uint64_t lost_lo, lost_hi; /* the newest such loss: the commits (lost_lo,
+                                        * lost_hi] were announced and then lost (0, 0: none
+                                        * known; zero in older side files) */
+    uint8_t pad[LF_HEADER - 112];
 } lf_header;
 
 #define LF_JOIN_BYTE ((int64_t)1 << 62) /* offset of the join lock in the data file */
@@ -115,6 +119,25 @@ uint64_t lockfile_oldest(bs_lockfile *lf, uint64_t *count);
 static inline void lockfile_publish(bs_lockfile *lf, uint64_t snap1)
 {
     atomic_store(&lf->slots[lf->slot].snap, snap1);
+}
+
+/* Record that the commits (kept, upto] were announced and lost (a torn meta slot): a reader
+ * still holding one learns it when a page it needs was reused (lockfile_lost). Write-lock
+ * holder only. */
+static inline void lockfile_note_lost(bs_lockfile *lf, uint64_t kept, uint64_t upto)
+{
+    if (upto <= kept)
+        return;
+    atomic_store(&lf->hdr->lost_hi, 0); /* never a range wider than the truth meanwhile */
+    atomic_store(&lf->hdr->lost_lo, kept);
+    atomic_store(&lf->hdr->lost_hi, upto);
+}
+
+/* Whether the commit `txid` is one that was announced and then lost. */
+static inline bool lockfile_lost(const bs_lockfile *lf, uint64_t txid)
+{
+    uint64_t hi = atomic_load(&lf->hdr->lost_hi);
+    return txid <= hi && txid > atomic_load(&lf->hdr->lost_lo);
 }
 
 static inline uint64_t lockfile_published(const bs_lockfile *lf)

@@ -4,7 +4,8 @@
  * savepoints, loading the freelist, and writing a commit (pager_commit).
  *
  * Layer: calls cache.c, map.c (pages read in place from a mapping of the file, when
- * db->map: see "mapped pages" below), freelist.c, meta.c, io (through db->io), crc32c, and
+ * db->map: see "mapped pages" below), freelist.c, meta.c, io (through db->io), crc32c,
+ * lockfile.h's lockfile_lost (a reader's error when its snapshot was lost), and
  * btree_verify_page (a pure function on bytes) to bounds-check nodes read from disk. Called
  * by btree.c, check.c and db.c.
  *
@@ -77,6 +78,7 @@
 #include "cache.h"
 #include "freelist.h"
 #include "internal.h"
+#include "lockfile.h"
 #include "meta.h"
 
 void pager_enter(bs_txn *txn) { cache_enter(txn->db->cache, txn->slot); }
@@ -768,6 +770,25 @@ static int ref_mismatch(uint64_t pgno, uint64_t have, uint64_t want, uint64_t fr
                    (unsigned long long)have, by, (unsigned long long)want);
 }
 
+/* A page a reader needs is not what its snapshot wrote there (rc BS_CORRUPT): when the
+ * snapshot is a commit that was announced and then lost with a torn meta slot (another
+ * process's sync=False commit, lockfile.h lost_lo/lost_hi), the page was reused by the
+ * writers that went on from the commit before: say so instead of calling the file damaged. */
+static int snapshot_lost(bs_txn *txn, int rc)
+{
+    bs_db *db = txn->db;
+    if (rc != BS_CORRUPT || txn->write || !db->lf || !lockfile_lost(db->lf, txn->meta.txid))
+        return rc;
+    char why[300];
+    snprintf(why, sizeof why, "%s", bs_errmsg());
+    return bs_fail(BS_CORRUPT, "this transaction's snapshot (commit %llu) was lost: the process "
+                   "that made it (sync=False) died while its meta page was written, and the "
+                   "database went on from commit %llu, reusing the lost commit's pages; the "
+                   "file is not damaged: end this transaction and begin a new one (%s)",
+                   (unsigned long long)txn->meta.txid,
+                   (unsigned long long)atomic_load(&db->lf->hdr->lost_lo), why);
+}
+
 int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,
                   const uint8_t **out)
 {
@@ -794,14 +815,14 @@ int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t 
         if (rc == BS_OK) {
             /* the mapping shows the file's bytes: nothing older to drop */
             if (BS_UNLIKELY(pg_txid(*out) != txid))
-                return ref_mismatch(pgno, pg_txid(*out), txid, from);
+                return snapshot_lost(txn, ref_mismatch(pgno, pg_txid(*out), txid, from));
             return check_type(*out, pgno, type);
         }
         if (rc != BS_NOTFOUND)
-            return rc;
+            return snapshot_lost(txn, rc);
     }
-    if ((rc = load_shared(txn, pgno, out)) != BS_OK)
-        return rc;
+    if (BS_UNLIKELY((rc = load_shared(txn, pgno, out)) != BS_OK))
+        return snapshot_lost(txn, rc);
     if (BS_UNLIKELY(pg_txid(*out) != txid)) {
         /* A cached image the pointer does not vouch for: the page number was reused (by
          * another process, or a frame outlived its page) or the read was stale. Drop it and
@@ -809,9 +830,9 @@ int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t 
          * ends. */
         cache_evict(txn->db->cache, pgno);
         if ((rc = load_shared(txn, pgno, out)) != BS_OK)
-            return rc;
+            return snapshot_lost(txn, rc);
         if (pg_txid(*out) != txid)
-            return ref_mismatch(pgno, pg_txid(*out), txid, from);
+            return snapshot_lost(txn, ref_mismatch(pgno, pg_txid(*out), txid, from));
     }
     return check_type(*out, pgno, type);
 }
@@ -993,16 +1014,16 @@ static int ov_header(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, uint
                        (unsigned long long)pgno);
     if (pg_type(hdr) != PT_OVERFLOW || pg_pgno(hdr) != pgno || get32(hdr + PH_UPPER) != n ||
         get32(hdr + PH_FRAG) != len || pg_txid(hdr) > txn->txid)
-        return bs_fail(BS_CORRUPT, "page %llu: bad overflow header (type %d, pgno %llu, "
-                       "%u pages, %u bytes; expected %llu pages, %zu bytes)",
+        return snapshot_lost(txn, bs_fail(BS_CORRUPT, "page %llu: bad overflow header (type "
+                       "%d, pgno %llu, %u pages, %u bytes; expected %llu pages, %zu bytes)",
                        (unsigned long long)pgno, pg_type(hdr),
                        (unsigned long long)pg_pgno(hdr), get32(hdr + PH_UPPER),
-                       get32(hdr + PH_FRAG), (unsigned long long)n, len);
+                       get32(hdr + PH_FRAG), (unsigned long long)n, len));
     if (pg_txid(hdr) != txid)
-        return bs_fail(BS_CORRUPT, "page %llu: stale or misplaced overflow run: it was written "
-                       "by transaction %llu, but the leaf cell that points to it expects "
-                       "transaction %llu", (unsigned long long)pgno,
-                       (unsigned long long)pg_txid(hdr), (unsigned long long)txid);
+        return snapshot_lost(txn, bs_fail(BS_CORRUPT, "page %llu: stale or misplaced overflow "
+                       "run: it was written by transaction %llu, but the leaf cell that points "
+                       "to it expects transaction %llu", (unsigned long long)pgno,
+                       (unsigned long long)pg_txid(hdr), (unsigned long long)txid));
     *npages = n;
     return BS_OK;
 }
