@@ -315,6 +315,9 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     /* dirty pages beyond 64 MiB displace clean ones: a big write transaction stays within
      * cache_size + 64 MiB of page frames */
     cache_set_dirty_room(db->cache, (uint32_t)((64u << 20) / db->page_size));
+    /* a bulk load spills its leaves past the dirty room (pager_spill) */
+    db->spill_early = (64u << 20) / db->page_size < db->spill_limit ? (64u << 20) / db->page_size
+                                                                     : 0;
     if (o.map == 0) {
         const char *mv = getenv("BTREE_STORE_MAP");
         o.map = mv && strcmp(mv, "1") == 0 ? 1 : -1;
@@ -1385,10 +1388,12 @@ static int write_prologue(bs_txn *txn, bs_bucket *b, size_t klen)
     if (klen > fmt_max_key(txn->db->page_size))
         return bs_fail(BS_TOOBIG, "key of %zu bytes is over the limit of %u bytes", klen,
                        fmt_max_key(txn->db->page_size));
-    if (!txn->noio && (rc = pager_spill(txn)) != BS_OK)
-        return rc;
-    if (txn->noio && txn->dirty.nmem > txn->db->spill_limit)
-        return BS_WOULDBLOCK;
+    if (pager_spill_due(txn)) {
+        if (txn->noio)
+            return BS_WOULDBLOCK;
+        if ((rc = pager_spill(txn)) != BS_OK)
+            return rc;
+    }
     return BS_OK;
 }
 

@@ -223,6 +223,8 @@ struct bs_db {
                              * first write transaction) or a repair rebuilt the free set */
     bs_cache *cache;
     uint64_t spill_limit;   /* dirty pages held in memory before spilling */
+    uint64_t spill_early;   /* below spill_limit: leaves spilled early while few come back
+                             * (pager_spill); 0 = never */
     bool check_commits;     /* check the whole state after each commit (bs_options) */
     /* Many processes (lockfile.h): the side file PATH-lock, NULL for memory databases and
      * for a read-only file no writer can exist for; lf_writing: we hold its write lock. */
@@ -248,6 +250,8 @@ struct bs_txn {
     uint64_t mod_seq;       /* bumped by every change; cursors re-seek when it moved */
     uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
     bool wrote_early;       /* pages reached the file before commit (spill, overflow runs) */
+    bool early_off;         /* early spilling gave up for this txn: spilled leaves came back */
+    uint64_t early_out, early_back; /* leaves the last early spill wrote; reloads since */
     bool sync;              /* write txn: commit durably (db->sync unless overridden at begin) */
     bool repair;            /* bs_db_repair's txn: writes a new base freelist; clears
                              * db->fl_broken when it commits */
@@ -461,8 +465,11 @@ int pager_ov_free(bs_txn *txn, uint64_t pgno, size_t len);
  * inside page_count. With full != 0 also reads the run and verifies its CRC. */
 int pager_ov_check(bs_txn *txn, uint64_t pgno, uint64_t txid, size_t len, int full);
 
-/* Write out dirty leaf pages when more than db->spill_limit pages are in memory (io mode). */
+/* Write out dirty pages when more than db->spill_limit pages are in memory, or leaves only
+ * when more than db->spill_early are and the leaves spilled before stayed out (io mode). */
 int pager_spill(bs_txn *txn);
+/* True when pager_spill would write (no-I/O mode: the operation must be retried with I/O). */
+bool pager_spill_due(const bs_txn *txn);
 
 /* ---- pager.c: freelist loading, commit, savepoints ---- */
 /* Open: read the freelist chain of m and install it as db->fl (BS_CORRUPT if damaged). */
