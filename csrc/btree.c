@@ -731,14 +731,15 @@ typedef struct bt_scr {
     uint64_t *ps;          /* ps[j] = bytes (slots included) of v[0..j) */
 } bt_scr;
 
-/* one block for all of it */
-static int scr_alloc(bt_scr *s, uint32_t P)
+/* one block for all of it, kept by the transaction for its next overflow (txn->bt_scratch,
+ * freed with the transaction): a random fill overflows a leaf every few puts */
+static int scr_alloc(bs_txn *txn, bt_scr *s, uint32_t P)
 {
     size_t nv = 2 * ((P - PH_SIZE) / (2 + LEAF_CELL_HDR)) + 3, mk = fmt_max_key(P);
     size_t off_v = (2 * (size_t)P + 3 * mk + 15) & ~(size_t)15;
     size_t off_ps = off_v + nv * sizeof *s->v;
-    uint8_t *b = malloc(off_ps + (nv + 1) * sizeof *s->ps);
-    if (!b)
+    uint8_t *b = txn->bt_scratch;
+    if (!b && !(b = txn->bt_scratch = malloc(off_ps + (nv + 1) * sizeof *s->ps)))
         return bs_fail(BS_NOMEM, "out of memory splitting a page");
     s->buf = b;
     s->sbuf = b + P;
@@ -750,7 +751,11 @@ static int scr_alloc(bt_scr *s, uint32_t P)
     return BS_OK;
 }
 
-static void scr_free(bt_scr *s) { free(s->buf); }
+void btree_txn_free(bs_txn *txn)
+{
+    free(txn->bt_scratch);
+    txn->bt_scratch = NULL;
+}
 
 /* bytes of the node built from v[a..b): slots included, a branch node's first key dropped */
 static inline uint64_t part_bytes(const bt_scr *s, unsigned a, unsigned b, int leaf)
@@ -1116,7 +1121,7 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
         }
         if (!have) {
             have = 1;
-            if ((rc = scr_alloc(&s, P)) != BS_OK)
+            if ((rc = scr_alloc(txn, &s, P)) != BS_OK)
                 break;
         }
         if (node_gap(pg) + pg_frag(pg) >= need) {
@@ -1185,8 +1190,6 @@ static int bt_insert(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
         L--;
         i = p->idx[L] + 1;
     }
-    if (have)
-        scr_free(&s);
     return rc;
 }
 
@@ -1260,14 +1263,15 @@ int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
         leaf_cell_write(node_alloc(lf, i, csize), key, klen, val, vlen, ovpgno, txn->txid);
         return BS_OK;
     }
-    /* compaction or a split: go through a built cell */
-    uint8_t *cbuf = malloc(csize);
+    /* compaction or a split: go through a built cell (on the stack unless it is large) */
+    uint8_t cstack[512], *cbuf = csize <= sizeof cstack ? cstack : malloc(csize);
     if (!cbuf)
         return bs_fail(BS_NOMEM, "out of memory inserting a key");
     leaf_cell_write(cbuf, key, klen, val, vlen, ovpgno, txn->txid);
     vcell nv = {cbuf, 0, 0, (uint32_t)klen, csize};
     rc = bt_insert(txn, t, &p, D - 1, i, nv);
-    free(cbuf);
+    if (cbuf != cstack)
+        free(cbuf);
     return rc;
 fail_ov:
     /* best effort: the caller marks the transaction failed, and its abort (or the rollback

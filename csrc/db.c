@@ -896,6 +896,7 @@ static void txn_free(bs_txn *txn)
 {
     bs_db *db = txn->db;
     pager_abort(txn);
+    btree_txn_free(txn);
     for (size_t i = 0; i < txn->nbuckets; i++)
         free(txn->buckets[i]);
     free(txn->buckets);

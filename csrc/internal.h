@@ -267,6 +267,7 @@ struct bs_txn {
     bs_pgvec alloc_from_free; /* pages popped from db->fl.reusable (returned on abort) */
     uint64_t gen, floor;    /* savepoint generations; in-place writes need ent->gen >= floor */
     uint64_t own_tag;       /* write txn: the tag of its dirty images (pager_mine), unique */
+    void *bt_scratch;       /* btree.c's scratch block for overflowing nodes (btree_txn_free) */
     bs_savepoint *sp; size_t nsp, capsp;
 
     /* the snapshot (write: the base being changed); last, with its commit list last: begin
@@ -516,6 +517,8 @@ int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen);
 int btree_rebalance(bs_txn *txn, bs_tree *t);
 /* Free every page of the tree, overflow runs included (drop bucket). Leaves t empty. */
 int btree_free_all(bs_txn *txn, bs_tree *t);
+/* Free what btree.c keeps in the transaction (its scratch block); when the txn ends. */
+void btree_txn_free(bs_txn *txn);
 
 struct bs_cursor {
     bs_txn *txn;

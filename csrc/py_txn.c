@@ -216,7 +216,8 @@ static int txn_store(TxnObject *self, const py_name *nm, const Py_buffer *k, con
         return -1;
     int ret = -1;
     bs_bucket *b;
-    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    /* the default bucket's handle is always open (no I/O, no PY_CALL needed) */
+    int rc = nm->p ? py_txn_open_bucket(t, nm, 0, &b) : bs_bucket_open(t, NULL, 0, 0, &b);
     if (rc == BS_OK)
         PY_CALL(rc, t, bs_put(t, b, k->buf, (size_t)k->len, v->buf, (size_t)v->len, flags));
     if (rc == BS_OK)
@@ -237,7 +238,8 @@ static int txn_remove(TxnObject *self, const py_name *nm, const Py_buffer *k)
         return -1;
     int ret = -1;
     bs_bucket *b;
-    int rc = py_txn_open_bucket(t, nm, 0, &b);
+    /* the default bucket's handle is always open (no I/O, no PY_CALL needed) */
+    int rc = nm->p ? py_txn_open_bucket(t, nm, 0, &b) : bs_bucket_open(t, NULL, 0, 0, &b);
     if (rc == BS_OK)
         PY_CALL(rc, t, bs_del(t, b, k->buf, (size_t)k->len));
     if (rc == BS_OK)

@@ -635,6 +635,7 @@ static void run(uint32_t psize, unsigned long long nops)
 {
     P = psize;
     maxk = fmt_max_key(P);
+    btree_txn_free(&txn); /* its scratch block is sized for the previous page size */
     mock_init(&db, &txn, P);
     memset(trees, 0, sizeof trees);
     memset(&catalog, 0, sizeof catalog);
@@ -761,6 +762,7 @@ static void fill_factor(void)
 {
     enum { NF = 20000 };
     P = 4096;
+    btree_txn_free(&txn); /* its scratch block is sized for the previous page size */
     mock_init(&db, &txn, P);
     static uint32_t order[NF];
     uint8_t k[17], v[100];
@@ -843,6 +845,7 @@ static const uint8_t *page_of(uint64_t pgno)
 static void range_marks(void)
 {
     P = 4096;
+    btree_txn_free(&txn); /* its scratch block is sized for the previous page size */
     mock_init(&db, &txn, P);
     bs_tree t;
     memset(&t, 0, sizeof t);
@@ -927,6 +930,7 @@ int main(int argc, char **argv)
     free(vbuf);
     free(vbuf2);
     free(kbuf);
+    btree_txn_free(&txn);
     mock_destroy();
     printf("test_btree: ok\n");
     return 0;
