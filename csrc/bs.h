@@ -91,8 +91,8 @@ typedef struct bs_options {
                            * full check per commit: for tests (pytest --btree-strict). */
     int map;              /* POSIX files: read committed pages in place from a read-only
                            * shared mapping of the file (1), or through the page cache's own
-                           * copies (-1); 0 = as the environment variable BTREE_STORE_MAP
-                           * says ("1": mapped), else copies */
+                           * copies (-1); 0 = mapped unless the environment variable
+                           * BTREE_STORE_MAP is "0" */
 } bs_options;
 
 /* Open or create a database.

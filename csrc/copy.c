@@ -734,6 +734,7 @@ int bs_db_compact(bs_db **dbp)
     o.sync = db->sync;
     o.io = db->io;
     o.io_arg = db->io_arg;
+    o.map = db->map ? 1 : -1; /* the same way of reading pages */
     /* Open (and lock) the new file before it takes the name, so that the path always names
      * a locked database. An I/O table that serves one file at a time (the fault injector)
      * says EBUSY: it is opened after the old handle is closed instead. */

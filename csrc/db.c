@@ -237,6 +237,17 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
         }
         fresh = 1;
     } else if ((rc = meta_read(db, &m)) != BS_OK) {
+        /* Others have the file open: a live writer may have overwritten both meta slots, or
+         * grown the file past the size read first, while we read them (a slow reader, a fast
+         * writer): read them again a few times before calling the file corrupt. */
+        for (int tries = 0; rc == BS_CORRUPT && !excl && tries < 50; tries++) {
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+            bs_clear_error();
+            rc = meta_read(db, &m);
+        }
+    }
+    if (!fresh && rc != BS_OK) {
         /* An interrupted creation never held a commit: starting it again loses nothing. */
         if (rc == BS_IOERR || rc == BS_FULL || rc == BS_VERSION || o.readonly || !excl ||
             !meta_interrupted_creation(db, fsize, o.page_size))
@@ -320,7 +331,7 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
                                                                      : 0;
     if (o.map == 0) {
         const char *mv = getenv("BTREE_STORE_MAP");
-        o.map = mv && strcmp(mv, "1") == 0 ? 1 : -1;
+        o.map = mv && strcmp(mv, "0") == 0 ? -1 : 1;
     }
     /* pages read in place (map.h); when the map cannot be made, through frames as before */
     if (o.map > 0 && o.io == &bs_io_posix)

@@ -454,6 +454,26 @@ static int map_damaged(bs_db *db)
                    "was truncated by another process, or an I/O error occurred): reopen it");
 }
 
+/* Record img (pgno's image as the mapping shows it, or the very bytes just written there) as
+ * verified at its header txid, with a new summary and no memo. The caller holds mp->busy. */
+static void mpage_set(bs_mpage *mp, const uint8_t *img)
+{
+    atomic_store_explicit(&mp->vtxid, 0, memory_order_seq_cst);
+    bs_img_memo *m = &mp->memo;
+    atomic_store_explicit(&m->lo, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->hi, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->idx, 0, memory_order_relaxed);
+    bs_bounds *b = (bs_bounds *)(void *)mp->bounds;
+    if (pg_type(img) == PT_BRANCH || pg_type(img) == PT_LEAF) {
+        btree_bounds(img, b);
+        m->image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
+    } else {
+        b->valid = 0;
+        m->image_id = 0;
+    }
+    atomic_store_explicit(&mp->vtxid, pg_txid(img), memory_order_release);
+}
+
 static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgno,
                       uint64_t want)
 {
@@ -480,22 +500,8 @@ static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgn
     int rc = BS_OK;
     if (!v || v != want) {
         rc = verify_page(db, pg, pgno, txn->page_count, txn->txid);
-        if (rc == BS_OK && !atomic_load(&db->map->damaged)) {
-            atomic_store_explicit(&mp->vtxid, 0, memory_order_seq_cst);
-            bs_img_memo *m = &mp->memo;
-            atomic_store_explicit(&m->lo, 0, memory_order_relaxed);
-            atomic_store_explicit(&m->hi, 0, memory_order_relaxed);
-            atomic_store_explicit(&m->idx, 0, memory_order_relaxed);
-            bs_bounds *b = (bs_bounds *)(void *)mp->bounds;
-            if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF) {
-                btree_bounds(pg, b);
-                m->image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
-            } else {
-                b->valid = 0;
-                m->image_id = 0;
-            }
-            atomic_store_explicit(&mp->vtxid, pg_txid(pg), memory_order_release);
-        }
+        if (rc == BS_OK && !atomic_load(&db->map->damaged))
+            mpage_set(mp, pg);
     }
     atomic_store_explicit(&mp->busy, 0, memory_order_release);
     if (BS_UNLIKELY(atomic_load(&db->map->damaged)))
@@ -522,6 +528,22 @@ static inline int load_mapped(bs_txn *txn, uint64_t pgno, uint64_t want, const u
         return BS_OK;
     }
     return map_verify(txn, mp, pg, pgno, want);
+}
+
+/* Commit (f): pgno was just written with the image img (a dirty frame of ours, so its bytes
+ * are what the mapping shows): record it as verified at its txid, so that the first read
+ * after a commit costs no verification. False when no window holds pgno. */
+static bool map_record(bs_db *db, uint64_t pgno, const uint8_t *img)
+{
+    bs_mwin *w = atomic_load_explicit(&db->map->cur, memory_order_acquire);
+    if (pgno >= w->npages)
+        return false;
+    bs_mpage *mp = &w->meta[pgno];
+    while (atomic_exchange_explicit(&mp->busy, 1, memory_order_acquire))
+        sched_yield();
+    mpage_set(mp, img);
+    atomic_store_explicit(&mp->busy, 0, memory_order_release);
+    return true;
 }
 
 int pager_map_check(bs_txn *txn)
@@ -1572,8 +1594,8 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
         v[i]->fr = NULL;
         txn->dirty.nmem--;
         cache_dirty_add(db->cache, -1);
-        if (db->map && v[i]->pgno < atomic_load(&db->map->cur)->npages) {
-            /* read in place from the mapping from now on (map_verify) */
+        if (db->map && map_record(db, v[i]->pgno, cache_frame_data(f))) {
+            /* read in place from the mapping from now on, known good */
             cache_frame_free(f);
             continue;
         }

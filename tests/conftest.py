@@ -142,7 +142,8 @@ def db_path(factory):
 @pytest.fixture(params=["copies", "mapped"])
 def page_access(request, monkeypatch):
     """Both ways of reading committed pages: copies in the page cache, and in place from a
-    read-only shared mapping of the file (BTREE_STORE_MAP=1, csrc/map.h). Child processes
+    read-only shared mapping of the file (the default; BTREE_STORE_MAP=0 for copies,
+    csrc/map.h). Child processes
     inherit the choice. Modules opt in with pytestmark = pytest.mark.usefixtures(...)."""
     monkeypatch.setenv("BTREE_STORE_MAP", "1" if request.param == "mapped" else "0")
     return request.param

@@ -1,8 +1,8 @@
 """test_mmap.py - committed pages read in place from a read-only shared mapping of the file
-(BTREE_STORE_MAP=1, csrc/map.h): the mapping is used (no page frames cached for reads), a page
-reused by another process is verified again, and a file truncated under a live reader (in
-this process or by another one) raises DiskError instead of killing the interpreter with
-SIGBUS.
+(the default; BTREE_STORE_MAP=0 reads into copies; csrc/map.h): the mapping is used (no page
+frames cached for reads), a page reused by another process is verified again, and a file
+truncated under a live reader (in this process or by another one) raises DiskError instead
+of killing the interpreter with SIGBUS.
 
 The truncation scenarios run in a child interpreter, so that a SIGBUS that was not contained
 fails the test instead of killing pytest.
@@ -57,6 +57,24 @@ def test_mapped_reads_cache_no_frames(tmp_path, monkeypatch):
         db.close()
     assert pages["0"] > 10
     assert pages["1"] == 0
+
+
+def test_mapping_is_the_default(tmp_path, monkeypatch):
+    """Without BTREE_STORE_MAP a file's pages are read in place (no frames); "0" turns it off."""
+    path = str(tmp_path / "d.db")
+    _fill(path)
+    pages = {}
+    for mode in (None, "0"):
+        if mode is None:
+            monkeypatch.delenv("BTREE_STORE_MAP", raising=False)
+        else:
+            monkeypatch.setenv("BTREE_STORE_MAP", mode)
+        with btree_store.DB(path) as db:
+            with db.begin() as t:
+                for i in range(0, 3000, 7):
+                    assert t.get(b"k%06d" % i) == b"v%06d" % i * 4
+            pages[mode] = db.stat()["cache_pages"]
+    assert pages[None] == 0 and pages["0"] > 10
 
 
 def test_mapped_page_reused_by_another_process(tmp_path, monkeypatch):

@@ -12,8 +12,16 @@ Layer: tests only; the public API plus raw file images (tests/_format.py).
 """
 import os
 
+import pytest
+
 import btree_store
 from _format import Layout
+
+
+@pytest.fixture(autouse=True)
+def _copies(monkeypatch):
+    """Read-ahead belongs to reading pages into copies (a mapping has the OS read ahead)."""
+    monkeypatch.setenv("BTREE_STORE_MAP", "0")
 
 P = 1024
 
