@@ -622,8 +622,13 @@ static int writer_refresh(bs_db *db)
         atomic_store(&h->durable_slot, db->meta.slot);
         atomic_store(&h->durable_txid, db->meta.txid);
     }
-    if (atomic_load(&h->durable_slot) > 1) {
-        /* set up by a handle that could not sync: make what is there durable now */
+    uint64_t dtxid = atomic_load(&h->durable_txid), dslot = atomic_load(&h->durable_slot);
+    if (dslot > 1 || dtxid > db->meta.txid ||
+        (dslot == db->meta.slot) != (dtxid == db->meta.txid)) {
+        /* set up by a handle that could not sync (slot 2), or a horizon that cannot be true
+         * (a damaged side file: newer than the newest commit, or naming the newest commit's
+         * slot for an older one, which would let this commit overwrite the durable meta
+         * and reuse pages not yet durably free): make what is there durable now */
         if ((err = db->io->sync(db->file)) != 0)
             return bs_fail_io(err, "syncing %s", db->path);
         atomic_store(&h->durable_slot, db->meta.slot);
@@ -1034,6 +1039,34 @@ static int debug_check_commit(bs_db *db)
     return rc;
 }
 
+/* A durable commit that changes nothing still makes its base durable (the sync=False
+ * commits before it survive a power loss from now on, as after any durable commit): one
+ * fsync, then the horizon moves to the base, here and in the side file (we hold the write
+ * lock). A failed fsync panics, as in a commit. */
+static int commit_nothing_durably(bs_txn *txn)
+{
+    bs_db *db = txn->db;
+    if (txn->meta.txid <= atomic_load(&db->durable_txid))
+        return BS_OK;
+    int err = db->io->sync(db->file);
+    if (err) {
+        atomic_store(&db->panic, 1);
+        return bs_fail_io(err, "syncing %s", db->path);
+    }
+    if (atomic_load(&db->dir_unsynced)) {
+        if ((err = db->io->sync_dir(db->io_arg, db->path)) != 0)
+            return bs_fail_io(err, "syncing the directory of %s", db->path);
+        atomic_store(&db->dir_unsynced, 0);
+    }
+    atomic_store(&db->durable_txid, txn->meta.txid);
+    db->durable_slot = txn->meta.slot;
+    if (db->lf) {
+        atomic_store(&db->lf->hdr->durable_slot, txn->meta.slot);
+        atomic_store(&db->lf->hdr->durable_txid, txn->meta.txid);
+    }
+    return BS_OK;
+}
+
 int bs_txn_commit(bs_txn *txn)
 {
     bs_db *db = txn->db;
@@ -1046,6 +1079,8 @@ int bs_txn_commit(bs_txn *txn)
     if (!txn->write || txn->mod_seq == 0) {
         if (txn->write && txn->failed)
             rc = bs_fail(BS_BADTXN, "the transaction failed earlier; it was rolled back");
+        else if (txn->write && txn->sync)
+            rc = commit_nothing_durably(txn);
         txn_free(txn);
         return rc;
     }

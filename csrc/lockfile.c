@@ -258,7 +258,11 @@ void lockfile_close(bs_lockfile *lf, int forked)
         return;
     if (lf->data_fd >= 0) {
         /* first: an opener that finds the side file gone once we removed it must not see
-         * our join lock (closing releases it, unless a forked child still shares it) */
+         * our join lock. Unlocked explicitly: a forked child that still shares the open file
+         * description (it cannot use the inherited handle) would keep it held; a child never
+         * unlocks (its parent's lock) */
+        if (!forked)
+            (void)lk(lf->data_fd, LK_SET, F_UNLCK, (off_t)LF_JOIN_BYTE);
         close(lf->data_fd);
         lf->data_fd = -1;
     }

@@ -179,3 +179,80 @@ def test_meta_txid_at_the_end_of_the_range(tmp_path):
         db.check()
         with db.begin() as r:
             assert r.get(b"last") == b"1" and r.get(b"k00001") == b"x" * 100
+
+
+def test_reopen_while_a_forked_child_keeps_the_inherited_handle(tmp_path):
+    """A forked child that never closes the handle it inherited (it may not use it) must not
+    keep the parent from closing and opening the database again: the parent's close gives
+    the join lock up for the open file description it shares with the child."""
+    import time
+    from _util import fork_join, fork_start
+    path = str(tmp_path / "f.bs")
+    db = btree_store.DB(path)
+    _fill(db, b"k", 10)
+
+    def child():
+        time.sleep(3)  # holds the inherited descriptors meanwhile
+        return "done"
+
+    pid, r = fork_start(child)
+    try:
+        db.close()  # the last handle: the side file goes
+        with btree_store.DB(path) as d2:  # a new side file, the join lock free again
+            with d2.begin(write=True) as txn:
+                txn.put(b"again", b"1")
+            d2.check()
+    finally:
+        status, out = fork_join(pid, r)
+    assert status == 0 and out == "done", out
+
+
+@pytest.mark.parametrize("mode", ["tear", "reorder"])
+@pytest.mark.parametrize("lie", ["slot", "txid"])
+def test_damaged_durability_horizon_in_the_side_file_survives_a_power_loss(tmp_path, mode,
+                                                                           lie):
+    """The side file's durability horizon damaged so that it cannot be true: the slot of the
+    newest (unsynced) commit with an older txid, or a txid newer than any commit. The next
+    sync=False commit used to write its meta over the slot of the real durable commit (and
+    reuse pages not durably free), and a power loss left no valid meta page or a mix. The
+    writer now takes such a horizon as unknown and syncs first. (A consistent lie, the
+    newest commit named durable, cannot be told from a db.sync() of another process.)"""
+    from btree_store.testing import FaultyMachine
+    bad = []
+    for seed in range(12):
+        path = tmp_path / ("d%d.bs" % seed)
+        with FaultyMachine(path) as m:
+            db = m.open(sync=True, page_size=1024)
+            states = []
+            with db.begin(write=True) as txn:
+                for i in range(300):
+                    txn.put(b"k%04d" % i, b"D" * 50)
+            with db.begin(write=True, sync=False) as txn:
+                for i in range(0, 300, 2):
+                    txn.delete(b"k%04d" % i)
+            with db.begin() as r:
+                states.append(dict(r.items()))
+            with open(str(path) + "-lock", "r+b") as f:
+                f.seek(LATEST_TXID)
+                latest_txid, latest_slot = struct.unpack("<QQ", f.read(16))
+                f.seek(56)  # durable_txid, durable_slot
+                if lie == "slot":  # the unsynced commit's slot, an older txid
+                    f.write(struct.pack("<QQ", latest_txid - 1, latest_slot))
+                else:  # a txid no commit has, the other slot
+                    f.write(struct.pack("<QQ", latest_txid + 1000, 1 - latest_slot))
+            with db.begin(write=True, sync=False) as txn:
+                for i in range(300):
+                    txn.put(b"n%04d" % i, b"N" * 50)
+            with db.begin() as r:
+                states.append(dict(r.items()))
+            m.power_loss(mode, seed=seed)
+            try:
+                db = m.reopen()
+                db.check()
+                with db.begin() as r:
+                    got = dict(r.items())
+                if got not in states:
+                    bad.append((seed, "an older state"))
+            except btree_store.Error as e:
+                bad.append((seed, repr(e)[:80]))
+    assert not bad, bad
