@@ -130,6 +130,10 @@ static int db_open_lockfile(bs_db *db, const char *path, int readonly, int *excl
     *excl = 1;
     if (err == ENOMEM)
         return bs_fail(BS_NOMEM, "out of memory");
+    if (err == EBUSY)
+        return bs_fail(BS_LOCKED, "%s is already open in this process: without open file "
+                       "description locks (macOS, or BTREE_STORE_POSIX_LOCKS set) the locks "
+                       "belong to the process, so it may have one handle of a file", path);
     if (readonly && (err == EACCES || err == EROFS || err == EPERM) &&
         db_no_writer_possible(path))
         return BS_OK;

@@ -8,15 +8,19 @@
  * file description, like flock(): two handles in one process do not share them, a child
  * after fork() shares its parent's (and never releases them: it only closes), and they go
  * away when the last descriptor closes, so a dead process's locks are gone. Where F_OFD_*
- * does not exist (macOS), plain fcntl locks are used: those belong to the process, so there
- * two handles of one file in one process share their locks, and closing either releases
- * them (only one handle per file and process is safe there).
+ * does not exist (macOS), or when BTREE_STORE_POSIX_LOCKS is set (to test that path on
+ * Linux), plain fcntl locks are used: those belong to the process, so two handles of one file
+ * in one process would share their locks and closing either would release them. There a
+ * second open of a file the process has open is refused (EBUSY, before it opens the side
+ * file), and a fork() child's inherited copy of a file the child opened again is not closed.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* F_OFD_SETLK */
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -27,13 +31,73 @@
 #include "internal.h"
 #include "lockfile.h"
 
+/* The lock commands: OFD locks where they exist, unless the environment variable
+ * BTREE_STORE_POSIX_LOCKS is set (non-empty, not "0") at the first open: then the plain
+ * process-owned fcntl locks of systems without OFD locks (macOS), so that their path is
+ * tested on Linux too. Chosen once per process. */
+static int lk_set_cmd, lk_setw_cmd; /* 0 until lk_choose */
+static pthread_mutex_t lk_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void lk_choose(void)
+{
+    pthread_mutex_lock(&lk_mu);
+    if (!lk_set_cmd) {
+        const char *e = getenv("BTREE_STORE_POSIX_LOCKS");
+        int posix = e && *e && strcmp(e, "0") != 0;
 #ifdef F_OFD_SETLK
-#define LK_SET F_OFD_SETLK
-#define LK_SETW F_OFD_SETLKW
+        if (!posix) {
+            lk_setw_cmd = F_OFD_SETLKW;
+            lk_set_cmd = F_OFD_SETLK;
+        }
 #else
-#define LK_SET F_SETLK
-#define LK_SETW F_SETLKW
+        posix = 1;
 #endif
+        if (posix) {
+            lk_setw_cmd = F_SETLKW;
+            lk_set_cmd = F_SETLK;
+        }
+    }
+    pthread_mutex_unlock(&lk_mu);
+}
+
+#define LK_SET lk_set_cmd
+#define LK_SETW lk_setw_cmd
+
+static bool lk_process_owned(void)
+{
+    return lk_set_cmd == F_SETLK;
+}
+
+/* Process-owned locks: every descriptor of a file shares the process's locks, and closing
+ * any of them releases them all. So one process may hold one handle of a database: a second
+ * open is refused before it opens the side file (opening and closing it would drop the first
+ * handle's locks). The side files this process has open, by (dev, ino) and the pid that
+ * opened them (a fork() child's copy of the table is not its own); opens and closes hold
+ * lk_mu throughout, so none of them races with another. */
+#define LK_OPEN_MAX 64
+static struct { uint64_t dev, ino; pid_t pid; } lk_open[LK_OPEN_MAX];
+
+static int lk_find(uint64_t dev, uint64_t ino)
+{
+    pid_t me = getpid();
+    for (int i = 0; i < LK_OPEN_MAX; i++)
+        if (lk_open[i].pid == me && lk_open[i].dev == dev && lk_open[i].ino == ino)
+            return i;
+    return -1;
+}
+
+static int lk_add(uint64_t dev, uint64_t ino)
+{
+    pid_t me = getpid();
+    for (int i = 0; i < LK_OPEN_MAX; i++)
+        if (lk_open[i].pid != me) { /* free, or left by the parent of a fork() */
+            lk_open[i].dev = dev;
+            lk_open[i].ino = ino;
+            lk_open[i].pid = me;
+            return 0;
+        }
+    return EMFILE;
+}
 
 _Static_assert(sizeof(lf_header) == LF_HEADER, "lf_header layout");
 _Static_assert(sizeof(lf_slot) == 16, "lf_slot layout");
@@ -65,6 +129,8 @@ static void lf_unmap(bs_lockfile *lf)
     lf->slots = NULL;
 }
 
+static int lockfile_open_locked(bs_lockfile *lf, int *exclusive, bool owned);
+
 int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
 {
     *out = NULL;
@@ -78,7 +144,30 @@ int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
     memcpy(lf->path + n, "-lock", 6);
     lf->slot = -1;
     lf->data_fd = -1;
+    lf->fd = -1;
+    lk_choose();
+    bool owned = lk_process_owned();
+    if (owned)
+        pthread_mutex_lock(&lk_mu);
+    int err = lockfile_open_locked(lf, exclusive, owned);
+    if (owned)
+        pthread_mutex_unlock(&lk_mu);
+    if (err) {
+        free(lf->path);
+        free(lf);
+        return err;
+    }
+    *out = lf;
+    return 0;
+}
+
+static int lockfile_open_locked(bs_lockfile *lf, int *exclusive, bool owned)
+{
     int err = 0;
+    struct stat pre;
+    if (owned && stat(lf->path, &pre) == 0 &&
+        lk_find((uint64_t)pre.st_dev, (uint64_t)pre.st_ino) >= 0)
+        return EBUSY; /* see lk_find */
     for (int tries = 0;; tries++) {
         int fd = open(lf->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
@@ -121,20 +210,23 @@ int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
             }
         }
         void *p = mmap(NULL, LF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            err = errno;
+        if (p == MAP_FAILED || (owned && (err = lk_add((uint64_t)a.st_dev,
+                                                         (uint64_t)a.st_ino)) != 0)) {
+            if (p == MAP_FAILED)
+                err = errno;
+            else
+                munmap(p, LF_SIZE);
             close(fd);
             break;
         }
         lf->fd = fd;
+        lf->dev = (uint64_t)a.st_dev;
+        lf->ino = (uint64_t)a.st_ino;
         lf->hdr = p;
         lf->slots = (lf_slot *)((uint8_t *)p + LF_HEADER);
         *exclusive = excl;
-        *out = lf;
         return 0;
     }
-    free(lf->path);
-    free(lf);
     return err;
 }
 
@@ -206,12 +298,12 @@ int lockfile_join(bs_lockfile *lf, const char *dbpath, uint64_t dev, uint64_t in
         fl.l_len = 1;
         int err = 0;
 #ifdef F_OFD_GETLK
-        while (fcntl(fd, F_OFD_GETLK, &fl) != 0 && (err = errno) == EINTR)
-            err = 0;
+        int getlk = lk_process_owned() ? F_GETLK : F_OFD_GETLK;
 #else
-        while (fcntl(fd, F_GETLK, &fl) != 0 && (err = errno) == EINTR)
-            err = 0;
+        int getlk = F_GETLK;
 #endif
+        while (fcntl(fd, getlk, &fl) != 0 && (err = errno) == EINTR)
+            err = 0;
         if (err) {
             close(fd);
             return bs_fail_io(err, "testing the join lock of %s", dbpath);
@@ -256,6 +348,9 @@ void lockfile_close(bs_lockfile *lf, int forked)
 {
     if (!lf)
         return;
+    bool owned = lk_process_owned();
+    if (owned)
+        pthread_mutex_lock(&lk_mu);
     if (lf->data_fd >= 0) {
         /* first: an opener that finds the side file gone once we removed it must not see
          * our join lock. Unlocked explicitly: a forked child that still shares the open file
@@ -277,8 +372,18 @@ void lockfile_close(bs_lockfile *lf, int forked)
             (void)unlink(lf->path);
     }
     lf_unmap(lf);
-    if (lf->fd >= 0)
+    int mine = owned && lf->fd >= 0 ? lk_find(lf->dev, lf->ino) : -1;
+    if (owned && forked && mine >= 0) {
+        /* a fork() child's inherited copy of a file the child opened again itself: closing
+         * this descriptor would release the child's own locks; it stays open (close-on-exec)
+         * until the child exits */
+    } else if (lf->fd >= 0) {
+        if (mine >= 0)
+            lk_open[mine].pid = 0;
         close(lf->fd); /* releases our locks (unless a forked child still shares them) */
+    }
+    if (owned)
+        pthread_mutex_unlock(&lk_mu);
     free(lf->path);
     free(lf);
 }

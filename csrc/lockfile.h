@@ -8,7 +8,7 @@
  * knows nothing of pages. Called by db.c (and copy.c for compaction).
  *
  * Locks (fcntl open file description locks, F_OFD_SETLK; plain fcntl locks where OFD locks
- * do not exist, see lockfile.c), one byte each:
+ * do not exist or BTREE_STORE_POSIX_LOCKS is set, see lockfile.c), one byte each:
  *   byte 0      the open lock: shared while a handle has the database open; exclusive while
  *               one handle (re)builds the side file, which it may do only when no other
  *               handle has it open, and while compact() swaps the file.
@@ -69,12 +69,14 @@ typedef struct bs_lockfile {
     lf_slot *slots;
     int64_t slot;           /* our slot, -1 before lockfile_slot_acquire */
     char *path;             /* PATH-lock */
+    uint64_t dev, ino;      /* of the side file */
 } bs_lockfile;
 
 /* Open (creating) dbpath + "-lock", map it and take the open lock: exclusive if no other
  * handle has it open (*exclusive = 1: the caller must then call lockfile_init), else shared
  * (waits while another handle rebuilds it). A shared side file must pass lockfile_check.
- * 0, or an errno value (EACCES, EROFS ... the caller decides; EIO for a short file). */
+ * 0, or an errno value (EACCES, EROFS ... the caller decides; EIO for a short file; EBUSY:
+ * process-owned locks and this process has the file open already). */
 int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive);
 /* Exclusive holder only: write a fresh header and empty slots for the database (dev, ino),
  * whose newest commit is (txid, slot) and durable commit (dtxid, dslot), then downgrade the

@@ -920,3 +920,70 @@ def test_reader_holding_a_lost_commit_is_told_its_snapshot_was_lost(tmp_path):
         db.check()
     finally:
         db.close()
+
+
+POSIX_LOCKS_CHILD = r"""
+import os, signal, sys
+import btree_store
+from btree_store import LockedError
+path = sys.argv[1]
+db = btree_store.DB(path)
+with db.begin(write=True) as txn:
+    txn.put(b"k", b"parent")
+try:
+    btree_store.DB(path, readonly=True)
+except LockedError as e:
+    assert "already open in this process" in str(e), e
+    print("second handle refused")
+r, w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child opens the file again beside its parent and holds the write lock
+    d = btree_store.DB(path)
+    txn = d.begin(write=True)
+    txn.put(b"k", b"child")
+    os.write(w, b"1")
+    os.read(go_r, 1)
+    txn.commit()
+    d.close()
+    os._exit(0)
+os.read(r, 1)
+try:
+    db.begin(write=True, timeout=0)
+except LockedError:
+    print("write lock held by the child")
+os.write(go_w, b"1")
+os.waitpid(pid, 0)
+with db.begin() as txn:
+    print("parent reads", bytes(txn.get(b"k")).decode())
+db.check()
+db.close()
+db = btree_store.DB(path)  # closed, the same process may open it again
+db.close()
+print("reopened")
+"""
+
+
+def test_process_owned_lock_fallback_on_linux(tmp_path):
+    """BTREE_STORE_POSIX_LOCKS=1 makes the side file use the plain process-owned fcntl locks
+    of systems without open file description locks (macOS): a second handle of a file in one
+    process is refused with a clear LockedError (the two would share their locks, and closing
+    either would release them), a fork() child opens the file again and its write lock
+    excludes the parent's writer, its commit is seen, and the multi-process tests that use one
+    handle per process pass on that path."""
+    path = str(tmp_path / "posix.bs")
+    env = dict(child_env(), BTREE_STORE_POSIX_LOCKS="1")
+    out = subprocess.run([sys.executable, "-c", POSIX_LOCKS_CHILD, path], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n") == ["second handle refused", "write lock held by the child",
+                                      "parent reads child", "reopened", ""], out.stdout
+    tests = ["test_two_writer_processes_exact_sum", "test_writer_and_four_reader_processes",
+             "test_stale_cache_after_other_process_reuses_pages",
+             "test_reader_holding_a_lost_commit_is_told_its_snapshot_was_lost",
+             "test_write_lock_from_another_process_makes_its_unsynced_commit_durable"]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__), "-k", " or ".join(tests)],
+                       env=env, capture_output=True, text=True, timeout=600,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
