@@ -164,12 +164,10 @@ except OSError:
 """
 
 
-def strace_read_txn(engine, path, n, d):
-    """System calls per read transaction (one get) in a process that has the file open."""
-    out = os.path.join(d, "strace_%s.txt" % engine)
-    env = dict(os.environ)
-    subprocess.run(["strace", "-f", "-qq", "-o", out, sys.executable, "-c", STRACE_CHILD,
-                    engine, path, str(n)], check=True, env=env)
+def marked_syscalls(out):
+    """System call counts by name in an `strace -f -o out` log, between the child's writes
+    of the markers __bs_mark_begin__ and __bs_mark_end__ (bench/multiproc_write.py uses it
+    too)."""
     inside, calls = False, {}
     with open(out) as f:
         for line in f:
@@ -183,6 +181,16 @@ def strace_read_txn(engine, path, n, d):
                 name = body.split("(", 1)[0].strip()
                 if name and not name.startswith(("+++", "---", "<...")):
                     calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
+def strace_read_txn(engine, path, n, d):
+    """System calls per read transaction (one get) in a process that has the file open."""
+    out = os.path.join(d, "strace_%s.txt" % engine)
+    env = dict(os.environ)
+    subprocess.run(["strace", "-f", "-qq", "-o", out, sys.executable, "-c", STRACE_CHILD,
+                    engine, path, str(n)], check=True, env=env)
+    calls = marked_syscalls(out)
     return sum(calls.values()) / 2000.0, calls
 
 

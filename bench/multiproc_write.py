@@ -22,15 +22,15 @@ alternation, so that the machine's load falls on all of them alike.
 Layer: benchmark; the public Python API of btree_store only.
 """
 import argparse
-import multiprocessing as mp
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from multiproc_read import marked_syscalls  # noqa: E402 (bench/ beside this file)
 
 CHILD = r"""
 import json, multiprocessing as mp, os, random, sys, time
@@ -145,19 +145,7 @@ def strace_calls(pp, d, what):
     env = dict(os.environ, PYTHONPATH=pp)
     subprocess.run(["strace", "-f", "-qq", "-o", out, sys.executable, "-c", STRACE_CHILD,
                     path, what], check=True, env=env)
-    inside, calls = False, {}
-    with open(out) as f:
-        for line in f:
-            if "__bs_mark_begin__" in line:
-                inside = True
-                continue
-            if "__bs_mark_end__" in line:
-                break
-            if inside:
-                body = line.split(None, 1)[1] if line[:1].isdigit() else line
-                name = body.split("(", 1)[0].strip()
-                if name and not name.startswith(("+++", "---", "<...")):
-                    calls[name] = calls.get(name, 0) + 1
+    calls = marked_syscalls(out)
     return sum(calls.values()) / 500.0, {k: v / 500.0 for k, v in sorted(calls.items())}
 
 

@@ -1043,15 +1043,10 @@ static int debug_check_commit(bs_db *db)
     return rc;
 }
 
-/* A durable commit that changes nothing still makes its base durable (the sync=False
- * commits before it survive a power loss from now on, as after any durable commit): one
- * fsync, then the horizon moves to the base, here and in the side file (we hold the write
- * lock). A failed fsync panics, as in a commit. */
-static int commit_nothing_durably(bs_txn *txn)
+/* fsync the file, and its directory once after it was created (a failed fsync of the file
+ * panics the handle: it cannot be retried safely). */
+static int db_sync_file(bs_db *db)
 {
-    bs_db *db = txn->db;
-    if (txn->meta.txid <= atomic_load(&db->durable_txid))
-        return BS_OK;
     int err = db->io->sync(db->file);
     if (err) {
         atomic_store(&db->panic, 1);
@@ -1062,6 +1057,21 @@ static int commit_nothing_durably(bs_txn *txn)
             return bs_fail_io(err, "syncing the directory of %s", db->path);
         atomic_store(&db->dir_unsynced, 0);
     }
+    return BS_OK;
+}
+
+/* A durable commit that changes nothing still makes its base durable (the sync=False
+ * commits before it survive a power loss from now on, as after any durable commit): one
+ * fsync, then the horizon moves to the base, here and in the side file (we hold the write
+ * lock). A failed fsync panics, as in a commit. */
+static int commit_nothing_durably(bs_txn *txn)
+{
+    bs_db *db = txn->db;
+    if (txn->meta.txid <= atomic_load(&db->durable_txid))
+        return BS_OK;
+    int rc = db_sync_file(db);
+    if (rc != BS_OK)
+        return rc;
     atomic_store(&db->durable_txid, txn->meta.txid);
     db->durable_slot = txn->meta.slot;
     if (db->lf) {
@@ -1581,16 +1591,9 @@ int bs_db_sync(bs_db *db)
     pthread_mutex_lock(&db->mu);
     bs_meta m = db->meta; /* published: every write of this commit has been issued */
     pthread_mutex_unlock(&db->mu);
-    int err = db->io->sync(db->file);
-    if (err) {
-        atomic_store(&db->panic, 1);
-        return bs_fail_io(err, "syncing %s", db->path);
-    }
-    if (atomic_load(&db->dir_unsynced)) {
-        if ((err = db->io->sync_dir(db->io_arg, db->path)) != 0)
-            return bs_fail_io(err, "syncing the directory of %s", db->path);
-        atomic_store(&db->dir_unsynced, 0);
-    }
+    int rc = db_sync_file(db);
+    if (rc != BS_OK)
+        return rc;
     /* Move the horizon only while no writer is active: the horizon and its slot belong to
      * the writer, which picks its meta slot from them (keeping it is always safe). */
     pthread_mutex_lock(&db->wmu);
