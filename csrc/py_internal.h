@@ -109,11 +109,8 @@ static inline int py_parse_args(const py_argspec *spec, PyObject *const *args,
 {
     if (kwnames || nargs < spec->nreq || nargs > spec->npos)
         return py_parse_args_full(spec, args, nargs, kwnames, out);
-    int i = 0;
-    for (; i < nargs; i++)
-        out[i] = args[i];
-    for (; spec->names[i]; i++)
-        out[i] = NULL;
+    for (int i = 0; spec->names[i]; i++)
+        out[i] = i < nargs ? args[i] : NULL;
     return 0;
 }
 int py_parse_posonly(const py_argspec *spec, int posonly, PyObject *const *args,
