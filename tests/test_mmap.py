@@ -9,7 +9,6 @@ fails the test instead of killing pytest.
 
 Layer: tests only; the public Python API, subprocesses.
 """
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,9 +16,8 @@ import textwrap
 import pytest
 
 import btree_store
+from _util import child_env
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PKG = os.path.join(os.path.dirname(HERE), "python")
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX mappings")
 
@@ -33,8 +31,7 @@ def _fill(path, n=3000, page_size=4096):
 
 
 def _child(script, env_extra=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PKG + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()  # the btree_store build this test imported (installed or in place)
     env["BTREE_STORE_MAP"] = "1"
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
