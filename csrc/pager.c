@@ -409,22 +409,26 @@ _Static_assert(sizeof(bs_bounds) <= BS_FRAME_AUX, "bounds summary fits the frame
  * 0 (none) and 1 (BS_RNG_OPEN, "unbounded" in a memo key) are never handed out. */
 static _Atomic uint64_t next_image_id = 2;
 
-static void frame_summarize(bs_frame *f)
+/* A new image's summary: its bounds, a new image id, and no memo (whatever the frame or the
+ * mapped page's record held before); nobody's dirty page (own = 0). */
+static void image_summarize(const uint8_t *img, bs_img_memo *m, bs_bounds *b)
 {
-    const uint8_t *pg = cache_frame_data(f);
-    bs_bounds *b = (bs_bounds *)(void *)f->aux;
-    /* a new image: a new id, and no memo (whatever the frame held before) */
-    atomic_store_explicit(&f->memo.lo, 0, memory_order_relaxed);
-    atomic_store_explicit(&f->memo.hi, 0, memory_order_relaxed);
-    atomic_store_explicit(&f->memo.idx, 0, memory_order_relaxed);
-    f->memo.own = f->memo.own_gen = 0; /* a shared image: nobody's dirty page */
-    if (pg_type(pg) == PT_BRANCH || pg_type(pg) == PT_LEAF) {
-        btree_bounds(pg, b);
-        f->memo.image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
+    atomic_store_explicit(&m->lo, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->hi, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->idx, 0, memory_order_relaxed);
+    m->own = m->own_gen = 0;
+    if (pg_type(img) == PT_BRANCH || pg_type(img) == PT_LEAF) {
+        btree_bounds(img, b);
+        m->image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
     } else {
         b->valid = 0;
-        f->memo.image_id = 0;
+        m->image_id = 0;
     }
+}
+
+static void frame_summarize(bs_frame *f)
+{
+    image_summarize(cache_frame_data(f), &f->memo, (bs_bounds *)(void *)f->aux);
 }
 
 _Static_assert(sizeof(bs_bounds) <= sizeof(((bs_mpage *)0)->bounds),
@@ -459,19 +463,20 @@ static int map_damaged(bs_db *db)
 static void mpage_set(bs_mpage *mp, const uint8_t *img)
 {
     atomic_store_explicit(&mp->vtxid, 0, memory_order_seq_cst);
-    bs_img_memo *m = &mp->memo;
-    atomic_store_explicit(&m->lo, 0, memory_order_relaxed);
-    atomic_store_explicit(&m->hi, 0, memory_order_relaxed);
-    atomic_store_explicit(&m->idx, 0, memory_order_relaxed);
-    bs_bounds *b = (bs_bounds *)(void *)mp->bounds;
-    if (pg_type(img) == PT_BRANCH || pg_type(img) == PT_LEAF) {
-        btree_bounds(img, b);
-        m->image_id = atomic_fetch_add_explicit(&next_image_id, 1, memory_order_relaxed);
-    } else {
-        b->valid = 0;
-        m->image_id = 0;
-    }
+    image_summarize(img, &mp->memo, (bs_bounds *)(void *)mp->bounds);
     atomic_store_explicit(&mp->vtxid, pg_txid(img), memory_order_release);
+}
+
+/* One thread verifies or records a mapped page at a time (no I/O wait inside: short). */
+static void mpage_lock(bs_mpage *mp)
+{
+    while (atomic_exchange_explicit(&mp->busy, 1, memory_order_acquire))
+        sched_yield();
+}
+
+static void mpage_unlock(bs_mpage *mp)
+{
+    atomic_store_explicit(&mp->busy, 0, memory_order_release);
 }
 
 static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgno,
@@ -494,8 +499,7 @@ static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgn
                 return BS_WOULDBLOCK;
     }
     txn->misses++;
-    while (atomic_exchange_explicit(&mp->busy, 1, memory_order_acquire))
-        sched_yield(); /* another thread is verifying it (no I/O wait in general: short) */
+    mpage_lock(mp);
     uint64_t v = atomic_load_explicit(&mp->vtxid, memory_order_relaxed);
     int rc = BS_OK;
     if (!v || v != want) {
@@ -503,7 +507,7 @@ static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgn
         if (rc == BS_OK && !atomic_load(&db->map->damaged))
             mpage_set(mp, pg);
     }
-    atomic_store_explicit(&mp->busy, 0, memory_order_release);
+    mpage_unlock(mp);
     if (BS_UNLIKELY(atomic_load(&db->map->damaged)))
         return map_damaged(db);
     return rc;
@@ -539,10 +543,9 @@ static bool map_record(bs_db *db, uint64_t pgno, const uint8_t *img)
     if (pgno >= w->npages)
         return false;
     bs_mpage *mp = &w->meta[pgno];
-    while (atomic_exchange_explicit(&mp->busy, 1, memory_order_acquire))
-        sched_yield();
+    mpage_lock(mp);
     mpage_set(mp, img);
-    atomic_store_explicit(&mp->busy, 0, memory_order_release);
+    mpage_unlock(mp);
     return true;
 }
 
