@@ -722,6 +722,29 @@ def test_writer_catch_up_replays_records_not_the_whole_freelist(tmp_path):
 LF_LATEST_TXID, LF_COMMITTING = 40, 72
 
 
+def _start_unsynced_writer(path, n, seed):
+    """Fork a writer process that makes n sync=False commits (_writer_commits with seed) and then waits with its handle open, nothing synced; return its pid once it has
+    reported all n. The caller kills it (SIGKILL) and reaps it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            keep = _writer_commits(path, n, seed, sync=False, report=w)
+            signal.pause()
+            keep.close()  # killed here: a later commit would overwrite the same slot
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = b""
+    while len(got) < n:
+        b = os.read(r, n - len(got))
+        assert b, "the writer process ended before its commits"
+        got += b
+    os.close(r)
+    return pid
+
+
 @pytest.mark.parametrize("tear", ["zeros", "half", "one_byte"])
 @pytest.mark.parametrize("committing", [True, False])
 def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, committing):
@@ -741,23 +764,9 @@ def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, commi
     try:
         with db.begin() as txn:
             assert _snapshot_ok(txn) == (3, None)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                keep = _writer_commits(path, 4, 8, sync=False, report=w)
-                signal.pause()
-                keep.close()  # killed here: a later commit would overwrite the same slot
-            finally:
-                os._exit(0)
-        os.close(w)
-        got = b""
-        while len(got) < 4:
-            got += os.read(r, 4 - len(got))
+        pid = _start_unsynced_writer(path, 4, 8)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        os.close(r)
         with open(path, "r+b") as f:
             head = f.read(2 * 4096)
             metas = [parse_meta(head[s * 4096:(s + 1) * 4096]) for s in range(2)]
@@ -882,21 +891,7 @@ def test_reader_holding_a_lost_commit_is_told_its_snapshot_was_lost(tmp_path):
     _writer_commits(path, 3, 7)  # durable: gen 3
     db = btree_store.DB(path)
     try:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                keep = _writer_commits(path, 5, 8, sync=False, report=w)
-                signal.pause()
-                keep.close()
-            finally:
-                os._exit(0)
-        os.close(w)
-        got = b""
-        while len(got) < 5:
-            got += os.read(r, 5 - len(got))
-        os.close(r)
+        pid = _start_unsynced_writer(path, 5, 8)
         held = db.begin()  # the newest announced commit: gen 8, never durable
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
