@@ -2044,3 +2044,40 @@ int btree_cursor_current(bs_cursor *cur, bs_val *key, bs_val *val)
     cell_value(c, val);
     return BS_OK;
 }
+
+/* ------------------------------------------------------------------ lookups that show where */
+
+int btree_get_where(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out,
+                    bt_where *w)
+{
+    unsigned D = t->depth;
+    uint64_t pgno = t->root;
+    const uint8_t *pg;
+    bt_rng r = RNG_ALL;
+    int rc, exact;
+    w->depth = 0;
+    if (!pgno)
+        return BS_NOTFOUND;
+    if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
+        return bad_depth(t);
+    if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
+        return rc;
+    w->path[0] = pgno;
+    w->pg[0] = pg;
+    for (unsigned L = 1; L < D; L++) {
+        unsigned i = branch_search(pg, key, klen);
+        rng_child(&r, pg, i);
+        if ((rc = bt_child(txn, pg, pgno, i, L + 1 < D ? PT_BRANCH : PT_LEAF, &r, &pgno, &pg)) !=
+            BS_OK)
+            return rc;
+        w->path[L] = pgno;
+        w->pg[L] = pg;
+    }
+    w->depth = D;
+    unsigned i = leaf_search(pg, key, klen, &exact);
+    w->idx = i;
+    if (!exact)
+        return BS_NOTFOUND;
+    cell_value(node_cell(pg, i), out);
+    return BS_OK;
+}

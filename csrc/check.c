@@ -61,6 +61,8 @@ typedef struct chk {
     bool shallow;            /* check_free_set: leaves of the data trees are not read */
     uint64_t free_hit;       /* check_free_set: the first tree page the free set lists */
     char free_hit_owner[160];
+    uint64_t twice_hit;      /* check_free_set: the first page two trees share */
+    char twice_msg[400];
     /* problems */
     size_t max, nprob;
     size_t tree_prob;        /* nprob when the current tree's walk began */
@@ -142,6 +144,10 @@ static int chk_mark(chk *ck, uint64_t pgno, uint32_t own)
         }
         chk_name(ck, ck->owner[pgno], a, sizeof a);
         chk_name(ck, own, b, sizeof b);
+        if (ck->owner[pgno] != OWN_FREE && !ck->twice_hit) {
+            ck->twice_hit = pgno;
+            snprintf(ck->twice_msg, sizeof ck->twice_msg, "%s and %s", a, b);
+        }
         return problem(ck, "page %llu is referenced twice (%s and %s)", ULL(pgno), a, b);
     }
     ck->owner[pgno] = own;
@@ -489,6 +495,13 @@ int check_free_set(bs_txn *txn, const bs_freelist *fl)
             snprintf(why, sizeof why, "is also a page of the %s (found before writing)",
                      ck.free_hit_owner);
             rc = pager_freelist_damaged(txn, ck.free_hit, why);
+        } else if (ck.twice_hit) {
+            /* two trees share a page (a crafted bucket record or branch cell): a write through
+             * one would free or rewrite the other's page. Refused; the next write transaction
+             * walks again (db->fl_checked stays unset), reads go on. */
+            rc = bs_fail(BS_CORRUPT, "page %llu is a page of two trees (%s; found before "
+                         "writing): writes are refused (check() reports the damage)",
+                         ULL(ck.twice_hit), ck.twice_msg);
         }
     }
     chk_destroy(&ck);

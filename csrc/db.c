@@ -1000,6 +1000,77 @@ static int decode_record(const bs_txn *txn, const bs_val *v, bs_tree *t)
     return BS_OK;
 }
 
+/* Hostile files: a bucket's root must not be a page of another tree. A crafted record that
+ * points at the catalog's own pages, the default bucket's root, the freelist or another
+ * bucket's root passes every page check (the page is valid and carries the txid the record
+ * names), and reads would return that tree's records as the bucket's data. What is cheap to
+ * know is checked at every catalog lookup: the catalog's root, the pages the lookup just
+ * went through (w: the leaf holding the record included) and every child of the branches on
+ * that path (with a catalog of depth 1 or 2: all of its pages), the default bucket's root, the
+ * freelist head, the roots recorded next to it in the same catalog leaf, and the roots of the
+ * buckets this transaction holds open. Another tree's non-root pages, and roots recorded in
+ * other catalog leaves, are caught before the handle's first write when its free set is not
+ * empty (check.c check_free_set)
+ * and by check(); docs/HOSTILE_FILES.md. */
+static int foreign_root(const bs_txn *txn, const bs_tree *t, const bt_where *w,
+                        const void *name, size_t nlen)
+{
+    const char *what = NULL;
+    char other[BS_MAX_NAME * 4 + 16];
+    uint64_t root = t->root;
+    if (!root)
+        return BS_OK;
+    if (root == txn->meta.catalog.root || root == txn->catalog.root)
+        what = "a page of the bucket catalog";
+    for (unsigned L = 0; !what && L < w->depth; L++) {
+        if (w->path[L] == root)
+            what = "a page of the bucket catalog";
+        for (unsigned i = 0; !what && L + 1 < w->depth && i < pg_nkeys(w->pg[L]); i++)
+            if (bcell_child(node_cell(w->pg[L], i)) == root)
+                what = "a page of the bucket catalog"; /* a child of the path's branches */
+    }
+    if (!what && (root == txn->meta.main.root || root == txn->buckets[0]->tree.root))
+        what = "the root of the default bucket";
+    if (!what && root == txn->meta.fl_head)
+        what = "a freelist page";
+    const uint8_t *leaf = w->depth ? w->pg[w->depth - 1] : NULL;
+    for (unsigned i = 0; !what && leaf && i < pg_nkeys(leaf); i++) {
+        const uint8_t *c = node_cell(leaf, i);
+        if (i == w->idx || (lcell_flags(c) & LEAF_F_OVERFLOW) || lcell_vlen(c) != BREC_SIZE ||
+            get64(lcell_val(c) + BREC_ROOT) != root)
+            continue;
+        snprintf(other, sizeof other, "the root of bucket '%.*s'", (int)lcell_klen(c),
+                 (const char *)lcell_key(c));
+        what = other;
+    }
+    for (size_t i = 1; !what && i < txn->nbuckets; i++) {
+        const bs_bucket *b = txn->buckets[i];
+        if (b->dropped || b->stale || b->tree.root != root ||
+            (b->nlen == nlen && memcmp(b->name, name, nlen) == 0))
+            continue;
+        snprintf(other, sizeof other, "the root of bucket '%.*s'", (int)b->nlen,
+                 (const char *)b->name);
+        what = other;
+    }
+    if (!what)
+        return BS_OK;
+    return bs_fail(BS_CORRUPT, "catalog: bad bucket record: bucket '%.*s' has root page %llu, "
+                   "which is %s (crafted or damaged catalog)", (int)nlen, (const char *)name,
+                   (unsigned long long)root, what);
+}
+
+/* The record of bucket `name` from the catalog, decoded and checked (decode_record,
+ * foreign_root): BS_OK, BS_NOTFOUND, or an error */
+static int catalog_lookup(bs_txn *txn, const void *name, size_t nlen, bs_tree *t)
+{
+    bs_val v;
+    bt_where w;
+    int rc = btree_get_where(txn, &txn->catalog, name, nlen, &v, &w);
+    if (rc == BS_OK && (rc = decode_record(txn, &v, t)) == BS_OK)
+        rc = foreign_root(txn, t, &w, name, nlen);
+    return rc;
+}
+
 static int txn_usable(bs_txn *txn)
 {
     if (txn->failed)
@@ -1305,13 +1376,9 @@ int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bu
     }
     bs_tree t = {0};
     if (!b) {
-        bs_val v;
-        rc = map_rc(txn, btree_get(txn, &txn->catalog, name, nlen, &v));
-        if (rc == BS_OK) {
-            if ((rc = decode_record(txn, &v, &t)) != BS_OK)
-                return rc;
+        rc = map_rc(txn, catalog_lookup(txn, name, nlen, &t));
+        if (rc == BS_OK)
             return bucket_handle_new(txn, name, nlen, &t, out);
-        }
         if (rc != BS_NOTFOUND)
             return rc;
     }
@@ -1383,15 +1450,14 @@ int bs_bucket_list(bs_txn *txn, int (*fn)(void *ctx, const void *name, size_t nl
 
 static int bucket_reload(bs_txn *txn, bs_bucket *b)
 {
-    bs_val v;
     bs_tree t;
-    int rc = btree_get(txn, &txn->catalog, b->name, b->nlen, &v);
+    int rc = catalog_lookup(txn, b->name, b->nlen, &t);
     if (rc == BS_NOTFOUND) {
         b->stale = false;
         return bs_fail(BS_NOBUCKET, "bucket '%.*s' does not exist", (int)b->nlen,
                        (const char *)b->name);
     }
-    if (rc != BS_OK || (rc = decode_record(txn, &v, &t)) != BS_OK)
+    if (rc != BS_OK)
         return rc;
     b->tree = t;
     b->stale = false;

@@ -505,6 +505,17 @@ int btree_verify_page(const uint8_t *pg, uint32_t psize, uint64_t page_count);
 void btree_bounds(const uint8_t *pg, bs_bounds *out);
 
 int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out);
+/* btree_get that also says where it looked (hostile files: db.c checks a bucket record
+ * against the catalog pages around it): the pages of the descent, root first, and the leaf
+ * reached (valid while the caller stays in its epoch, like out's data), with the slot found
+ * or where the key would go. depth 0 when the tree is empty or the descent failed. */
+typedef struct bt_where {
+    uint64_t path[BS_MAX_DEPTH];
+    const uint8_t *pg[BS_MAX_DEPTH]; /* pg[depth - 1] is the leaf */
+    unsigned depth, idx;
+} bt_where;
+int btree_get_where(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out,
+                    bt_where *w);
 /* put/del: all reads (descent) happen before the first change, so BS_WOULDBLOCK (noio mode)
  * always leaves the tree untouched. Values that need an overflow run return BS_WOULDBLOCK in
  * noio mode before changing anything. Bumps txn->mod_seq on success. */
@@ -554,7 +565,9 @@ int check_free_pages(bs_txn *txn, bs_pgvec *free_out, bs_pgvec *old_chain);
  * trees (their numbers are in their parents) nor overflow runs (the write path's own checks
  * and the readers' txid checks cover those). BS_CORRUPT through pager_freelist_damaged
  * (writes refused) naming the first such page and its tree; damage of another kind is
- * ignored (reads report it); BS_NOMEM, read errors. Same epoch rule as check_db_report. */
+ * ignored (reads report it), except a page two trees share (BS_CORRUPT naming it and both
+ * trees, writes refused for this transaction); BS_NOMEM, read errors. Same epoch rule as
+ * check_db_report. */
 int check_free_set(bs_txn *txn, const bs_freelist *fl);
 
 #endif

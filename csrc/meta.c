@@ -92,6 +92,8 @@ int meta_decode(const uint8_t *pg, uint32_t P, uint64_t slot, bs_meta *m, const 
     if (tree_decode(pg + META_DEFAULT, P, m->page_count, m->txid, &m->main) ||
         tree_decode(pg + META_CATALOG, P, m->page_count, m->txid, &m->catalog))
         return *why = "tree record", -1;
+    if (m->main.root && m->main.root == m->catalog.root) /* hostile files: one page, two trees */
+        return *why = "tree record (the default bucket's root is the catalog's)", -1;
     m->nlist = get32(pg + META_LIST_N);
     if (m->nlist > fmt_commit_list_cap(P))
         return *why = "commit list", -1;

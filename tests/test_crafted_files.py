@@ -24,7 +24,7 @@ import btree_store
 from btree_store import CorruptionError
 
 import _crafted
-from _format import FL_ENTRIES, FL_NADD, Layout, reseal, u32, u64
+from _format import FL_ENTRIES, FL_NADD, Layout, reseal, u16, u32, u64
 from _util import LONG, child_env
 
 P = 1024
@@ -401,6 +401,150 @@ def test_bucket_record_fields_out_of_range(tmp_path, corpus, field, value):
         with pytest.raises(CorruptionError):
             with db.begin(write=True) as txn:
                 txn.put(b"k", b"v", bucket=b)
+
+
+# ------------------------------------------------------------------ a root that is not the bucket's
+def _repoint(data, lay, name, root, depth):
+    """The file with bucket `name`'s record pointing at page `root` (depth `depth`, the txid
+    that page carries), resealed: every page check passes."""
+    buf = bytearray(data)
+    leaf, off = _catalog_leaf_cell(buf, lay, name.encode())
+    struct.pack_into("<QQIIQ", buf, off, root, 1, depth, 0, u64(buf, root * P + 16))
+    reseal(buf, P, [leaf])
+    return bytes(buf)
+
+
+def _tree_depth(lay, pgno):
+    """Depth of the subtree at pgno (1 = a leaf)."""
+    d, o = 1, pgno * P
+    while lay.data[o + 4] == 2:  # a branch: follow its first child
+        o = u64(lay.data, o + u16(lay.data, o + 32)) * P
+        d += 1
+    return d
+
+
+def _same_leaf_other(lay, name):
+    """Another bucket whose record lies in the same catalog leaf as `name`'s."""
+    leaf = _catalog_leaf_cell(bytearray(lay.data), lay, name.encode())[0]
+    for other in lay.catalog:
+        if other != name and lay.catalog[other]["root"] and \
+                _catalog_leaf_cell(bytearray(lay.data), lay, other.encode())[0] == leaf:
+            return other
+    raise AssertionError("no other bucket in the leaf of %r" % name)
+
+
+def _foreign_roots(lay):
+    """(label, page) of pages that are roots of trees other than BUCKETS[0]'s, or catalog
+    pages, that a crafted record can point at."""
+    b = BUCKETS[0]
+    own_leaf = _catalog_leaf_cell(bytearray(lay.data), lay, b.encode())[0]
+    other = _same_leaf_other(lay, b)
+    out = [("catalog-root", lay.meta["catalog"]["root"], None), ("own-catalog-leaf", own_leaf, None),
+           ("default-root", lay.meta["default"]["root"], None),
+           ("same-leaf-bucket", lay.catalog[other]["root"], other)]
+    out += [("catalog-leaf", p, None) for p in lay.pages_of_kind("catalog-leaf")
+            if p != own_leaf][:2]
+    return out
+
+
+def test_catalog_trees_are_a_two_level_corpus(corpus):
+    lay = corpus["layout"]
+    assert lay.meta["catalog"]["depth"] == 2  # the cases below reach leaves through a branch
+    assert len(lay.pages_of_kind("catalog-leaf")) >= 3
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bucket_root_is_a_page_of_another_tree(tmp_path, corpus, case):
+    """A bucket record whose root is a page of another tree (the catalog's root or one of its
+    leaves, the leaf holding the record itself, the default bucket's root, another bucket's
+    root), with the txid that page carries: every page check passes, and reads returned the
+    other tree's records as the bucket's data (catalog records as keys and values). Now
+    opening the bucket is CorruptionError naming the bucket, the page and what it is; the
+    other buckets read right (but for the bucket whose root it names in the same catalog
+    leaf: which of the two records lies is unknown, both refuse); check() reports it."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    b = BUCKETS[0]
+    label, root, sharer = _foreign_roots(lay)[case]
+    path = _write(tmp_path, _repoint(data, lay, b, root, _tree_depth(lay, root)))
+    others = {k: v for k, v in model.items() if k not in (b, sharer)}
+    with btree_store.DB(path) as db:
+        for call in (lambda t: t.count(bucket=b), lambda t: list(t.iter(bucket=b)),
+                     lambda t: t.get(b"a-0001", bucket=b)):
+            with db.begin() as txn:
+                with pytest.raises(CorruptionError, match=r"bucket '%s' has root page %d, which "
+                                   r"is (a page of the bucket catalog|the root of)" % (b, root)):
+                    call(txn)
+        _read_all(db, others)
+        with pytest.raises(CorruptionError):
+            db.check()
+        with pytest.raises(CorruptionError):
+            with db.begin(write=True) as txn:
+                txn.put(b"k", b"v", bucket=b)
+        _read_all(db, others)
+
+
+def test_bucket_root_is_the_root_of_a_bucket_open_in_the_transaction(tmp_path, corpus):
+    """The record of a bucket in another catalog leaf names the root of a bucket the
+    transaction already opened: the second open is CorruptionError naming both."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    victim, owner = BUCKETS[2], BUCKETS[0]
+    assert _catalog_leaf_cell(bytearray(data), lay, victim.encode())[0] != \
+        _catalog_leaf_cell(bytearray(data), lay, owner.encode())[0]
+    root = lay.catalog[owner]["root"]
+    path = _write(tmp_path, _repoint(data, lay, victim, root, lay.catalog[owner]["depth"]))
+    with btree_store.DB(path) as db:
+        with db.begin() as txn:
+            assert txn.count(bucket=owner) == len(model[owner])
+            with pytest.raises(CorruptionError, match=r"bucket '%s' has root page %d, which is "
+                               r"the root of bucket '%s'" % (victim, root, owner)):
+                txn.count(bucket=victim)
+
+
+@pytest.mark.parametrize("what", ["root", "leaf"])
+def test_pages_shared_by_two_trees_refuse_writes(tmp_path, corpus, what):
+    """What a lookup cannot see (the root of a bucket recorded in another catalog leaf, not
+    open; a non-root page of another bucket): the handle's first write transaction walks the
+    trees (check_free_set) and refuses before it changes anything, naming the page and both
+    trees, at every write transaction; reads of the other buckets go on; check() reports
+    it."""
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    victim, owner = BUCKETS[2], BUCKETS[0]
+    if what == "root":
+        page, depth = lay.catalog[owner]["root"], lay.catalog[owner]["depth"]
+    else:
+        page = [p for p, o in sorted(lay.owner.items())
+                if o == owner and lay.kinds[p] == "leaf"][1]
+        depth = 1
+    path = _write(tmp_path, _repoint(data, lay, victim, page, depth))
+    others = {k: v for k, v in model.items() if k != victim}
+    with btree_store.DB(path) as db:
+        for _ in range(2):
+            with pytest.raises(CorruptionError, match=r"page %d is a page of two trees \(bucket "
+                               r"'%s' and bucket '%s'" % (page, owner, victim)):
+                db.begin(write=True)
+        _read_all(db, others)
+        with pytest.raises(CorruptionError, match="referenced twice"):
+            db.check()
+
+
+def test_default_root_is_the_catalog_root(tmp_path, corpus):
+    """A meta whose default bucket and catalog share a root is not a valid meta."""
+    def fn(buf, o):
+        buf[o + 80:o + 112] = buf[o + 112:o + 144]
+    path = _write(tmp_path, _edit_meta(corpus["data"], fn))
+    with pytest.raises(CorruptionError, match="no valid meta"):
+        btree_store.DB(path)
+
+
+def test_bucket_root_is_a_freelist_page(tmp_path, corpus):
+    lay, data, model = corpus["layout"], corpus["data"], corpus["model"]
+    b = BUCKETS[0]
+    for fp in lay.freelist_pages[:2]:
+        path = _write(tmp_path, _repoint(data, lay, b, fp, 1), "fl-%d.bs" % fp)
+        with btree_store.DB(path) as db:
+            with db.begin() as txn:
+                with pytest.raises(CorruptionError, match=r"page %d\b" % fp):
+                    list(txn.iter(bucket=b))
 
 
 def test_count_that_undercounts(tmp_path, corpus):
