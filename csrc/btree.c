@@ -435,11 +435,10 @@ typedef struct bt_rng {
 
 static const bt_rng RNG_ALL = {NULL, NULL, 0, 0, {BS_RNG_OPEN, BS_RNG_OPEN, 0}};
 
-/* narrow r to child i of the branch pg */
-static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
+/* narrow r to child i of the branch pg, whose image id is id */
+static inline void rng_child_id(bt_rng *r, const uint8_t *pg, unsigned i, uint64_t id)
 {
     unsigned n = pg_nkeys(pg);
-    uint64_t id = (i > 0 || i + 1u < n) ? pager_image_id(pg) : 0;
     if (i > 0) {
         const uint8_t *c = node_cell(pg, i);
         r->lo = bcell_key(c);
@@ -454,6 +453,13 @@ static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
         r->k.hi = id;
         r->k.idx = (r->k.idx & 0xFFFFu) | ((i + 1u) << 16);
     }
+}
+
+/* narrow r to child i of the branch pg */
+static inline void rng_child(bt_rng *r, const uint8_t *pg, unsigned i)
+{
+    unsigned n = pg_nkeys(pg);
+    rng_child_id(r, pg, i, (i > 0 || i + 1u < n) ? pager_image_id(pg) : 0);
 }
 
 void btree_bounds(const uint8_t *pg, bs_bounds *out)
@@ -693,6 +699,10 @@ static void cell_value(const uint8_t *c, bs_val *out)
     }
 }
 
+/* The descent of a read: committed pages read in place whose record vouches for them
+ * (pager_get_mapped) and whose range check is memoized for this very range are taken
+ * inline; any other page goes through pager_get_ref and rng_check, as in every descent. The
+ * damaged flag of the mapping is looked at once, at the end (pager_get_mapped). */
 int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out)
 {
     unsigned D = t->depth;
@@ -704,20 +714,45 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
         return BS_NOTFOUND;
     if (BS_UNLIKELY(D == 0 || D > BS_MAX_DEPTH))
         return bad_depth(t);
-    if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
-        return rc;
+    const bs_mwin *w = pager_map_window(txn);
+    const bs_mpage *mp = NULL;
+    if (!w || !(mp = pager_get_mapped(txn, w, pgno, D > 1 ? PT_BRANCH : PT_LEAF, t->root_txid,
+                                      &pg))) {
+        if ((rc = bt_root(txn, t, D > 1 ? PT_BRANCH : PT_LEAF, &pg)) != BS_OK)
+            goto out;
+    }
     for (unsigned L = 1; L < D; L++) {
         unsigned i = branch_search(pg, key, klen);
-        rng_child(&r, pg, i);
-        if ((rc = bt_child(txn, pg, pgno, i, L + 1 < D ? PT_BRANCH : PT_LEAF, &r, &pgno, &pg)) !=
-            BS_OK)
-            return rc;
+        unsigned n = pg_nkeys(pg);
+        uint64_t id = 0;
+        if (i > 0 || i + 1u < n)
+            id = mp ? mp->memo.image_id : pager_image_id(pg);
+        rng_child_id(&r, pg, i, id);
+        const uint8_t *c = node_cell(pg, i), *cp;
+        uint64_t child = bcell_child(c), want = bcell_txid(c);
+        int type = L + 1 < D ? PT_BRANCH : PT_LEAF;
+        if (w && (mp = pager_get_mapped(txn, w, child, type, want, &cp)) != NULL) {
+            if (BS_UNLIKELY(!pager_memo_hit_at(&mp->memo, &r.k)) &&
+                (rc = rng_check(txn, &r, cp, child)) != BS_OK)
+                goto out;
+        } else if ((rc = pager_get_ref(txn, child, type, want, pgno, &cp)) != BS_OK ||
+                   (rc = rng_check(txn, &r, cp, child)) != BS_OK) {
+            goto out;
+        }
+        pg = cp;
+        pgno = child;
     }
     unsigned i = leaf_search(pg, key, klen, &exact);
-    if (!exact)
-        return BS_NOTFOUND;
+    if (!exact) {
+        rc = BS_NOTFOUND;
+        goto out;
+    }
     cell_value(node_cell(pg, i), out);
-    return BS_OK;
+    rc = BS_OK;
+out:
+    if (w && BS_UNLIKELY(atomic_load_explicit(w->damaged, memory_order_relaxed)))
+        return pager_map_check(txn);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ put */

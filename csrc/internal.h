@@ -371,9 +371,9 @@ static inline uint64_t pager_image_id(const uint8_t *pg)
     return pager_memo_of(pg)->image_id;
 }
 
-static inline uint64_t pager_memo_hit(const uint8_t *pg, const bs_rng_key *k)
+/* pager_memo_hit on the memo itself (a mapped page's record at hand: pager_get_mapped) */
+static inline uint64_t pager_memo_hit_at(const bs_img_memo *m, const bs_rng_key *k)
 {
-    bs_img_memo *m = pager_memo_of(pg);
     uint64_t id = m->image_id;
     if (!id || !k->lo || !k->hi)
         return 0;
@@ -385,6 +385,46 @@ static inline uint64_t pager_memo_hit(const uint8_t *pg, const bs_rng_key *k)
     if (!eq || (s & 1u) || atomic_load_explicit(&m->seq, memory_order_relaxed) != s)
         return 0;
     return id;
+}
+
+static inline uint64_t pager_memo_hit(const uint8_t *pg, const bs_rng_key *k)
+{
+    return pager_memo_hit_at(pager_memo_of(pg), k);
+}
+
+/* pager_get_ref's fast path for committed pages read in place (map.h), inline, for reads
+ * (btree_get). pager_map_window: the window an operation of txn looks pages up in, loaded
+ * once per operation; NULL (every lookup goes to pager_get_ref) without a mapping, or in a
+ * write transaction with dirty pages (which come first). pager_get_mapped: pgno through
+ * that window when its record says the image was verified at `txid` (what the pointer
+ * expects, nonzero), the image's header carries it and it has the given type: the record,
+ * *out set to the image. NULL (nothing set) in every other case (first use, a page reused
+ * since, beyond the window or the snapshot, the wrong type, a mismatch): the caller asks
+ * pager_get_ref, which verifies, reads again or reports, as for any lookup. What it does not
+ * look at is the mapping's damaged flag (SIGBUS, map.h: such a page reads as zeros, which
+ * the searches survive inside the window's tail): an operation that used it ends with
+ * pager_map_check, which turns whatever it concluded into BS_IOERR. */
+static inline const bs_mwin *pager_map_window(const bs_txn *txn)
+{
+    bs_map *m = txn->db->map;
+    if (!m || (txn->write && txn->dirty.n))
+        return NULL;
+    return atomic_load_explicit(&m->cur, memory_order_acquire);
+}
+
+static inline bs_mpage *pager_get_mapped(bs_txn *txn, const bs_mwin *w, uint64_t pgno,
+                                         int type, uint64_t txid, const uint8_t **out)
+{
+    if (BS_UNLIKELY(pgno < BS_META_PAGES || pgno >= txn->page_count || pgno >= w->npages))
+        return NULL;
+    bs_mpage *mp = &w->meta[pgno];
+    const uint8_t *pg = w->base + (pgno << w->shift);
+    if (BS_UNLIKELY(atomic_load_explicit(&mp->vtxid, memory_order_acquire) != txid || !txid ||
+                    pg_txid(pg) != txid || pg_type(pg) != type))
+        return NULL;
+    txn->hits++;
+    *out = pg;
+    return mp;
 }
 
 /* Dirty images of the write transaction, told apart without a dirty-map lookup: a frame
