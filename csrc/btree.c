@@ -221,6 +221,39 @@ static int node_compact_alloc(uint8_t *pg, uint32_t P, int leaf)
     return BS_OK;
 }
 
+/* Give the separator cell at slot j of the branch par the key (sp, sl) and the child: in
+ * place when the key is not longer than the old one (its dropped tail counts as frag: a
+ * shift or spread under a parent changes one separator each time, and a new cell for each
+ * would fill the parent with dead bytes and compact it every few changes), else as a new
+ * cell, compacting par first when the gap is short (tmp: P bytes, or NULL to allocate). The
+ * caller checked that a longer key fits (gap + frag >= sl - old length); sp never points
+ * into par. */
+static int node_set_sep(uint8_t *par, uint32_t P, unsigned j, const uint8_t *sp, size_t sl,
+                        uint64_t child, uint64_t txid, uint8_t *tmp)
+{
+    uint8_t *c = par + node_slot(par, j);
+    uint32_t oldk = bcell_klen(c);
+    if (sl <= oldk) {
+        bcell_set_child(c, child, txid);
+        put16(c + BC_KLEN, (uint16_t)sl);
+        if (sl)
+            memmove(c + BRANCH_CELL_HDR, sp, sl);
+        pg_set_frag(par, pg_frag(par) + (oldk - (uint32_t)sl));
+        return BS_OK;
+    }
+    node_remove(par, j, 0);
+    if (node_gap(par) < BRANCH_CELL_HDR + sl + 2) {
+        int rc = BS_OK;
+        if (tmp)
+            node_compact(par, P, 0, tmp);
+        else if ((rc = node_compact_alloc(par, P, 0)) != BS_OK)
+            return rc;
+    }
+    vcell c1 = {sp, child, txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
+    node_put_cell(par, j, &c1, 0);
+    return BS_OK;
+}
+
 /* Rebuild a node's cells from a list (header type/pgno/txid kept), none of which may point
  * into pg itself. Branch cell 0 gets an empty key. */
 static void node_build(uint8_t *pg, uint32_t P, int leaf, const vcell *v, unsigned n)
@@ -968,8 +1001,8 @@ static int bt_shift_leaf(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsign
     /* the cells that move go to the neighbour's end (left) or front (right) */
     unsigned from = right ? c : 0, cnt = right ? m - c : c, sn = pg_nkeys(sw);
     uint64_t bytes = ps[from + cnt] - ps[from];
-    if (node_gap(sw) < bytes && (rc = node_compact_alloc(sw, P, 1)) != BS_OK)
-        return rc;
+    if (node_gap(sw) < bytes)
+        node_compact(sw, P, 1, s->sbuf);
     uint8_t *slots = sw + PH_SIZE;
     unsigned at = right ? 0 : sn;
     if (right)
@@ -986,11 +1019,8 @@ static int bt_shift_leaf(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsign
     /* pg keeps the rest */
     node_build(pg, P, 1, s->v + (right ? 0 : c), m - cnt);
     /* the parent: the new separator for node a + 1 */
-    node_remove(par, a + 1, 0);
-    if (node_gap(par) < BRANCH_CELL_HDR + sl + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
+    if ((rc = node_set_sep(par, P, a + 1, sp, sl, bchild, btxid, s->sbuf)) != BS_OK)
         return rc;
-    vcell c1 = {sp, bchild, btxid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
-    node_put_cell(par, a + 1, &c1, 0);
     *done = 1;
     return BS_OK;
 }
@@ -1119,11 +1149,8 @@ static int bt_spread(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
     if (k == 3)
         node_build(npg, P, leaf, s->v + cut[2], m - cut[2]);
     /* the parent: a new separator for node a + 1 */
-    node_remove(par, a + 1, 0);
-    if (node_gap(par) < BRANCH_CELL_HDR + sl1 + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
+    if ((rc = node_set_sep(par, P, a + 1, sp1, sl1, bchild, btxid, NULL)) != BS_OK)
         return rc;
-    vcell c1 = {sp1, bchild, btxid, (uint32_t)sl1, (uint32_t)(BRANCH_CELL_HDR + sl1)};
-    node_put_cell(par, a + 1, &c1, 0);
     if (k == 3) {
         if (sl2)
             memcpy(s->sepb[*sw], sp2, sl2);
@@ -1500,11 +1527,7 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf, int 
     }
     node_build(lw, P, leaf, v, k);
     node_build(rw, P, leaf, v + k, m - k);
-    node_remove(par, a + 1, 0);
-    if (node_gap(par) < BRANCH_CELL_HDR + sl + 2 && (rc = node_compact_alloc(par, P, 0)) != BS_OK)
-        goto out;
-    vcell nc = {sp, np, txn->txid, (uint32_t)sl, (uint32_t)(BRANCH_CELL_HDR + sl)};
-    node_put_cell(par, a + 1, &nc, 0);
+    rc = node_set_sep(par, P, a + 1, sp, sl, np, txn->txid, NULL);
 out:
     free(lb);
     free(rb);

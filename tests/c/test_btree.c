@@ -753,6 +753,28 @@ static uint64_t count_leaves(uint64_t pgno, unsigned L, unsigned D)
     return n;
 }
 
+/* btree_verify_page on every page below pgno (dirty ones too); *frag += the branches' frag */
+static void verify_tree(uint64_t pgno, unsigned L, unsigned D, uint32_t *frag)
+{
+    const uint8_t *pg;
+    int rc = pager_get(&txn, pgno, L + 1 == D ? PT_LEAF : PT_BRANCH, &pg);
+    CHECK(rc == BS_OK, "verify_tree: page %llu rc %d", (unsigned long long)pgno, rc);
+    rc = btree_verify_page(pg, P, txn.page_count);
+    CHECK(rc == BS_OK, "verify_tree: page %llu fails verification: %s",
+          (unsigned long long)pgno, bs_errmsg());
+    if (L + 1 == D)
+        return;
+    *frag += pg_frag(pg);
+    unsigned nk = pg_nkeys(pg);
+    uint64_t *kids = malloc(nk * sizeof *kids);
+    CHECK(kids, "oom");
+    for (unsigned i = 0; i < nk; i++)
+        kids[i] = bcell_child(node_cell(pg, i));
+    for (unsigned i = 0; i < nk; i++)
+        verify_tree(kids[i], L + 1, D, frag);
+    free(kids);
+}
+
 /* Random-order inserts of equal cells (16-byte keys, 100-byte values) fill 4096-byte leaves
  * past what halving splits leave (~69%: 22 of the 32 cells a leaf holds): shifts into a
  * neighbour and 2 -> 3 splits (btree.c, bt_spread). Sequential ones still pack them full.
@@ -784,6 +806,13 @@ static void fill_factor(void)
             CHECK(rc == BS_OK, "fill_factor put rc %d", rc);
             if (i % 997 == 0 && rn(3) == 0)
                 mock_savepoint(); /* later shifts copy the neighbours they change */
+            if (i % 2500 == 2499) {
+                /* every page mid-transaction, the branches whose separators shifts and
+                 * spreads rewrote in place (btree.c node_set_sep: a shorter key leaves its
+                 * tail as frag) included: cell sizes + frag == P - upper exactly */
+                uint32_t frag = 0;
+                verify_tree(t.root, 0, t.depth, &frag);
+            }
         }
         CHECK(t.count == NF, "fill_factor count");
         uint64_t leaves = count_leaves(t.root, 0, t.depth);
