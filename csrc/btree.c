@@ -538,7 +538,8 @@ static inline int bounds_cmp(const bs_bounds *b, int w, const uint8_t *key, size
  *  - a split moves cells of a checked node into a new page (unmarked: checked when a descent
  *    first reaches it) and sends up a separator that lies between two of those cells;
  *  - what takes cells or separators from a page that was NOT checked at its place (the
- *    neighbour of bt_spread, the siblings of the commit's rebalance, read with RNG_ALL)
+ *    neighbour of bt_spread, the siblings of the commit's rebalance, read with bt_sibling:
+ *    checked against the separators of their parent only, not marked at its edges)
  *    unmarks every node it rebuilds and the parent whose separators it changes, unless that
  *    page is itself marked: they are checked again on the next descent, as before.
  * A mark is kept in the frame, with the transaction's tag (internal.h, pager_mine): a page
@@ -620,6 +621,30 @@ static inline int bt_child_w(bs_txn *txn, const uint8_t *par, uint64_t ppgno, un
         return rng_check(txn, r, *pg, *pgno);
     }
     return bt_child(txn, par, ppgno, i, type, r, pgno, pg);
+}
+
+/* A neighbour of a node, read through their parent par by what moves cells between siblings
+ * (bt_spread, the commit's rebalance: bt_merge, bt_redistribute): checked as a descent checks
+ * a child (rng_check), against the separators around child i in par, so that a crafted
+ * sibling's cells outside them are CorruptionError, never moved into a node. At the parent's
+ * edge (i = 0 or the last child) one bound lies in an ancestor this caller does not know: that
+ * side is not checked here (the moved cells still keep their order against the other child's)
+ * and the page is not left marked as checked at its place (pager_vouch). */
+static int bt_sibling(bs_txn *txn, const uint8_t *par, uint64_t ppgno, unsigned i, int type,
+                      uint64_t *pgno, const uint8_t **pg)
+{
+    bt_rng r = RNG_ALL;
+    rng_child(&r, par, i);
+    int edge = i == 0 || i + 1u >= pg_nkeys(par), rc;
+    *pgno = node_child(par, i);
+    if ((rc = pager_get_ref(txn, *pgno, type, bcell_txid(node_cell(par, i)), ppgno, pg)) !=
+        BS_OK)
+        return rc;
+    if (!edge || pager_vouched(txn, *pg))
+        return rng_check(txn, &r, *pg, *pgno);
+    if ((rc = rng_check(txn, &r, *pg, *pgno)) == BS_OK && pager_vouched(txn, *pg))
+        pager_unvouch(*pg);
+    return rc;
 }
 
 /* the root page of t */
@@ -1049,7 +1074,7 @@ static int bt_spread(bs_txn *txn, bs_tree *t, bt_path *p, unsigned L, unsigned i
         if (side == 0 ? ci == 0 : ci + 1 >= npar)
             continue;
         unsigned si = side ? ci + 1 : ci - 1;
-        rc = bt_child(txn, par, ppg, si, type, &RNG_ALL, &sno[side], &sib[side]);
+        rc = bt_sibling(txn, par, ppg, si, type, &sno[side], &sib[side]);
         if (rc == BS_WOULDBLOCK) {
             sib[side] = NULL;
             continue;
@@ -1433,8 +1458,11 @@ static int bt_merge(bs_txn *txn, uint8_t *par, unsigned a, int leaf)
     const uint8_t *rp;
     uint8_t *lw;
     int rc;
-    if ((rc = bt_child(txn, par, pg_pgno(par), a + 1, leaf ? PT_LEAF : PT_BRANCH, &RNG_ALL, &rno,
-                       &rp)) != BS_OK ||
+    const uint8_t *lp;
+    if ((rc = bt_sibling(txn, par, pg_pgno(par), a, leaf ? PT_LEAF : PT_BRANCH, &lno, &lp)) !=
+            BS_OK ||
+        (rc = bt_sibling(txn, par, pg_pgno(par), a + 1, leaf ? PT_LEAF : PT_BRANCH, &rno,
+                         &rp)) != BS_OK ||
         (rc = pager_write(txn, lno, &lw, &np)) != BS_OK)
         return rc;
     if (BS_UNLIKELY(np == rno)) /* hostile files: the sibling came back from the freelist */
@@ -1479,8 +1507,8 @@ static int bt_redistribute(bs_txn *txn, uint8_t *par, unsigned a, int leaf, int 
         rc = bs_fail(BS_NOMEM, "out of memory rebalancing");
         goto out;
     }
-    if ((rc = bt_child(txn, par, pg_pgno(par), a, type, &RNG_ALL, &lno, &lp)) != BS_OK ||
-        (rc = bt_child(txn, par, pg_pgno(par), a + 1, type, &RNG_ALL, &rno, &rp)) != BS_OK)
+    if ((rc = bt_sibling(txn, par, pg_pgno(par), a, type, &lno, &lp)) != BS_OK ||
+        (rc = bt_sibling(txn, par, pg_pgno(par), a + 1, type, &rno, &rp)) != BS_OK)
         goto out;
     memcpy(lb, lp, P);
     memcpy(rb, rp, P);

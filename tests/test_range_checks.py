@@ -132,3 +132,73 @@ def test_memo_does_not_hide_a_child_reached_through_another_parent(tmp_path, kle
             assert txn.get(in_leaf) == b"v" + in_leaf[-4:]
             with pytest.raises(CorruptionError, match="outside the range"):
                 txn.get(in_bad)
+
+
+def _leaf_keys(page):
+    """[(cell offset, key)] of a leaf page, in slot order."""
+    out = []
+    for i in range(u16(page, 6)):
+        off = u16(page, PH_SIZE + 2 * i)
+        out.append((off, bytes(page[off + 8:off + 8 + u16(page, off)])))
+    return out
+
+
+def _crafted_neighbour(path, which):
+    """A tree of leaves about 85% full (random inserts) under one root branch, where the leaf
+    under root cell 1 (the right neighbour of the leaf under cell 0) holds a key outside its
+    separators: its first key moved below sep1 ("low") or its last key at or past sep2
+    ("high"), the page's own order kept, resealed. Returns (keys, leaf 0's keys, sibling)."""
+    import random
+    keys = _keys(16, 200)
+    order = keys[:]
+    random.Random(7).shuffle(order)
+    with btree_store.DB(path, page_size=P) as db:
+        with db.begin(write=True) as txn:
+            for k in order:
+                txn.put(k, b"v" + k[-4:])
+    with open(path, "rb") as f:
+        buf = bytearray(f.read())
+    lay = Layout(buf)
+    root = lay.meta["default"]["root"]
+    assert lay.meta["default"]["depth"] == 2
+    cells = _cells(lay.page(root))
+    assert len(cells) >= 4
+    leaf0, sib, sep1, sep2 = cells[0][1], cells[1][1], cells[1][3], cells[2][3]
+    lkeys = _leaf_keys(lay.page(sib))
+    if which == "high":
+        off, key = lkeys[-1]
+        new = sep2[:8] + b"99999999"  # >= sep2: past the sibling's range
+    else:
+        off, key = lkeys[0]
+        new = max(k for k in keys if k < sep1)  # leaf 0's last key: below sep1
+    assert len(new) == len(key)
+    buf[sib * P + off + 8:sib * P + off + 8 + len(key)] = new
+    reseal(buf, P, pages=[sib])
+    with open(path, "wb") as f:
+        f.write(buf)
+    leaf0_keys = [k for _o, k in _leaf_keys(lay.page(leaf0))]
+    return keys, leaf0_keys, sib
+
+
+@pytest.mark.parametrize("which", ["low", "high"])
+@pytest.mark.parametrize("path_", ["merge", "spread"])
+def test_crafted_neighbour_is_not_merged_into_a_node(tmp_path, which, path_):
+    """A write that moves cells between siblings reads the neighbour through the parent (the
+    commit's rebalance: merge or redistribute; an insert's spread to a neighbour with room).
+    The neighbour was read with no range check, so a crafted sibling holding keys outside its
+    separators was merged into the node and the commit stored the tree out of order,
+    silently. Now the neighbour is checked against its separators like a descent's child:
+    CorruptionError naming the sibling page, nothing committed, the file reads as before."""
+    path = str(tmp_path / "nb.bs")
+    keys, leaf0_keys, sib = _crafted_neighbour(path, which)
+    with btree_store.DB(path) as db:
+        with pytest.raises(CorruptionError, match=r"page %d: keys outside the range" % sib):
+            with db.begin(write=True) as txn:
+                if path_ == "merge":  # leaf 0 nearly empty: merged with its right neighbour
+                    for k in leaf0_keys[1:]:
+                        txn.delete(k)
+                else:  # leaf 0 overflows: it gives cells to its right neighbour
+                    for i in range(60):
+                        txn.put(leaf0_keys[0] + b"%02d" % i, b"n" * 20)
+        with db.begin() as txn:
+            assert [txn.get(k) for k in leaf0_keys] == [b"v" + k[-4:] for k in leaf0_keys]
