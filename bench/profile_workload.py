@@ -9,6 +9,8 @@
     python bench/profile_workload.py getmany btree_store FOLDER N M  # get_many(all), then
                                                    # get_many of M random keys
     python bench/profile_workload.py noop   ENGINE FOLDER N M        # open + key list only
+    python bench/profile_workload.py reopen ENGINE FOLDER N M [PASSES]  # open, PASSES (1)
+                                                   # passes of the same M random gets
     python bench/profile_workload.py fill_random ENGINE FOLDER N     # fill's put loop
     python bench/profile_workload.py delete_random ENGINE FOLDER N   # fill, then N/2 deletes
     python bench/profile_workload.py put_many btree_store FOLDER N   # fill with put_many
@@ -19,7 +21,10 @@ reads - noop. fill_random / delete_random / put_many are compare.py's workloads 
 names (same handle: delete_random deletes from the store fill_random left cached, one write
 transaction, durable commit). Profile one part with callgrind's --toggle-collect on the
 binding's C function: txn_put (fill_random's puts), txn_delete (the deletes), txn_put_many,
-txn_exit_cm (the commits); instructions per op = Ir of that function inclusive / its count
+txn_exit_cm (the commits); `reopen` is compare.py's reopen_gets (every page is a first touch
+after the open): collect txn_get, and the difference between PASSES=2 and PASSES=1 is the
+gets without first touches, so first-touch cost = 2 * pass1 - pass2 (same keys, same
+pages). Instructions per op = Ir of that function inclusive / its count
 (callgrind_annotate --inclusive=yes). Used for bench/PROFILE.md, e.g.
 
     valgrind --tool=callgrind --callgrind-out-file=cg.reads python bench/profile_workload.py \
@@ -106,7 +111,10 @@ def main():
                 raise AssertionError("get_many: wrong length")
         st.close()
         return
-    if what != "noop":
+    if what == "reopen":
+        for _ in range(int(sys.argv[6]) if len(sys.argv) > 6 else 1):
+            st.gets(keys)
+    elif what != "noop":
         st.gets(keys)
     st.close()
 

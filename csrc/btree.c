@@ -355,7 +355,7 @@ static inline int key_less(const uint8_t *a, size_t alen, const uint8_t *b, size
     return key_cmp(a + i, alen - i, b + i, blen - i) < 0;
 }
 
-int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
+int btree_verify_page_full(const uint8_t *pg, uint32_t P, uint64_t page_count)
 {
     unsigned long long pgno = pg_pgno(pg);
     int type = pg_type(pg), leaf = type == PT_LEAF;
@@ -453,6 +453,60 @@ int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
         return bs_fail(BS_CORRUPT, "page %llu: cell sizes (%llu) and fragments (%u) do not "
                        "fill the cell area (%u)", pgno, ULL(sum), frag, P - upper);
     return BS_OK;
+}
+
+/* The common case of btree_verify_page in one pass and few instructions a cell: a leaf whose
+ * cells are all inline (no overflow reference). True only for a page btree_verify_page_full
+ * accepts; false for every page it rejects and for the ones this path does not handle (an
+ * overflow cell, an empty leaf), which then go through btree_verify_page_full (which also
+ * names what is wrong). Each check below is one of _full's, or several of them in one
+ * compare:
+ *  - off - upper <= P - 8 - upper (unsigned): off >= upper, off < P and a whole cell header
+ *    inside the page (P - off >= LEAF_CELL_HDR);
+ *  - klen | pad16 << 16 <= maxk: klen <= fmt_max_key and flags byte and pad byte both zero
+ *    (an inline cell; maxk < 65536, so any nonzero flag or pad byte exceeds it);
+ *  - klen + vlen <= fmt_max_cell - 2 - LEAF_CELL_HDR (64-bit sum: a vlen near 2^32 cannot
+ *    wrap): fmt_value_inline;
+ *  - LEAF_CELL_HDR + klen + vlen <= P - off: the cell inside the page;
+ *  - key_cmp(previous key, key) < 0: strictly ascending (key_cmp compares 8 bytes at a time);
+ *  - the sizes plus frag fill [upper, P) exactly (cells cannot overlap each other). */
+static int leaf_verify_fast(const uint8_t *pg, uint32_t P)
+{
+    unsigned n = pg_nkeys(pg);
+    uint32_t upper = pg_upper(pg), frag = pg_frag(pg);
+    if (n == 0 || pg[PH_FLAGS] || PH_SIZE + 2u * n > upper || upper > P - LEAF_CELL_HDR ||
+        frag > P - upper)
+        return 0;
+    const uint32_t room = P - LEAF_CELL_HDR - upper, maxk = fmt_max_key(P);
+    const uint64_t maxkv = fmt_max_cell(P) - 2u - LEAF_CELL_HDR;
+    const uint8_t *slots = pg + PH_SIZE, *pk = NULL;
+    uint32_t pkl = 0;
+    uint64_t sum = frag;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t off = get16(slots + 2u * i);
+        if (off - upper > room)
+            return 0;
+        const uint8_t *c = pg + off;
+        uint32_t klen = get16(c);
+        uint64_t kv = (uint64_t)klen + get32(c + 4);
+        if ((klen | (uint32_t)get16(c + 2) << 16) > maxk || kv > maxkv ||
+            LEAF_CELL_HDR + kv > P - off)
+            return 0;
+        const uint8_t *k = c + LEAF_CELL_HDR;
+        if (pk && key_cmp(pk, pkl, k, klen) >= 0)
+            return 0;
+        pk = k;
+        pkl = klen;
+        sum += LEAF_CELL_HDR + kv;
+    }
+    return sum == P - upper;
+}
+
+int btree_verify_page(const uint8_t *pg, uint32_t P, uint64_t page_count)
+{
+    if (pg_type(pg) == PT_LEAF && BS_LIKELY(leaf_verify_fast(pg, P)))
+        return BS_OK;
+    return btree_verify_page_full(pg, P, page_count);
 }
 
 /* ------------------------------------------------------------------ key ranges

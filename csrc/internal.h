@@ -540,6 +540,9 @@ void pgvec_free(bs_pgvec *v);
  * key lengths <= fmt_max_key, leaf vlen/overflow sizes sane, overflow runs and children
  * inside [2, page_count), keys strictly ascending. BS_OK or BS_CORRUPT naming the page. */
 int btree_verify_page(const uint8_t *pg, uint32_t psize, uint64_t page_count);
+/* The same checks one by one, each with its own message (what btree_verify_page runs for a
+ * page its one-pass leaf path does not accept): the reference the tests compare it with. */
+int btree_verify_page_full(const uint8_t *pg, uint32_t psize, uint64_t page_count);
 /* The bounds summary of a branch or leaf image (verified or written by us); valid = 0 when
  * it holds no key to bound. */
 void btree_bounds(const uint8_t *pg, bs_bounds *out);
