@@ -17,7 +17,8 @@
  *    `active` counter; DB.close() waits for that counter to fall to zero before it aborts the
  *    live transactions and closes the engine handle.
  *  - Engine data calls go through PY_CALL: first tried in no-I/O mode with the GIL held, then,
- *    on BS_WOULDBLOCK, repeated with no-I/O off and the GIL released.
+ *    on BS_WOULDBLOCK, repeated with no-I/O off and the GIL released; while another thread
+ *    uses btree_store too, run with the GIL released at once (the GIL policy below).
  *  - Every Python object that a call returns is built before py_txn_leave() (page pointers
  *    die at leave).
  */
@@ -27,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "bs.h"
@@ -230,10 +232,73 @@ int py_nowait_init(PyObject *m);
 /* True (and py_blocked set) when this thread may not wait for the disk now. */
 #define PY_NOWAIT_REFUSE() (py_nowait ? (py_blocked = 1) : 0)
 
-/* Try an engine call in no-I/O mode with the GIL held; on BS_WOULDBLOCK repeat it with the
- * GIL released (unless in no-wait mode). EXPR is evaluated once or twice: it must be a plain
- * engine call. */
+/* ---- the GIL policy (py_txn.c) ----
+ * One thread alone pays nothing for threads: an engine call runs with the GIL held (no-I/O
+ * mode) and the GIL is dropped only when the call must wait for the disk (BS_WOULDBLOCK, then
+ * repeated with the GIL released). Releasing and taking back an uncontended GIL costs
+ * ~50-150 ns a call, a tenth of a cached get.
+ * While another thread is using btree_store too, a held GIL serializes the two: then a data
+ * call (a tree descent: get/put/delete, a seek, a count or stat) runs with the GIL released
+ * from the start, the no-I/O attempt skipped. "Another thread is using it" is what the
+ * binding can see for free: py_txn_enter (GIL held) compares the caller's thread ident with
+ * that of the previous data call, process-wide (any DB: two threads on two databases
+ * serialize on the GIL just the same). A different thread turns sharing on; it stays on
+ * while such switches keep happening: every PY_GIL_CHECK calls of one thread in a row,
+ * PY_GIL_WINDOW_NS or more after the last look, sharing goes off unless a switch came in
+ * between. So one thread pays one compare a call; two threads release from their first
+ * call after a switch, which the interpreter's switch interval (5 ms) forces when both want
+ * the GIL; a thread that stops leaves the other releasing for at most ~2 windows.
+ * CPython has no portable way to ask "is a thread waiting for the GIL" (3.9-3.13: only
+ * private fields of the runtime), hence the switch test.
+ * Cursor steps (PY_CALL_STEP) keep the GIL: a step costs less than a GIL hand-over.
+ * All fields are read and written with the GIL held (the module declares no per-interpreter
+ * GIL, so one GIL guards them for every interpreter). */
+#define PY_GIL_WINDOW_NS 20000000u /* 20 ms: 4 default switch intervals */
+#define PY_GIL_CHECK 64u
+typedef struct py_gil_policy {
+    unsigned long key;   /* not sharing: thread ident of the last data call; sharing: 0 */
+    unsigned long last;  /* thread ident of the last data call */
+    int share;           /* release the GIL around data calls */
+    int switched;        /* a switch happened since mark */
+    unsigned run;        /* calls of `last` in a row while sharing */
+    uint64_t mark_ns;    /* CLOCK_MONOTONIC of the last look at the window */
+} py_gil_policy;
+extern py_gil_policy py_gil;
+/* A call py_gil_note cannot settle with one compare: a switch, or any call while sharing. */
+void py_gil_note_slow(unsigned long me);
+/* py_txn_enter's part (GIL held): note the calling thread. One compare on the single-thread
+ * path (key is that thread). */
+static inline void py_gil_note(unsigned long me)
+{
+    if (me != py_gil.key)
+        py_gil_note_slow(me);
+}
+
+/* Test probe (_core._gil_probe*, py_testing.c): when armed, the next call released because
+ * of sharing waits inside the released region until another thread lets it go. */
+extern _Atomic int py_gil_probe_armed;
+void py_gil_probe_wait(void);
+
+/* An engine call, GIL policy above. Without sharing (or in no-wait mode): tried in no-I/O
+ * mode with the GIL held; on BS_WOULDBLOCK repeated with the GIL released (unless in no-wait
+ * mode). Sharing: run once with I/O allowed and the GIL released. EXPR is evaluated once or
+ * twice: it must be a plain engine call, touching no Python object. */
 #define PY_CALL(rc, t, EXPR)                                                                  \
+    do {                                                                                      \
+        if (py_gil.share && !py_nowait) {                                                     \
+            bs_txn_set_noio((t), 0);                                                          \
+            Py_BEGIN_ALLOW_THREADS                                                            \
+            if (atomic_load_explicit(&py_gil_probe_armed, memory_order_relaxed))              \
+                py_gil_probe_wait();                                                          \
+            (rc) = (EXPR);                                                                    \
+            Py_END_ALLOW_THREADS                                                              \
+        } else                                                                                \
+            PY_CALL_STEP(rc, t, EXPR);                                                        \
+    } while (0)
+
+/* The same without the sharing branch: for calls cheaper than a GIL hand-over (cursor
+ * steps), which keep the GIL unless they must wait for the disk. */
+#define PY_CALL_STEP(rc, t, EXPR)                                                             \
     do {                                                                                      \
         bs_txn_set_noio((t), 1);                                                              \
         (rc) = (EXPR);                                                                        \

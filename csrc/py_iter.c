@@ -429,9 +429,9 @@ static int iter_move(IterObject *it, int how, const char *key, size_t klen)
 
     if (how == MOVE_STEP) {
         if (it->reverse)
-            PY_CALL(rc, t, bs_cursor_prev(cur));
+            PY_CALL_STEP(rc, t, bs_cursor_prev(cur));
         else
-            PY_CALL(rc, t, bs_cursor_next(cur));
+            PY_CALL_STEP(rc, t, bs_cursor_next(cur));
     } else if (!it->reverse) {
         const char *target = NULL;
         size_t tlen = 0;
@@ -461,11 +461,11 @@ static int iter_move(IterObject *it, int how, const char *key, size_t klen)
         }
     }
     if (rc == BS_OK)
-        PY_CALL(rc, t, bs_cursor_current(cur, &k, &v));
+        PY_CALL_STEP(rc, t, bs_cursor_current(cur, &k, &v));
     if (rc == BS_OK && skip_hi && iter_cmp_obj(k.data, k.len, hi) >= 0) {
-        PY_CALL(rc, t, bs_cursor_prev(cur));
+        PY_CALL_STEP(rc, t, bs_cursor_prev(cur));
         if (rc == BS_OK)
-            PY_CALL(rc, t, bs_cursor_current(cur, &k, &v));
+            PY_CALL_STEP(rc, t, bs_cursor_current(cur, &k, &v));
     }
     if (rc == BS_OK) {
         if (!it->reverse ? (hi && iter_cmp_obj(k.data, k.len, hi) >= 0)
@@ -685,7 +685,7 @@ PyObject *py_iter_new(TxnObject *txn, const py_name *bucket, PyObject *start, Py
     bs_bucket *b;
     int rc = py_txn_open_bucket(t, bucket, 0, &b);
     if (rc == BS_OK)
-        PY_CALL(rc, t, bs_cursor_open(t, b, &it->cur));
+        PY_CALL_STEP(rc, t, bs_cursor_open(t, b, &it->cur));
     if (rc != BS_OK) {
         if (rc == BS_NOBUCKET)
             py_raise_nobucket(st, bucket->p, bucket->n);

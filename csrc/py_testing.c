@@ -2,14 +2,18 @@
  * py_testing.c - test-only pieces of btree_store._core, re-exported by btree_store._testing:
  * the FaultIO type (a bs_fault controller wrapping the POSIX I/O layer, modelling one machine:
  * fail the n-th call or every call after n, tear a write, kill the process, simulate a power
- * loss) and the CRC32C functions. btree_store.testing.FaultyMachine is built on it.
+ * loss) and the CRC32C functions. btree_store.testing.FaultyMachine is built on it. The GIL
+ * probe (_gil_probe, _gil_probe_wait, _gil_probe_release, _gil_policy): shows that a call
+ * made while threads share btree_store runs with the GIL released (py_internal.h).
  *
  * Layer: CPython binding; calls io.h (fault controller) and crc32c.h only.
  */
 #include "py_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "crc32c.h"
 #include "io.h"
@@ -450,7 +454,93 @@ static PyObject *py_mark_crashed(PyObject *m, PyObject *db)
     Py_RETURN_NONE;
 }
 
+/* ---- the GIL probe ----
+ * _gil_probe(True) arms it: the next engine call that PY_CALL runs with the GIL released
+ * because threads share btree_store (not a retry after BS_WOULDBLOCK) marks it fired and
+ * waits, still without the GIL, until _gil_probe_release() or _gil_probe(False) (or a minute
+ * has passed: a broken build then fails instead of hanging). _gil_probe_wait() waits with
+ * the GIL released until the probe fired or was disarmed, and says whether it fired. So a
+ * test thread can only return from _gil_probe_wait and call _gil_probe_release while
+ * another thread is inside an engine call if that call let the GIL go. */
+_Atomic int py_gil_probe_armed;
+static pthread_mutex_t probe_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t probe_cv = PTHREAD_COND_INITIALIZER;
+static int probe_fired, probe_open; /* under probe_mu; open: a fired call may go on */
+
+void py_gil_probe_wait(void)
+{
+    pthread_mutex_lock(&probe_mu);
+    if (atomic_exchange(&py_gil_probe_armed, 0)) {
+        probe_fired = 1;
+        pthread_cond_broadcast(&probe_cv);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 60;
+        while (!probe_open && pthread_cond_timedwait(&probe_cv, &probe_mu, &dl) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&probe_mu);
+}
+
+static PyObject *py_gil_probe(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    pthread_mutex_lock(&probe_mu);
+    probe_fired = 0;
+    probe_open = !on;
+    atomic_store(&py_gil_probe_armed, on);
+    pthread_cond_broadcast(&probe_cv);
+    pthread_mutex_unlock(&probe_mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gil_probe_wait_py(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    int fired;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&probe_mu);
+    while (!probe_fired && atomic_load(&py_gil_probe_armed))
+        pthread_cond_wait(&probe_cv, &probe_mu);
+    fired = probe_fired;
+    pthread_mutex_unlock(&probe_mu);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(fired);
+}
+
+static PyObject *py_gil_probe_release(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    pthread_mutex_lock(&probe_mu);
+    probe_open = 1;
+    pthread_cond_broadcast(&probe_cv);
+    pthread_mutex_unlock(&probe_mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gil_policy_py(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    pthread_mutex_lock(&probe_mu);
+    const char *probe = probe_fired ? "fired" : atomic_load(&py_gil_probe_armed) ? "armed" : "off";
+    pthread_mutex_unlock(&probe_mu);
+    return Py_BuildValue("{s:O,s:K,s:I,s:s}", "share", py_gil.share ? Py_True : Py_False,
+                         "window_ns", (unsigned long long)PY_GIL_WINDOW_NS, "check",
+                         (unsigned)PY_GIL_CHECK, "probe", probe);
+}
+
 static PyMethodDef testing_functions[] = {
+    {"_gil_probe", (PyCFunction)py_gil_probe, METH_O,
+     "_gil_probe($module, on, /)\n--\n\nArm (True) or disarm (False) the GIL probe."},
+    {"_gil_probe_wait", (PyCFunction)py_gil_probe_wait_py, METH_NOARGS,
+     "_gil_probe_wait($module, /)\n--\n\nWait until the probe fired (True) or was disarmed."},
+    {"_gil_probe_release", (PyCFunction)py_gil_probe_release, METH_NOARGS,
+     "_gil_probe_release($module, /)\n--\n\nLet the call held by the probe go on."},
+    {"_gil_policy", (PyCFunction)py_gil_policy_py, METH_NOARGS,
+     "_gil_policy($module, /)\n--\n\nThe GIL policy's state: share, window_ns, check, probe."},
     {"_mark_crashed", (PyCFunction)py_mark_crashed, METH_O,
      "_mark_crashed($module, db, /)\n--\n\nLater ClosedErrors of db say its machine crashed."},
     {"_crc32c", FASTKW(py_crc32c),

@@ -14,10 +14,55 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "structmember.h"
 
 #define PY_MAX_VALUE 0xFFFFFFFFu
+
+/* ---- the GIL policy (py_internal.h) ---- */
+
+py_gil_policy py_gil;
+
+static uint64_t gil_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void py_gil_note_slow(unsigned long me)
+{
+    if (me != py_gil.last) {
+        int first = py_gil.last == 0; /* the process's first data call: no switch */
+        py_gil.last = me;
+        py_gil.run = 0;
+        if (first) {
+            py_gil.key = me;
+            return;
+        }
+        py_gil.switched = 1;
+        if (!py_gil.share) {
+            py_gil.share = 1;
+            py_gil.key = 0;
+            py_gil.mark_ns = gil_now_ns();
+        }
+        return;
+    }
+    /* sharing, another call of the same thread: every PY_GIL_CHECK in a row, look */
+    if (++py_gil.run % PY_GIL_CHECK != 0)
+        return;
+    uint64_t now = gil_now_ns();
+    if (now - py_gil.mark_ns < PY_GIL_WINDOW_NS)
+        return;
+    py_gil.mark_ns = now;
+    if (py_gil.switched) {
+        py_gil.switched = 0;
+    } else { /* one thread alone for a whole window */
+        py_gil.share = 0;
+        py_gil.key = me;
+    }
+}
 
 /* ---- enter / leave ---- */
 
@@ -51,8 +96,10 @@ bs_txn *py_txn_enter(TxnObject *self, int need_write)
         py_raise(self->st, rc);
         return NULL;
     }
+    unsigned long me = PyThread_get_thread_ident();
     r->busy = 1;
-    r->busy_thread = PyThread_get_thread_ident();
+    r->busy_thread = me;
+    py_gil_note(me);
     db->active++;
     return r->txn;
 }
@@ -91,7 +138,7 @@ int py_txn_bucket(TxnObject *self, PyObject *arg, py_name *out)
 int py_txn_open_bucket(bs_txn *t, const py_name *nm, int create, bs_bucket **out)
 {
     int rc;
-    PY_CALL(rc, t, bs_bucket_open(t, nm->p, (size_t)nm->n, create, out));
+    PY_CALL_STEP(rc, t, bs_bucket_open(t, nm->p, (size_t)nm->n, create, out));
     return rc;
 }
 
@@ -411,7 +458,7 @@ static long long txn_count_impl(TxnObject *self, const py_name *nm)
     uint64_t n = 0;
     int rc = py_txn_open_bucket(t, nm, 0, &b);
     if (rc == BS_OK)
-        PY_CALL(rc, t, bs_bucket_count(t, b, &n));
+        PY_CALL_STEP(rc, t, bs_bucket_count(t, b, &n));
     if (rc != BS_OK)
         txn_raise(self, nm, rc);
     py_txn_leave(self);
@@ -585,12 +632,12 @@ static int batch_last_key(bs_txn *t, bs_bucket *b, PyObject **out)
     bs_val k, v;
     int rc;
     *out = NULL;
-    PY_CALL(rc, t, bs_cursor_open(t, b, &cur));
+    PY_CALL_STEP(rc, t, bs_cursor_open(t, b, &cur));
     if (rc != BS_OK)
         return rc;
     PY_CALL(rc, t, bs_cursor_seek(cur, BS_SEEK_LAST, NULL, 0));
     if (rc == BS_OK)
-        PY_CALL(rc, t, bs_cursor_current(cur, &k, &v));
+        PY_CALL_STEP(rc, t, bs_cursor_current(cur, &k, &v));
     if (rc == BS_OK && !(*out = PyBytes_FromStringAndSize(k.data, (Py_ssize_t)k.len)))
         rc = -1;
     bs_cursor_close(cur);
