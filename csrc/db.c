@@ -496,7 +496,8 @@ static int reader_refresh(bs_db *db)
 /* The freelist records of m's chain written after commit `known`, fed into r from the head,
  * and their pages (newchain, head first). *complete = false when the walk does not end at
  * the chain this process knew (`head`, the head of db->fl's chain, 0 for none): a base
- * record newer than `known` replaced it, or the chain is not what we knew. */
+ * record newer than `known` replaced it, or the chain is not what we knew. known == 0: the
+ * whole chain, its base included (*complete = true when it ends there). */
 static int fl_records_since(bs_db *db, const bs_meta *m, uint64_t known, uint64_t head,
                             fl_replay *r, bs_pgvec *newchain, bool *complete)
 {
@@ -517,13 +518,18 @@ static int fl_records_since(bs_db *db, const bs_meta *m, uint64_t known, uint64_
         const uint8_t *pg;
         if ((rc = pager_get_ref(&t, pgno, PT_FREELIST, want, from, &pg)) != BS_OK)
             break;
-        if (pg[PH_FLAGS] & FL_F_BASE) {
+        bool base = pg[PH_FLAGS] & FL_F_BASE;
+        if (base && known) {
             *complete = false;
             break;
         }
         if ((rc = freelist_replay_page(r, pgno, pg)) != BS_OK ||
             (rc = pgvec_push(newchain, pgno)) != BS_OK)
             break;
+        if (base) {
+            pgno = 0;
+            break;
+        }
         from = pgno;
         want = get64(pg + FL_NEXT_TXID);
         pgno = get64(pg + FL_NEXT);
@@ -533,6 +539,48 @@ static int fl_records_since(bs_db *db, const bs_meta *m, uint64_t known, uint64_
     pager_leave(&t);
     cache_slot_release(db->cache, t.slot);
     return rc;
+}
+
+/* db->fl was just loaded from m's chain (every free page reusable) after commits of other
+ * processes: each page waits in a group of the commit whose record last added it (the base's
+ * commit for the pages of the base: some may have been taken and freed again before it, the
+ * base does not say; but when the base's commit is the first since the free set this
+ * process knew, `old` at commit `known`, the pages free in old keep their place there),
+ * never above t, so that readers of snapshots of those commits or newer do not hold it back. The chain pages are read again from the cache. When that fails
+ * (memory, a chain that does not walk again as loaded) every page waits in one group of t.
+ * BS_OK, or BS_NOMEM leaving fl as loaded. */
+static int fl_group_by_commit(bs_db *db, const bs_meta *m, uint64_t t, const bs_freelist *old,
+                              uint64_t known)
+{
+    fl_replay r;
+    bs_pgvec chain = {0};
+    bs_freelist g;
+    memset(&g, 0, sizeof g);
+    bool complete = false;
+    freelist_replay_init(&r, m->page_count);
+    uint64_t live[2] = {m->main.root, m->catalog.root};
+    int rc = fl_records_since(db, m, 0, 0, &r, &chain, &complete);
+    if (rc == BS_OK && !complete)
+        rc = BS_CORRUPT;
+    if (rc == BS_OK)
+        rc = freelist_catch_up(&g, &r, &chain, t, m->fl_count, live, 2);
+    /* the base's commit the first since the set this process knew: what that set held free
+     * keeps its place (freelist_keep_known) */
+    if (rc == BS_OK && r.base_seen && r.seq && known != UINT64_MAX &&
+        r.txid[r.seq - 1] == known + 1)
+        rc = freelist_keep_known(&g, old, known + 1);
+    freelist_replay_free(&r);
+    pgvec_free(&chain);
+    if (rc == BS_OK && g.chain.n == db->fl.chain.n) {
+        /* the same set and chain, by commit: the loaded one's groups and reusable pages go */
+        g.ndelta = db->fl.ndelta;
+        freelist_destroy(&db->fl);
+        db->fl = g;
+        return BS_OK;
+    }
+    freelist_destroy(&g);
+    bs_clear_error();
+    return freelist_pend_all(&db->fl, t);
 }
 
 /* Write-begin, holding the write lock of the side file: catch up with the commits other
@@ -558,9 +606,8 @@ static int writer_refresh(bs_db *db)
         uint64_t hw0 = atomic_load(&h->txid_hw);
         if (hw0 < latest)
             hw0 = latest;
-        if (hw0 > m.txid && !(atomic_load(&h->lost_lo) == m.txid &&
-                              atomic_load(&h->lost_hi) >= hw0))
-            lockfile_note_lost(db->lf, m.txid, hw0);
+        if (hw0 > m.txid)
+            lockfile_note_lost(db->lf, m.txid, hw0); /* nothing new when known already */
         if (m.txid != known) {
             /* readers of other handles may need pages recent commits freed: those wait in
              * a group of the newest commit (conservative) */
@@ -595,7 +642,7 @@ static int writer_refresh(bs_db *db)
                 memset(&db->fl, 0, sizeof db->fl);
                 rc = pager_load_freelist(db, &m);
                 if (rc == BS_OK)
-                    rc = freelist_pend_all(&db->fl, t);
+                    rc = fl_group_by_commit(db, &m, t, &old, known);
                 if (rc != BS_OK) {
                     freelist_destroy(&db->fl);
                     db->fl = old;
@@ -712,15 +759,22 @@ static int wait_writer(bs_db *db, long timeout_ms)
 #define MAX_LOCAL_WRITERS 64
 static pthread_mutex_t local_writers_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct { const bs_db *db; uint64_t dev, ino, thread; } local_writers[MAX_LOCAL_WRITERS];
+static _Atomic int local_writers_n; /* entries in use (changed under local_writers_mu) */
 
 static void local_writers_forget(void)
 {
     pthread_mutex_init(&local_writers_mu, NULL); /* another thread may have held it */
     memset(local_writers, 0, sizeof local_writers);
+    atomic_store(&local_writers_n, 0);
 }
 
 static bool local_writer_conflict(const bs_db *db, uint64_t self)
 {
+    /* none in use: no entry of this thread (one it made itself it would see counted; other
+     * threads' entries never conflict), and a lone writer skips the lock and the scan
+     * (~1,000 instructions of a write transaction's begin, bench/results/lone_writer_s20.md) */
+    if (atomic_load_explicit(&local_writers_n, memory_order_relaxed) == 0)
+        return false;
     bool hit = false;
     pthread_mutex_lock(&local_writers_mu);
     for (int i = 0; i < MAX_LOCAL_WRITERS && !hit; i++)
@@ -739,10 +793,12 @@ static void local_writer_set(const bs_db *db, uint64_t self, bool on)
             local_writers[i].dev = db->dev;
             local_writers[i].ino = db->ino;
             local_writers[i].thread = self;
+            atomic_fetch_add_explicit(&local_writers_n, 1, memory_order_relaxed);
             break;
         }
         if (!on && local_writers[i].db == db) {
             local_writers[i].db = NULL;
+            atomic_fetch_sub_explicit(&local_writers_n, 1, memory_order_relaxed);
             break;
         }
     }

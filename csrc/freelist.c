@@ -282,8 +282,10 @@ int freelist_replay_page(fl_replay *r, uint64_t pgno, const uint8_t *pg)
     else
         r->ndelta++;
     int rc = bs_grow(&r->v, &r->cap, r->n + na + nd, sizeof *r->v, 64, "the freelist");
-    if (rc)
+    if (rc || (rc = bs_grow(&r->txid, &r->captxid, r->seq, sizeof *r->txid, 16,
+                            "the freelist")) != BS_OK)
         return rc;
+    r->txid[r->seq - 1] = pg_txid(pg);
     for (uint32_t i = 0; i < na + nd; i++) {
         r->v[r->n].pgno = get64(pg + FL_ENTRIES + 8 * i);
         r->v[r->n].seq = r->seq;
@@ -316,6 +318,7 @@ int freelist_replay_finish(fl_replay *r, uint64_t count, bs_pgvec *out, size_t *
 void freelist_replay_free(fl_replay *r)
 {
     free(r->v);
+    free(r->txid);
     memset(r, 0, sizeof *r);
 }
 
@@ -542,24 +545,74 @@ static void filter_out(bs_pgvec *v, const bs_pgvec *drop)
     v->n = k;
 }
 
+/* an added page and the commit whose record added it, ordered by that commit */
+typedef struct fl_added { uint64_t txid, pgno; } fl_added;
+
+static int cmp_added(const void *a, const void *b)
+{
+    const fl_added *x = a, *y = b;
+    if (x->txid != y->txid)
+        return x->txid < y->txid ? -1 : 1;
+    return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
+}
+
 int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, uint64_t txid,
                       uint64_t count, const uint64_t *live, size_t nlive)
 {
     bs_pgvec touched = {0}, added = {0}, chain = {0};
+    fl_added *by = NULL;
+    bs_pending *gv = NULL; /* the new pending groups, ngroups of them */
+    size_t ngroups = 0;
     int rc = BS_OK;
+    /* the commit of each record, from the head: at most `txid`, and at most the newer
+     * record's (a chain runs from newer to older commits; a crafted one cannot make a page
+     * reusable earlier than the order of its records allows) */
+    for (uint32_t i = 0; i < r->seq; i++) {
+        uint64_t cap = i ? r->txid[i - 1] : txid;
+        if (r->txid[i] > cap)
+            r->txid[i] = cap;
+    }
     if (r->n)
         qsort(r->v, r->n, sizeof *r->v, cmp_flent);
     if ((rc = pgvec_reserve(&touched, r->n + 1)) != BS_OK ||
         (rc = pgvec_reserve(&added, r->n + 1)) != BS_OK ||
-        (rc = pgvec_reserve(&chain, newchain->n + fl->chain.n + 1)) != BS_OK ||
-        (rc = freelist_reserve_pend(fl)) != BS_OK)
+        (rc = pgvec_reserve(&chain, newchain->n + fl->chain.n + 1)) != BS_OK)
         goto out;
+    if (!(by = malloc((r->n + 1) * sizeof *by))) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < r->n; i++) {
         if (i && r->v[i].pgno == r->v[i - 1].pgno)
             continue; /* the newest mention decided */
         touched.v[touched.n++] = r->v[i].pgno;
-        if (r->v[i].add)
+        if (r->v[i].add) {
+            by[added.n].txid = r->txid[r->v[i].seq - 1];
+            by[added.n].pgno = r->v[i].pgno;
             added.v[added.n++] = r->v[i].pgno;
+        }
+    }
+    /* one pending group per commit that added pages */
+    if (added.n)
+        qsort(by, added.n, sizeof *by, cmp_added);
+    for (size_t i = 0; i < added.n; i++)
+        if (!i || by[i].txid != by[i - 1].txid)
+            ngroups++;
+    if ((rc = bs_grow(&fl->pend, &fl->cappend, fl->npend + ngroups + 1, sizeof *fl->pend, 8,
+                      "the pending free pages")) != BS_OK)
+        goto out;
+    if (ngroups && !(gv = calloc(ngroups, sizeof *gv))) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0, j, g = 0; i < added.n; i = j, g++) {
+        for (j = i + 1; j < added.n && by[j].txid == by[i].txid; j++)
+            ;
+        gv[g].txid = by[i].txid;
+        if ((rc = pgvec_reserve(&gv[g].pages, j - i)) != BS_OK)
+            goto out;
+        for (size_t k = i; k < j; k++)
+            gv[g].pages.v[gv[g].pages.n++] = by[k].pgno;
     }
     /* what the set will hold, before changing anything */
     uint64_t n = freelist_count(fl) + added.n;
@@ -600,12 +653,9 @@ int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, u
         }
         fl->npend = keep;
     }
-    if (added.n) {
-        fl->pend[fl->npend].txid = txid; /* room reserved above */
-        fl->pend[fl->npend].pages = added;
-        fl->npend++;
-        memset(&added, 0, sizeof added);
-    }
+    for (size_t g = 0; g < ngroups; g++) /* the groups' pages (their room taken above) */
+        fl->pend[fl->npend++] = gv[g];
+    ngroups = 0;
     append_pages(&chain, newchain->v, newchain->n);
     append_pages(&chain, fl->chain.v, fl->chain.n);
     pgvec_free(&fl->chain);
@@ -613,8 +663,112 @@ int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, u
     memset(&chain, 0, sizeof chain);
     fl->ndelta += r->ndelta;
 out:
+    for (size_t g = 0; gv && g < ngroups; g++)
+        pgvec_free(&gv[g].pages);
+    free(gv);
+    free(by);
     pgvec_free(&touched);
     pgvec_free(&added);
     pgvec_free(&chain);
     return rc;
 }
+
+/* a page of a known free set and its place there: 0 reusable, else its pending group's txid */
+typedef struct fl_known { uint64_t pgno, txid; } fl_known;
+
+static int cmp_known(const void *a, const void *b)
+{
+    const fl_known *x = a, *y = b;
+    return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
+}
+
+int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_txid)
+{
+    size_t gi = g->npend, nk = old->reusable.n, nr = 0, nq = 0, ng = 0;
+    for (size_t i = 0; i < g->npend; i++)
+        if (g->pend[i].txid == base_txid)
+            gi = i;
+    for (size_t i = 0; i < old->npend; i++)
+        nk += old->pend[i].pages.n;
+    if (gi == g->npend || !nk)
+        return BS_OK;
+    bs_pgvec *pg = &g->pend[gi].pages;
+    fl_known *k = malloc(nk * sizeof *k), *q = malloc((pg->n + 1) * sizeof *q);
+    bs_pgvec *nv = NULL;
+    uint64_t *rp = NULL; /* the pages that were reusable (freelist_merge sorts them) */
+    int rc = BS_OK;
+    if (!k || !q) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto out;
+    }
+    nk = 0;
+    for (size_t i = 0; i < old->reusable.n; i++)
+        k[nk++] = (fl_known){old->reusable.v[i], 0};
+    for (size_t i = 0; i < old->npend; i++)
+        for (size_t j = 0; j < old->pend[i].pages.n; j++)
+            k[nk++] = (fl_known){old->pend[i].pages.v[j], old->pend[i].txid};
+    qsort(k, nk, sizeof *k, cmp_known);
+    /* q: the base's pages that old knew, by their place there (reusable first) */
+    for (size_t i = 0; i < pg->n; i++) {
+        fl_known key = {pg->v[i], 0}, *f = bsearch(&key, k, nk, sizeof *k, cmp_known);
+        if (f) {
+            q[nq].txid = f->txid;
+            q[nq++].pgno = f->pgno;
+            nr += !f->txid;
+        }
+    }
+    if (!nq)
+        goto out;
+    qsort(q, nq, sizeof *q, cmp_added); /* fl_added and fl_known share a layout */
+    for (size_t i = nr; i < nq; i++)
+        ng += i == nr || q[i].txid != q[i - 1].txid;
+    /* every allocation before anything changes */
+    if ((rc = pgvec_reserve(&g->reusable, g->reusable.n + nr)) != BS_OK ||
+        (rc = bs_grow(&g->pend, &g->cappend, g->npend + ng + 1, sizeof *g->pend, 8,
+                      "the pending free pages")) != BS_OK)
+        goto out;
+    pg = &g->pend[gi].pages; /* g->pend may have moved */
+    if ((ng && !(nv = calloc(ng, sizeof *nv))) || !(rp = malloc((nr + 1) * sizeof *rp))) {
+        rc = bs_fail(BS_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = nr, j, n = 0; i < nq; i = j, n++) {
+        for (j = i + 1; j < nq && q[j].txid == q[i].txid; j++)
+            ;
+        if ((rc = pgvec_reserve(&nv[n], j - i)) != BS_OK)
+            goto out;
+        for (size_t x = i; x < j; x++)
+            nv[n].v[nv[n].n++] = q[x].pgno;
+    }
+    /* apply: nothing fails from here on */
+    size_t keep = 0;
+    for (size_t i = 0; i < pg->n; i++) {
+        fl_known key = {pg->v[i], 0};
+        if (!bsearch(&key, k, nk, sizeof *k, cmp_known))
+            pg->v[keep++] = pg->v[i];
+    }
+    pg->n = keep;
+    for (size_t i = 0; i < nr; i++)
+        rp[i] = q[i].pgno;
+    (void)freelist_merge(&g->reusable, rp, nr); /* capacity reserved: cannot fail */
+    for (size_t i = nr, j, n = 0; i < nq; i = j, n++) {
+        for (j = i + 1; j < nq && q[j].txid == q[i].txid; j++)
+            ;
+        g->pend[g->npend].txid = q[i].txid;
+        g->pend[g->npend++].pages = nv[n];
+        memset(&nv[n], 0, sizeof nv[n]);
+    }
+    if (!pg->n) { /* an empty group goes */
+        pgvec_free(pg);
+        g->pend[gi] = g->pend[--g->npend];
+    }
+out:
+    for (size_t n = 0; nv && n < ng; n++)
+        pgvec_free(&nv[n]);
+    free(nv);
+    free(rp);
+    free(k);
+    free(q);
+    return rc;
+}
+

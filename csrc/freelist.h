@@ -70,6 +70,8 @@ typedef struct fl_replay {
     uint64_t limit;      /* at most this many records (a loop is corrupt) */
     bool base_seen;
     size_t ndelta;       /* delta records seen */
+    uint64_t *txid;      /* txid[i]: the header txid of record i + 1 (the commit that wrote it) */
+    size_t captxid;
 } fl_replay;
 /* Start a replay of a chain that may have at most `limit` records (the meta's page count). */
 void freelist_replay_init(fl_replay *r, uint64_t limit);
@@ -92,12 +94,20 @@ int freelist_pend_all(bs_freelist *fl, uint64_t txid);
 /* freelist_catch_up, the usual path, with no reload: fl is the free set this process knew at an
  * older commit; r holds the delta records other processes wrote since (fed from the head,
  * no base among them) and newchain their pages, head first. The newest mention of a page
- * decides: one taken leaves the set, one added waits in a group of `txid`; pages nobody
- * touched keep what they were. The chain becomes newchain + the old chain. BS_CORRUPT when
+ * decides: one taken leaves the set, one added waits in a group of the commit whose record
+ * added it (the record's header txid, never above `txid` nor above a newer record's: readers
+ * of snapshots from that commit on cannot see it, invariant 2); pages nobody touched keep
+ * what they were. The chain becomes newchain + the old chain. BS_CORRUPT when
  * the result does not hold `count` pages or lists one of live[0..nlive) (fl unchanged: the
  * caller reloads), BS_NOMEM (unchanged). */
 int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, uint64_t txid,
                       uint64_t count, const uint64_t *live, size_t nlive);
+/* g was built by freelist_catch_up (from an empty set) from a whole chain whose base record
+ * was written by commit base_txid, the only commit since the one whose free set `old` is
+ * (this process's): the pages only the base mentions (g's group of base_txid) that were free
+ * in old keep the place they had there (reusable, or pending in a group of old's txid), since
+ * no commit between could have taken and freed them again. BS_OK, BS_NOMEM (g unchanged). */
+int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_txid);
 
 /* ---- the record a commit writes (pager_commit step a) ----
  * 1. freelist_plan: decides keep / delta / compact and how many chain pages to allocate

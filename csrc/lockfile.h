@@ -31,9 +31,10 @@
 #include <stdint.h>
 
 #define LF_SIZE 16384u      /* the whole side file */
-#define LF_HEADER 128u
+#define LF_HEADER 256u
 #define LF_NSLOTS ((LF_SIZE - LF_HEADER) / 16u)
-#define LF_VERSION 1u
+#define LF_VERSION 2u       /* 2: the ring of lost ranges (1: one range, 128-byte header) */
+#define LF_LOST 8u          /* lost ranges remembered */
 
 typedef struct lf_slot {
     _Atomic uint64_t gen;   /* bumped by every new owner */
@@ -54,10 +55,14 @@ typedef struct lf_header {
     _Atomic uint64_t txid_hw;         /* highest txid any writer committed (0: none known):
                                        * a commit lost with a torn meta page keeps its txid
                                        * taken, so no later commit reuses it */
-    _Atomic uint64_t lost_lo, lost_hi; /* the newest such loss: the commits (lost_lo,
-                                        * lost_hi] were announced and then lost (0, 0: none
-                                        * known; zero in older side files) */
-    uint8_t pad[LF_HEADER - 112];
+    _Atomic uint64_t lost_n;          /* losses recorded: the newest is lost[(lost_n - 1) %
+                                       * LF_LOST], the LF_LOST newest are kept */
+    uint64_t pad0;
+    struct {
+        _Atomic uint64_t lo, hi;      /* the commits (lo, hi] were announced and then lost,
+                                       * the database went on from commit lo (0, 0: none) */
+    } lost[LF_LOST];
+    uint8_t pad[LF_HEADER - 112 - 16 * LF_LOST];
 } lf_header;
 
 #define LF_JOIN_BYTE ((int64_t)1 << 62) /* offset of the join lock in the data file */
@@ -124,22 +129,45 @@ static inline void lockfile_publish(bs_lockfile *lf, uint64_t snap1)
 }
 
 /* Record that the commits (kept, upto] were announced and lost (a torn meta slot): a reader
- * still holding one learns it when a page it needs was reused (lockfile_lost). Write-lock
- * holder only. */
+ * still holding one learns it when a page it needs was reused (lockfile_lost). The same loss
+ * seen again (the newest range starts at `kept`) grows that range; another takes the next
+ * entry of the ring (the oldest of LF_LOST is forgotten). Write-lock holder only. */
 static inline void lockfile_note_lost(bs_lockfile *lf, uint64_t kept, uint64_t upto)
 {
+    lf_header *h = lf->hdr;
     if (upto <= kept)
         return;
-    atomic_store(&lf->hdr->lost_hi, 0); /* never a range wider than the truth meanwhile */
-    atomic_store(&lf->hdr->lost_lo, kept);
-    atomic_store(&lf->hdr->lost_hi, upto);
+    uint64_t n = atomic_load(&h->lost_n);
+    if (n) {
+        uint64_t i = (n - 1) % LF_LOST;
+        if (atomic_load(&h->lost[i].lo) == kept) {
+            if (atomic_load(&h->lost[i].hi) < upto)
+                atomic_store(&h->lost[i].hi, upto); /* only wider: readers may look */
+            return;
+        }
+    }
+    uint64_t i = n % LF_LOST;
+    atomic_store(&h->lost[i].hi, 0); /* never a range wider than the truth meanwhile */
+    atomic_store(&h->lost[i].lo, kept);
+    atomic_store(&h->lost[i].hi, upto);
+    atomic_store(&h->lost_n, n + 1);
 }
 
-/* Whether the commit `txid` is one that was announced and then lost. */
-static inline bool lockfile_lost(const bs_lockfile *lf, uint64_t txid)
+/* Whether the commit `txid` is one that was announced and then lost; *kept (optional): the
+ * commit the database went on from. A reader racing with lockfile_note_lost may miss a
+ * range being written (a later commit's loss: txids only grow) or see the one it replaces. */
+static inline bool lockfile_lost(const bs_lockfile *lf, uint64_t txid, uint64_t *kept)
 {
-    uint64_t hi = atomic_load(&lf->hdr->lost_hi);
-    return txid <= hi && txid > atomic_load(&lf->hdr->lost_lo);
+    const lf_header *h = lf->hdr;
+    for (unsigned i = 0; i < LF_LOST; i++) {
+        uint64_t hi = atomic_load(&h->lost[i].hi), lo = atomic_load(&h->lost[i].lo);
+        if (txid <= hi && txid > lo) {
+            if (kept)
+                *kept = lo;
+            return true;
+        }
+    }
+    return false;
 }
 
 static inline uint64_t lockfile_published(const bs_lockfile *lf)

@@ -798,12 +798,14 @@ static int ref_mismatch(uint64_t pgno, uint64_t have, uint64_t want, uint64_t fr
 
 /* A page a reader needs is not what its snapshot wrote there (rc BS_CORRUPT): when the
  * snapshot is a commit that was announced and then lost with a torn meta slot (another
- * process's sync=False commit, lockfile.h lost_lo/lost_hi), the page was reused by the
+ * process's sync=False commit, lockfile.h lost[]), the page was reused by the
  * writers that went on from the commit before: say so instead of calling the file damaged. */
 static int snapshot_lost(bs_txn *txn, int rc)
 {
     bs_db *db = txn->db;
-    if (rc != BS_CORRUPT || txn->write || !db->lf || !lockfile_lost(db->lf, txn->meta.txid))
+    uint64_t kept = 0;
+    if (rc != BS_CORRUPT || txn->write || !db->lf ||
+        !lockfile_lost(db->lf, txn->meta.txid, &kept))
         return rc;
     char why[300];
     snprintf(why, sizeof why, "%s", bs_errmsg());
@@ -811,8 +813,7 @@ static int snapshot_lost(bs_txn *txn, int rc)
                    "that made it (sync=False) died while its meta page was written, and the "
                    "database went on from commit %llu, reusing the lost commit's pages; the "
                    "file is not damaged: end this transaction and begin a new one (%s)",
-                   (unsigned long long)txn->meta.txid,
-                   (unsigned long long)atomic_load(&db->lf->hdr->lost_lo), why);
+                   (unsigned long long)txn->meta.txid, (unsigned long long)kept, why);
 }
 
 int pager_get_ref(bs_txn *txn, uint64_t pgno, int type, uint64_t txid, uint64_t from,

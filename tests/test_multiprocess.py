@@ -982,3 +982,107 @@ def test_process_owned_lock_fallback_on_linux(tmp_path):
                        env=env, capture_output=True, text=True, timeout=600,
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("record", ["deltas", "base"])
+def test_catch_up_keeps_what_other_commits_freed_reusable_for_readers_past_them(tmp_path,
+                                                                             record):
+    """A writer that catches up with commits another handle made (here in this process: the
+    same path as another process's) puts the pages they freed in pending groups of the commits
+    that freed them, not all in one group of the newest: a reader holding a snapshot between
+    them holds back only what newer commits freed. deltas: the other handle's two commits wrote
+    delta records (1 KiB pages: the base is long enough to keep them), the first frees ~250
+    pages, the reader holds it, the second frees a few; base: the other handle's one commit
+    rewrote the chain as a base, so the free set this handle knew keeps its place. Both
+    sync=True (no fsync at the hand-over): before, every such page waited for the reader and
+    the next commit grew the file by ~100 (deltas) / ~60 (base) pages."""
+    path = str(tmp_path / "cu.bs")
+    a = btree_store.DB(path, page_size=1024 if record == "deltas" else 4096)
+    b = btree_store.DB(path)
+    r = btree_store.DB(path, readonly=True)
+    try:
+        with a.begin(write=True) as txn:
+            for i in range(6000 if record == "deltas" else 3000):
+                txn.put(b"k%05d" % i, b"v" * 200)
+        with a.begin(write=True) as txn:  # a free set of a's own
+            if record == "deltas":
+                for i in range(3000):
+                    txn.delete(b"k%05d" % i)
+            else:
+                for i in range(1000):
+                    txn.delete(b"k%05d" % i)
+                for i in range(1000, 3000, 2):
+                    txn.delete(b"k%05d" % i)
+        for j in range(2):
+            with a.begin(write=True) as txn:
+                txn.put(b"a%d" % j, b"1")
+        if record == "deltas":
+            f0 = a.stat()["free_pages"]
+            with b.begin(write=True) as txn:  # frees ~250 pages
+                for i in range(3000, 4000):
+                    txn.delete(b"k%05d" % i)
+            assert b.stat()["free_pages"] - f0 > 200, (f0, b.stat())
+        snap = a.stat()["txid"]
+        held = r.begin()  # a snapshot of that commit (or of a's last one: base)
+        with b.begin(write=True) as txn:
+            txn.put(b"b", b"1")
+        pc = a.stat()["page_count"]
+        with a.begin(write=True) as txn:
+            st = a.stat()  # the free set as caught up
+            assert st["readers"] >= 1 and st["oldest_reader"] == snap, st
+            assert st["pinned_pages"] <= 12, st  # what the second (base: only) commit freed
+            for i in range(2500 if record == "deltas" else 1000):  # fits in the free pages
+                txn.put(b"n%05d" % i, b"w" * 200)
+        assert a.stat()["page_count"] - pc <= 4, (pc, a.stat())
+        held.abort()
+        a.check()
+    finally:
+        r.close()
+        b.close()
+        a.close()
+
+
+def test_readers_of_two_lost_commits_are_both_told(tmp_path):
+    """Two losses in a row with a durable commit between them: a sync=False writer process is
+    killed with its meta slot torn, a writer goes on durably from the commit before, a second
+    sync=False writer is killed the same way, and writers go on again. A reader holding the
+    first lost snapshot and one holding the second are both told that their snapshot was lost
+    (the side file keeps a ring of lost ranges, lockfile.h lost[]); with only the newest range
+    recorded, the first reader got the plain stale-page error."""
+    from _format import parse_meta
+
+    path = str(tmp_path / "lost2.bs")
+    _seed(path)
+    _writer_commits(path, 3, 7)  # durable: gen 3
+    db = btree_store.DB(path)
+    held = []
+    try:
+        for k, (seed, after) in enumerate(((8, 2), (10, 30))):
+            pid = _start_unsynced_writer(path, 5, seed)
+            held.append(db.begin())  # the newest announced commit, never durable
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            with open(path, "r+b") as f:  # the killed writer tore the slot of its commits
+                metas = [parse_meta(f.read(4096)) for _ in range(2)]
+                slot = max(range(2), key=lambda s: metas[s]["txid"])
+                f.seek(slot * 4096)
+                f.write(b"\0" * 4096)
+
+            def writer():
+                _writer_commits(path, after, 20 + k)  # durable, reusing pages
+                return "ok"
+
+            status, out = fork_run(writer)
+            assert status == 0 and out == "ok", out
+        for txn in held:
+            with pytest.raises(btree_store.CorruptionError, match="snapshot .* was lost"):
+                _snapshot_ok(txn)
+            txn.abort()
+        held = []
+        with db.begin() as txn:
+            assert _snapshot_ok(txn) == (3 + 2 + 30, None)
+        db.check()
+    finally:
+        for txn in held:
+            txn.abort()
+        db.close()

@@ -420,6 +420,38 @@ static void test_catch_up(void)
     }
     pgvec_free(&newchain);
     freelist_destroy(&fl);
+
+    /* the same records below a newer commit: each added page waits in a group of the commit
+     * whose record added it (record 31 is commit 69, record 30 commit 70: mkrec), not all in
+     * one group of the newest, so that a reader of snapshot 69 holds back 11 only */
+    memset(&fl, 0, sizeof fl);
+    pgvec_push(&fl.reusable, 12);
+    pgvec_push(&fl.reusable, 11);
+    pgvec_push(&fl.reusable, 10);
+    pgvec_push(&g, 20);
+    pgvec_push(&g, 21);
+    CHECK(freelist_pend(&fl, 5, &g) == BS_OK, "pend");
+    pgvec_push(&fl.chain, 40);
+    fl_replay r;
+    freelist_replay_init(&r, NPAGES);
+    CHECK(freelist_replay_page(&r, 30, newer) == BS_OK && freelist_replay_page(&r, 31, older) == BS_OK,
+          "replay");
+    newchain.n = 0;
+    pgvec_push(&newchain, 30);
+    pgvec_push(&newchain, 31);
+    uint64_t live[2] = {2, 3};
+    int rc = freelist_catch_up(&fl, &r, &newchain, 75, 5, live, 2);
+    freelist_replay_free(&r);
+    CHECK(rc == BS_OK, "catch up by commit: %s", bs_errmsg());
+    CHECK(fl.npend == 3 && fl.pend[0].txid == 5 && fl.pend[1].txid == 69 &&
+          fl.pend[1].pages.n == 1 && fl.pend[1].pages.v[0] == 61 && fl.pend[2].txid == 70 &&
+          fl.pend[2].pages.n == 1 && fl.pend[2].pages.v[0] == 11, "groups by commit");
+    freelist_release(&fl, 69);
+    const uint64_t reus69[] = {61, 20, 12, 10};
+    CHECK(same(&fl.reusable, reus69, 4) && fl.npend == 1 && fl.pend[0].txid == 70,
+          "a reader of 69 holds back 70's page only");
+    pgvec_free(&newchain);
+    freelist_destroy(&fl);
 }
 
 int main(void)
