@@ -251,6 +251,7 @@ struct bs_txn {
     uint64_t hits, misses;  /* cache statistics, added to the cache's totals at the end */
     bool wrote_early;       /* pages reached the file before commit (spill, overflow runs) */
     bool early_off;         /* early spilling gave up for this txn: spilled leaves came back */
+    bool early_probed;      /* the last early spill was the probe (pager_spill) */
     uint64_t early_out, early_back; /* leaves the last early spill wrote; reloads since */
     bool sync;              /* write txn: commit durably (db->sync unless overridden at begin) */
     bool repair;            /* bs_db_repair's txn: writes a new base freelist; clears

@@ -1222,9 +1222,17 @@ static int collect(bs_txn *txn, int leaves_only, bs_dirty_ent ***out, size_t *n)
  * transaction stops spilling early. The first early spill is a probe of 1 in EARLY_PROBE of
  * the leaves, the lowest pages (the oldest), so that a pattern that brings them back costs
  * little; a sorted load brings back only its rightmost leaf. Leaves only: a transaction whose
- * branches alone fill half of spill_early stops too (nothing to gain). */
+ * branches alone fill half of spill_early stops too (nothing to gain).
+ * After the probe, EARLY_PROBE_BACK leaves back are enough: the probe spills the oldest
+ * leaves, which a sorted load never touches again, and the window to the next check can be
+ * short. Random deletes from a committed 1M-record tree (37k leaves, each change a copy of a
+ * clean leaf) dirty a new page almost every operation, so the probe's ~500 leaves faced ~600
+ * operations and ~8 came back (1 in 60): at 1 in 32 that passed for a sorted load, and the
+ * next spill wrote all 16.5k leaves in memory early, every one of which was read back (16.5k
+ * preads and verifications) before the commit wrote it again. */
 #define EARLY_BACK 32u
 #define EARLY_PROBE 32u
+#define EARLY_PROBE_BACK 2u
 
 static int spill_write(bs_txn *txn, bs_dirty_ent **v, size_t n)
 {
@@ -1267,7 +1275,8 @@ int pager_spill(bs_txn *txn)
         }
         return BS_OK;
     }
-    if (txn->early_out && txn->early_back * EARLY_BACK > txn->early_out) {
+    if (txn->early_out && (txn->early_back * EARLY_BACK > txn->early_out ||
+                           (txn->early_probed && txn->early_back >= EARLY_PROBE_BACK))) {
         txn->early_off = true; /* they come back: keep them in memory (up to spill_limit) */
         return BS_OK;
     }
@@ -1282,6 +1291,7 @@ int pager_spill(bs_txn *txn)
         goto fail;
     txn->early_out = n;
     txn->early_back = 0;
+    txn->early_probed = probe;
     if (!probe && txn->dirty.nmem > db->spill_early / 2)
         txn->early_off = true; /* mostly branches in memory */
     return BS_OK;
