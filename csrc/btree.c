@@ -814,7 +814,8 @@ static void cell_value(const uint8_t *c, bs_val *out)
 /* The descent of a read: committed pages read in place whose record vouches for them
  * (pager_get_mapped) and whose range check is memoized for this very range are taken
  * inline; any other page goes through pager_get_ref and rng_check, as in every descent. The
- * damaged flag of the mapping is looked at once, at the end (pager_get_mapped). */
+ * damaged flag of the mapping is looked at once, at the end (pager_get_mapped): whatever the
+ * descent concluded from a page that turned to zeros becomes BS_IOERR. */
 int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *out)
 {
     unsigned D = t->depth;
@@ -862,7 +863,9 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
     cell_value(node_cell(pg, i), out);
     rc = BS_OK;
 out:
-    if (w && BS_UNLIKELY(atomic_load_explicit(w->damaged, memory_order_relaxed)))
+    /* (also for pages looked up by pager_get_ref: the leaf was searched after its lookup) */
+    if (BS_UNLIKELY(txn->db->map != NULL) && rc != BS_WOULDBLOCK &&
+        BS_UNLIKELY(atomic_load_explicit(&txn->db->map->damaged, memory_order_relaxed)))
         return pager_map_check(txn);
     return rc;
 }

@@ -1411,13 +1411,22 @@ static inline int map_rc(bs_txn *txn, int rc)
     return rc;
 }
 
+static int bucket_open_named(bs_txn *txn, const void *name, size_t nlen, int create,
+                             bs_bucket **out);
+
 int bs_bucket_open(bs_txn *txn, const void *name, size_t nlen, int create, bs_bucket **out)
 {
-    int rc;
-    if (!name) {
+    if (!name) { /* every lookup of the default bucket: no frame to set up */
         *out = txn->buckets[0];
         return BS_OK;
     }
+    return bucket_open_named(txn, name, nlen, create, out);
+}
+
+static int bucket_open_named(bs_txn *txn, const void *name, size_t nlen, int create,
+                             bs_bucket **out)
+{
+    int rc;
     if ((rc = check_name(name, nlen)) != BS_OK || (rc = txn_usable(txn)) != BS_OK)
         return rc;
     bs_bucket *b = find_handle(txn, name, nlen);
@@ -1549,7 +1558,7 @@ int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val)
         return rc;
     if (klen > fmt_max_key(txn->db->page_size))
         return BS_NOTFOUND;
-    return map_rc(txn, btree_get(txn, &b->tree, key, klen, val));
+    return btree_get(txn, &b->tree, key, klen, val); /* (which ends with map_rc's check) */
 }
 
 int bs_read_value(bs_txn *txn, const bs_val *val, void *dst)

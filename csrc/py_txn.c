@@ -205,6 +205,26 @@ static int txn_value(PyObject *o, Py_buffer *v)
     return 0;
 }
 
+/* txn_key for the lookups (get, [], in): an exact bytes key is used where it lies, without
+ * a reference (the caller's argument outlives the call); v->obj is NULL then, and
+ * txn_key_release releases only what txn_key acquired. */
+static inline int txn_key_ref(TxnObject *self, PyObject *o, Py_buffer *v)
+{
+    if (PyBytes_CheckExact(o) && (size_t)PyBytes_GET_SIZE(o) <= self->db->max_key) {
+        v->buf = PyBytes_AS_STRING(o);
+        v->len = PyBytes_GET_SIZE(o);
+        v->obj = NULL;
+        return 0;
+    }
+    return txn_key(self, o, v);
+}
+
+static inline void txn_key_release(Py_buffer *v)
+{
+    if (v->obj)
+        PyBuffer_Release(v);
+}
+
 /* The value as bytes (inside enter/leave). Overflow values are read with the GIL released
  * straight into the new bytes object. */
 static PyObject *txn_value_bytes(TxnObject *self, bs_txn *t, const bs_val *v)
@@ -307,14 +327,18 @@ static PyObject *txn_get(TxnObject *self, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"key", "default", "bucket", NULL};
     static const py_argspec spec = {"get", names, 2, 1};
     PyObject *a[3];
-    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+    if (!kwnames && nargs == 1) { /* txn.get(key): the call of every random read */
+        a[0] = args[0];
+        a[1] = a[2] = NULL;
+    } else if (py_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
+    }
     py_name nm;
     Py_buffer k;
-    if (py_txn_bucket(self, a[2], &nm) < 0 || txn_key(self, a[0], &k) < 0)
+    if (py_txn_bucket(self, a[2], &nm) < 0 || txn_key_ref(self, a[0], &k) < 0)
         return NULL;
     PyObject *res = txn_lookup(self, &nm, &k, 1);
-    PyBuffer_Release(&k);
+    txn_key_release(&k);
     if (!res && !PyErr_Occurred())
         res = Py_NewRef(a[1] ? a[1] : Py_None);
     return res;
@@ -855,10 +879,10 @@ static PyObject *txn_subscript(TxnObject *self, PyObject *key)
 {
     py_name nm;
     Py_buffer k;
-    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key(self, key, &k) < 0)
+    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key_ref(self, key, &k) < 0)
         return NULL;
     PyObject *res = txn_lookup(self, &nm, &k, 1);
-    PyBuffer_Release(&k);
+    txn_key_release(&k);
     if (!res && !PyErr_Occurred())
         PyErr_SetObject(PyExc_KeyError, key);
     return res;
@@ -891,10 +915,10 @@ static int txn_contains(TxnObject *self, PyObject *key)
 {
     py_name nm;
     Py_buffer k;
-    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key(self, key, &k) < 0)
+    if (py_txn_bucket(self, NULL, &nm) < 0 || txn_key_ref(self, key, &k) < 0)
         return -1;
     PyObject *res = txn_lookup(self, &nm, &k, 0);
-    PyBuffer_Release(&k);
+    txn_key_release(&k);
     if (res) {
         Py_DECREF(res);
         return 1;
