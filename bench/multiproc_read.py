@@ -42,6 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _fill_bs(path, n):
+    """N keys b'%016d' with 100-byte values in one transaction (bench/multiproc_write.py's
+    children use it too)."""
     import btree_store
     rnd = random.Random(1)
     with btree_store.DB(path) as db:

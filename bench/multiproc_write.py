@@ -37,13 +37,8 @@ import json, multiprocessing as mp, os, random, sys, time
 import btree_store
 path, n, turns, sync = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 mode = sys.argv[5]
-
-def fill():
-    rnd = random.Random(1)
-    with btree_store.DB(path) as db:
-        with db.begin(write=True) as txn:
-            for i in range(n):
-                txn.put(b"%016d" % i, rnd.randbytes(100))
+sys.path.insert(0, sys.argv[6])  # bench/: the fill of multiproc_read.py
+from multiproc_read import _fill_bs
 
 def turn(db, rnd):
     with db.begin(write=True, sync=sync) as txn:
@@ -65,7 +60,7 @@ def writer(me, rx, tx, out):
         traceback.print_exc()
         os._exit(1)
 
-fill()
+_fill_bs(path, n)
 if mode == "single":
     rnd = random.Random(0)
     db = btree_store.DB(path)
@@ -128,7 +123,8 @@ def run_handover(pp, d, n, turns, sync, mode):
             os.remove(p)
     env = dict(os.environ, PYTHONPATH=pp)
     r = subprocess.run([sys.executable, "-c", CHILD, path, str(n), str(turns),
-                        "1" if sync else "0", mode], env=env, capture_output=True, text=True,
+                        "1" if sync else "0", mode, os.path.dirname(os.path.abspath(__file__))],
+                       env=env, capture_output=True, text=True,
                        timeout=600)
     if r.returncode:
         raise SystemExit("%s (%s, sync=%s) failed:\n%s" % (pp, mode, sync, r.stderr))
