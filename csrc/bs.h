@@ -26,7 +26,10 @@
  *    thread at a time: every data call sits between bs_txn_enter and bs_txn_leave, and
  *    bs_txn_enter returns BS_INUSE while another thread is inside the same transaction.
  *    Pointers returned by bs_get / bs_cursor_current point into pages and stay valid only
- *    until bs_txn_leave (or the next modifying call on a write transaction).
+ *    until bs_txn_leave (or the next modifying call on a write transaction). Pages read in
+ *    place from the file's mapping can turn to zeros under them (another process truncated
+ *    the file: SIGBUS, contained), so a caller that copied bytes from them calls
+ *    bs_txn_copied before it uses the copy.
  *  - No-I/O mode: bs_txn_set_noio(txn, 1) makes data calls return BS_WOULDBLOCK, before they
  *    change anything, instead of touching the disk. The binding tries every call that way
  *    with the GIL held (a page-cache hit costs no system call and no GIL switch), and on
@@ -270,6 +273,12 @@ int bs_get(bs_txn *txn, bs_bucket *b, const void *key, size_t klen, bs_val *val)
 /* Copy a value (inline or overflow, checksum verified) into dst[0..val->len).
  * Errors: read errors (an overflow run: BS_CORRUPT on a checksum mismatch). */
 int bs_read_value(bs_txn *txn, const bs_val *val, void *dst);
+/* After copying bytes out of what bs_get / bs_cursor_current returned (before leave): BS_IOERR
+ * when a page read in place from the mapping turned to zeros since those pointers were
+ * looked up (a truncation by another process between the call's last page access and the
+ * copy), so the copy is thrown away instead of returned; else BS_OK. One load, no system
+ * call. bs_read_value does it itself. */
+int bs_txn_copied(bs_txn *txn);
 
 /* Put (flags BS_NOOVERWRITE: keep an existing value) and delete.
  * Errors: BS_EXISTS (put with BS_NOOVERWRITE and the key is there), BS_NOTFOUND (delete of a

@@ -1565,9 +1565,14 @@ int bs_read_value(bs_txn *txn, const bs_val *val, void *dst)
 {
     if (val->data) {
         memcpy(dst, val->data, val->len);
-        return BS_OK;
+        return bs_txn_copied(txn);
     }
     return pager_ov_read(txn, val->ovpgno, val->ovtxid, val->len, dst);
+}
+
+int bs_txn_copied(bs_txn *txn)
+{
+    return map_rc(txn, BS_OK);
 }
 
 static int write_prologue(bs_txn *txn, bs_bucket *b, size_t klen)

@@ -474,6 +474,13 @@ static int iter_move(IterObject *it, int how, const char *key, size_t klen)
     }
     if (rc == BS_OK)
         rc = iter_load(it, t, &k, &v);
+    if (rc == BS_OK || rc == BS_NOTFOUND) {
+        /* the key and value were copied (and compared with the bounds) from pages that may
+         * have turned to zeros meanwhile (bs.h bs_txn_copied) */
+        int mrc = bs_txn_copied(t);
+        if (mrc != BS_OK)
+            rc = mrc;
+    }
     int ret;
     if (rc == BS_OK) {
         ret = 1;

@@ -229,13 +229,19 @@ static inline void txn_key_release(Py_buffer *v)
  * straight into the new bytes object. */
 static PyObject *txn_value_bytes(TxnObject *self, bs_txn *t, const bs_val *v)
 {
-    if (v->data)
-        return PyBytes_FromStringAndSize(v->data, (Py_ssize_t)v->len);
+    int rc;
+    if (v->data) {
+        PyObject *o = PyBytes_FromStringAndSize(v->data, (Py_ssize_t)v->len);
+        if (o && (rc = bs_txn_copied(t)) != BS_OK) { /* the page turned to zeros (bs.h) */
+            Py_DECREF(o);
+            return py_raise(self->st, rc);
+        }
+        return o;
+    }
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v->len);
     if (!b)
         return NULL;
     char *dst = PyBytes_AS_STRING(b);
-    int rc;
     if (PY_NOWAIT_REFUSE()) {
         Py_DECREF(b);
         return py_raise(self->st, BS_WOULDBLOCK);
@@ -664,6 +670,8 @@ static int batch_last_key(bs_txn *t, bs_bucket *b, PyObject **out)
         PY_CALL_STEP(rc, t, bs_cursor_current(cur, &k, &v));
     if (rc == BS_OK && !(*out = PyBytes_FromStringAndSize(k.data, (Py_ssize_t)k.len)))
         rc = -1;
+    if (rc == BS_OK && (rc = bs_txn_copied(t)) != BS_OK) /* the page turned to zeros (bs.h) */
+        Py_CLEAR(*out);
     bs_cursor_close(cur);
     return rc == BS_NOTFOUND ? BS_OK : rc;
 }
