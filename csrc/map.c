@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "map.h"
@@ -40,6 +41,7 @@ static bool region_tried;
 static bool slot_used[BS_MAP_SLOTS];
 static struct sigaction prev_bus; /* the SIGBUS handler before ours */
 static uintptr_t sys_page;
+static unsigned sys_shift;       /* log2 sys_page */
 
 /* mapped beyond the last usable page: a 16-bit slot offset, a 16-bit key length and a 16-bit
  * inline value length from a page never read past the mapping */
@@ -93,6 +95,7 @@ static bool region_make(void)
     region_tried = true;
     long ps = sysconf(_SC_PAGESIZE);
     sys_page = ps > 0 ? (uintptr_t)ps : 4096u;
+    sys_shift = (unsigned)__builtin_ctzll((unsigned long long)sys_page);
     for (uint32_t n = BS_MAP_SLOTS; n >= 16; n /= 4) {
         size_t len = (size_t)n << BS_MAP_SLOT_SHIFT;
         void *p = mmap(NULL, len + MAP_MIN_WINDOW, PROT_NONE,
@@ -161,7 +164,9 @@ static bs_mwin *window_new(bs_map *m, uint64_t pages)
     w->base = region + ((size_t)s0 << BS_MAP_SLOT_SHIFT);
     w->shift = m->shift;
     w->npages = (w->len - MAP_TAIL) >> m->shift;
-    w->meta_len = (size_t)w->npages * sizeof(bs_mpage);
+    size_t res_at = ((size_t)w->npages * sizeof(bs_mpage) + 15u) & ~(size_t)15u;
+    size_t ngroups = (w->len >> sys_shift) / BS_MAP_RES_SPAN + 1u;
+    w->meta_len = res_at + ngroups * sizeof(bs_mres);
     w->damaged = &m->damaged;
     w->slot0 = s0;
     w->nslots = (uint32_t)ns;
@@ -181,6 +186,7 @@ static bs_mwin *window_new(bs_map *m, uint64_t pages)
         return NULL;
     }
     w->meta = meta;
+    w->res = (bs_mres *)(void *)((uint8_t *)meta + res_at);
     for (uint32_t i = 0; i < ns; i++) {
         slot_used[s0 + i] = true;
         atomic_store_explicit(&bs_map_slots[s0 + i], w, memory_order_release);
@@ -253,6 +259,54 @@ bs_mwin *map_window_for(bs_map *m, uint64_t pgno)
     }
     pthread_mutex_unlock(&m->mu);
     return w;
+}
+
+static uint32_t now_ms(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint32_t ms = (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+    return ms ? ms : 1u; /* 0 means "never probed" */
+}
+
+bool map_resident(bs_mwin *w, const uint8_t *pg, size_t len)
+{
+    uintptr_t off = (uintptr_t)(pg - w->base);
+    uintptr_t s0 = off >> sys_shift, s1 = (off + len - 1) >> sys_shift;
+    uintptr_t g = s0 / BS_MAP_RES_SPAN;
+    if (s1 / BS_MAP_RES_SPAN != g) { /* across two groups (never with power-of-two pages) */
+        unsigned char vec[BS_MAP_RES_SPAN];
+        uintptr_t n = s1 - s0 + 1;
+        if (n > sizeof vec || mincore(w->base + (s0 << sys_shift), n << sys_shift, vec) != 0)
+            return false;
+        for (uintptr_t i = 0; i < n; i++)
+            if (!(vec[i] & 1))
+                return false;
+        return true;
+    }
+    unsigned a = (unsigned)(s0 % BS_MAP_RES_SPAN), b = (unsigned)(s1 % BS_MAP_RES_SPAN);
+    uint64_t want = (b == 63u ? ~0ull : (2ull << b) - 1u) & ~((1ull << a) - 1u);
+    bs_mres *r = &w->res[g];
+    uint32_t now = now_ms();
+    uint32_t st = atomic_load_explicit(&r->stamp, memory_order_acquire);
+    if (st && (uint32_t)(now - st) < BS_MAP_RES_MS &&
+        (atomic_load_explicit(&r->mask, memory_order_relaxed) & want) == want)
+        return true;
+    unsigned char vec[BS_MAP_RES_SPAN];
+    uintptr_t gs = g * BS_MAP_RES_SPAN, n = BS_MAP_RES_SPAN;
+    if ((gs + n) << sys_shift > w->len)
+        n = (w->len >> sys_shift) - gs;
+    if (mincore(w->base + (gs << sys_shift), n << sys_shift, vec) != 0)
+        return false;
+    uint64_t m = 0;
+    for (uintptr_t i = 0; i < n; i++)
+        m |= (uint64_t)(vec[i] & 1) << i;
+    atomic_store_explicit(&r->mask, m, memory_order_relaxed);
+    atomic_store_explicit(&r->stamp, now, memory_order_release);
+    return (m & want) == want;
 }
 
 bool map_covers(bs_map *m, uint64_t end)

@@ -45,6 +45,15 @@ typedef struct bs_mpage {
     uint8_t bounds[47];        /* bs_bounds (internal.h) of the verified image */
 } bs_mpage;
 
+/* What one mincore() said of a residency group (BS_MAP_RES_SPAN system pages, aligned) of a
+ * window: bit i set = system page i of the group was in the OS page cache at `stamp`
+ * (milliseconds of CLOCK_MONOTONIC_COARSE, 0 = never probed). A hint only (map_resident). */
+typedef struct bs_mres {
+    _Atomic uint64_t mask;
+    _Atomic uint32_t stamp;
+} bs_mres;
+#define BS_MAP_RES_SPAN 64u
+
 typedef struct bs_mwin {
     uint8_t *base;             /* file offset 0 */
     size_t len;                /* bytes mapped */
@@ -52,7 +61,8 @@ typedef struct bs_mwin {
                                 * beyond the last, so 16-bit offsets and lengths read from a
                                 * page never leave the mapping) */
     bs_mpage *meta;            /* npages entries */
-    size_t meta_len;
+    bs_mres *res;              /* len / (BS_MAP_RES_SPAN system pages) groups (same mapping) */
+    size_t meta_len;           /* of meta and res together */
     uint32_t shift;            /* log2 page size */
     uint32_t slot0, nslots;
     _Atomic int *damaged;      /* the map's flag */
@@ -79,6 +89,15 @@ bool map_covers(bs_map *m, uint64_t end);
 /* A window holding pgno (the current one, or a new bigger one), or NULL (no room: the pager
  * reads that page through a frame). */
 bs_mwin *map_window_for(bs_map *m, uint64_t pgno);
+
+/* Whether the len bytes at pg (inside window w) are in the OS page cache, so that reading
+ * them costs no wait (the no-I/O mode's test before a first touch). One mincore() covers the
+ * page's whole residency group, and its answer is kept for the group for BS_MAP_RES_MS: a
+ * page the hint calls resident is trusted that long (if the OS dropped it meanwhile, the
+ * read waits for the device once with the GIL held: slower, never wrong); one it calls
+ * absent is probed again. False when mincore fails. */
+#define BS_MAP_RES_MS 1000u
+bool map_resident(bs_mwin *w, const uint8_t *pg, size_t len);
 
 /* ---- the pointer test (private to map.c but for these inlines) ---- */
 extern _Atomic uintptr_t bs_map_lo;

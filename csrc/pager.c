@@ -479,25 +479,16 @@ static void mpage_unlock(bs_mpage *mp)
     atomic_store_explicit(&mp->busy, 0, memory_order_release);
 }
 
-static int map_verify(bs_txn *txn, bs_mpage *mp, const uint8_t *pg, uint64_t pgno,
-                      uint64_t want)
+static int map_verify(bs_txn *txn, bs_mwin *w, bs_mpage *mp, const uint8_t *pg,
+                      uint64_t pgno, uint64_t want)
 {
     bs_db *db = txn->db;
     if (!map_covers(db->map, (pgno + 1) << db->page_shift))
         return bs_fail(BS_CORRUPT, "page %llu: beyond the end of the file (file truncated?)",
                        (unsigned long long)pgno);
-    if (txn->noio) {
-        /* no-I/O mode (GIL held): a page the OS has cached costs no wait */
-        uintptr_t sp = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t a = (uintptr_t)pg & ~(sp - 1);
-        size_t len = ((uintptr_t)pg + db->page_size - a + sp - 1) & ~(sp - 1);
-        unsigned char vec[BS_PAGE_MAX / 1024];
-        if (len / sp > sizeof vec || mincore((void *)a, len, vec) != 0)
-            return BS_WOULDBLOCK;
-        for (size_t i = 0; i < len / sp; i++)
-            if (!(vec[i] & 1))
-                return BS_WOULDBLOCK;
-    }
+    /* no-I/O mode (GIL held): a page the OS has cached costs no wait */
+    if (txn->noio && !map_resident(w, pg, db->page_size))
+        return BS_WOULDBLOCK;
     txn->misses++;
     mpage_lock(mp);
     uint64_t v = atomic_load_explicit(&mp->vtxid, memory_order_relaxed);
@@ -531,7 +522,7 @@ static inline int load_mapped(bs_txn *txn, uint64_t pgno, uint64_t want, const u
         txn->hits++;
         return BS_OK;
     }
-    return map_verify(txn, mp, pg, pgno, want);
+    return map_verify(txn, w, mp, pg, pgno, want);
 }
 
 /* Commit (f): pgno was just written with the image img (a dirty frame of ours, so its bytes
