@@ -493,8 +493,23 @@ static int leaf_verify_fast(const uint8_t *pg, uint32_t P)
             LEAF_CELL_HDR + kv > P - off)
             return 0;
         const uint8_t *k = c + LEAF_CELL_HDR;
-        if (pk && key_cmp(pk, pkl, k, klen) >= 0)
-            return 0;
+        if (pk) {
+            if (pkl >= 16 && klen >= 16) {
+                uint64_t x0 = KEY_WORD(pk), y0 = KEY_WORD(k);
+                if (x0 != y0) {
+                    if (x0 > y0)
+                        return 0;
+                } else {
+                    uint64_t x1 = KEY_WORD(pk + 8), y1 = KEY_WORD(k + 8);
+                    if (x1 != y1) {
+                        if (x1 > y1)
+                            return 0;
+                    } else if (key_cmp(pk + 16, pkl - 16, k + 16, klen - 16) >= 0)
+                        return 0;
+                }
+            } else if (key_cmp(pk, pkl, k, klen) >= 0)
+                return 0;
+        }
         pk = k;
         pkl = klen;
         sum += LEAF_CELL_HDR + kv;
