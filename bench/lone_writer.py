@@ -40,6 +40,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from multiproc_read import marked_syscalls  # noqa: E402
+# the child strace watches: 1,000 transactions, then 500 between two stat() markers
+from multiproc_write import STRACE_CHILD  # noqa: E402
 
 CHILD = r"""
 import os, random, sys
@@ -64,32 +66,6 @@ else:                        # compare.py's fill_random: n puts in random order,
 db.close()
 """
 
-STRACE_CHILD = r"""
-import os, sys
-import btree_store
-path, what = sys.argv[1], sys.argv[2]
-db = btree_store.DB(path)
-def one(i):
-    if what == "read":
-        with db.begin() as txn:
-            txn.get(b"%016d" % (i % 1000))
-    else:
-        with db.begin(write=True, sync=(what == "write_sync")) as txn:
-            txn.put(b"%016d" % (i % 1000), b"%08d" % i * 12)
-for i in range(1000):
-    one(i)
-try:
-    os.stat("/__bs_mark_begin__")
-except OSError:
-    pass
-for i in range(1000, 1500):
-    one(i)
-try:
-    os.stat("/__bs_mark_end__")
-except OSError:
-    pass
-db.close()
-"""
 
 ENTRY = ("bs_txn_begin", "bs_put", "bs_txn_commit")
 SIDE = ("writer_refresh", "lockfile_write_lock", "lockfile_write_unlock", "lockfile_oldest",
