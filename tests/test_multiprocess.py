@@ -745,6 +745,24 @@ def _start_unsynced_writer(path, n, seed):
     return pid
 
 
+def _hold_a_lost_commit(db, path, seed):
+    """A writer process makes 5 sync=False commits; db begins a read transaction on the newest
+    (never durable), the writer is killed and the meta slot of its commits torn (zeros), so
+    that commit is lost. Returns the read transaction, which still holds its snapshot."""
+    from _format import parse_meta
+
+    pid = _start_unsynced_writer(path, 5, seed)
+    held = db.begin()
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    with open(path, "r+b") as f:
+        metas = [parse_meta(f.read(4096)) for _ in range(2)]
+        slot = max(range(2), key=lambda s: metas[s]["txid"])
+        f.seek(slot * 4096)
+        f.write(b"\0" * 4096)
+    return held
+
+
 @pytest.mark.parametrize("tear", ["zeros", "half", "one_byte"])
 @pytest.mark.parametrize("committing", [True, False])
 def test_writer_killed_mid_overwrite_of_unsynced_meta_slot(tmp_path, tear, committing):
@@ -884,22 +902,12 @@ def test_reader_holding_a_lost_commit_is_told_its_snapshot_was_lost(tmp_path):
     them, the read fails with a CorruptionError that says the snapshot was lost (the side
     file records the lost commits: lockfile.h lost_lo/lost_hi), not that the file is damaged,
     and a new transaction reads the current state."""
-    from _format import parse_meta
-
     path = str(tmp_path / "lost.bs")
     _seed(path)
     _writer_commits(path, 3, 7)  # durable: gen 3
     db = btree_store.DB(path)
     try:
-        pid = _start_unsynced_writer(path, 5, 8)
-        held = db.begin()  # the newest announced commit: gen 8, never durable
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        with open(path, "r+b") as f:  # the killed writer tore the slot of its commits
-            metas = [parse_meta(f.read(4096)) for _ in range(2)]
-            slot = max(range(2), key=lambda s: metas[s]["txid"])
-            f.seek(slot * 4096)
-            f.write(b"\0" * 4096)
+        held = _hold_a_lost_commit(db, path, 8)  # gen 8, never durable, then lost
 
         def writer():
             _writer_commits(path, 30, 9)  # from the durable gen 3, reusing pages
@@ -1049,8 +1057,6 @@ def test_readers_of_two_lost_commits_are_both_told(tmp_path):
     first lost snapshot and one holding the second are both told that their snapshot was lost
     (the side file keeps a ring of lost ranges, lockfile.h lost[]); with only the newest range
     recorded, the first reader got the plain stale-page error."""
-    from _format import parse_meta
-
     path = str(tmp_path / "lost2.bs")
     _seed(path)
     _writer_commits(path, 3, 7)  # durable: gen 3
@@ -1058,15 +1064,7 @@ def test_readers_of_two_lost_commits_are_both_told(tmp_path):
     held = []
     try:
         for k, (seed, after) in enumerate(((8, 2), (10, 30))):
-            pid = _start_unsynced_writer(path, 5, seed)
-            held.append(db.begin())  # the newest announced commit, never durable
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            with open(path, "r+b") as f:  # the killed writer tore the slot of its commits
-                metas = [parse_meta(f.read(4096)) for _ in range(2)]
-                slot = max(range(2), key=lambda s: metas[s]["txid"])
-                f.seek(slot * 4096)
-                f.write(b"\0" * 4096)
+            held.append(_hold_a_lost_commit(db, path, seed))
 
             def writer():
                 _writer_commits(path, after, 20 + k)  # durable, reusing pages
