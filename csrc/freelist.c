@@ -556,6 +556,32 @@ static int cmp_added(const void *a, const void *b)
     return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
 }
 
+/* the runs of equal txid in v[0..n) (sorted by txid): the pending groups they make */
+static size_t added_runs(const fl_added *v, size_t n)
+{
+    size_t runs = 0;
+    for (size_t i = 0; i < n; i++)
+        runs += !i || v[i].txid != v[i - 1].txid;
+    return runs;
+}
+
+/* out[0..added_runs(v, n)) (zeroed): one pending group per run of v, its txid and pages.
+ * BS_OK or BS_NOMEM (the groups filled so far stay for the caller to free). */
+static int added_groups(const fl_added *v, size_t n, bs_pending *out)
+{
+    for (size_t i = 0, j, g = 0; i < n; i = j, g++) {
+        for (j = i + 1; j < n && v[j].txid == v[i].txid; j++)
+            ;
+        out[g].txid = v[i].txid;
+        int rc = pgvec_reserve(&out[g].pages, j - i);
+        if (rc != BS_OK)
+            return rc;
+        for (size_t k = i; k < j; k++)
+            out[g].pages.v[out[g].pages.n++] = v[k].pgno;
+    }
+    return BS_OK;
+}
+
 int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, uint64_t txid,
                       uint64_t count, const uint64_t *live, size_t nlive)
 {
@@ -595,9 +621,7 @@ int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, u
     /* one pending group per commit that added pages */
     if (added.n)
         qsort(by, added.n, sizeof *by, cmp_added);
-    for (size_t i = 0; i < added.n; i++)
-        if (!i || by[i].txid != by[i - 1].txid)
-            ngroups++;
+    ngroups = added_runs(by, added.n);
     if ((rc = bs_grow(&fl->pend, &fl->cappend, fl->npend + ngroups + 1, sizeof *fl->pend, 8,
                       "the pending free pages")) != BS_OK)
         goto out;
@@ -605,15 +629,8 @@ int freelist_catch_up(bs_freelist *fl, fl_replay *r, const bs_pgvec *newchain, u
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0, j, g = 0; i < added.n; i = j, g++) {
-        for (j = i + 1; j < added.n && by[j].txid == by[i].txid; j++)
-            ;
-        gv[g].txid = by[i].txid;
-        if ((rc = pgvec_reserve(&gv[g].pages, j - i)) != BS_OK)
-            goto out;
-        for (size_t k = i; k < j; k++)
-            gv[g].pages.v[gv[g].pages.n++] = by[k].pgno;
-    }
+    if ((rc = added_groups(by, added.n, gv)) != BS_OK)
+        goto out;
     /* what the set will hold, before changing anything */
     uint64_t n = freelist_count(fl) + added.n;
     for (size_t i = 0; i < touched.n; i++)
@@ -693,8 +710,9 @@ int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_tx
     if (gi == g->npend || !nk)
         return BS_OK;
     bs_pgvec *pg = &g->pend[gi].pages;
-    fl_known *k = malloc(nk * sizeof *k), *q = malloc((pg->n + 1) * sizeof *q);
-    bs_pgvec *nv = NULL;
+    fl_known *k = malloc(nk * sizeof *k);
+    fl_added *q = malloc((pg->n + 1) * sizeof *q); /* by txid: cmp_added */
+    bs_pending *nv = NULL;
     uint64_t *rp = NULL; /* the pages that were reusable (freelist_merge sorts them) */
     int rc = BS_OK;
     if (!k || !q) {
@@ -719,9 +737,8 @@ int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_tx
     }
     if (!nq)
         goto out;
-    qsort(q, nq, sizeof *q, cmp_added); /* fl_added and fl_known share a layout */
-    for (size_t i = nr; i < nq; i++)
-        ng += i == nr || q[i].txid != q[i - 1].txid;
+    qsort(q, nq, sizeof *q, cmp_added); /* the nr reusable ones (txid 0) first */
+    ng = added_runs(q + nr, nq - nr);
     /* every allocation before anything changes */
     if ((rc = pgvec_reserve(&g->reusable, g->reusable.n + nr)) != BS_OK ||
         (rc = bs_grow(&g->pend, &g->cappend, g->npend + ng + 1, sizeof *g->pend, 8,
@@ -732,14 +749,8 @@ int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_tx
         rc = bs_fail(BS_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = nr, j, n = 0; i < nq; i = j, n++) {
-        for (j = i + 1; j < nq && q[j].txid == q[i].txid; j++)
-            ;
-        if ((rc = pgvec_reserve(&nv[n], j - i)) != BS_OK)
-            goto out;
-        for (size_t x = i; x < j; x++)
-            nv[n].v[nv[n].n++] = q[x].pgno;
-    }
+    if ((rc = added_groups(q + nr, nq - nr, nv)) != BS_OK)
+        goto out;
     /* apply: nothing fails from here on */
     size_t keep = 0;
     for (size_t i = 0; i < pg->n; i++) {
@@ -751,11 +762,8 @@ int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_tx
     for (size_t i = 0; i < nr; i++)
         rp[i] = q[i].pgno;
     (void)freelist_merge(&g->reusable, rp, nr); /* capacity reserved: cannot fail */
-    for (size_t i = nr, j, n = 0; i < nq; i = j, n++) {
-        for (j = i + 1; j < nq && q[j].txid == q[i].txid; j++)
-            ;
-        g->pend[g->npend].txid = q[i].txid;
-        g->pend[g->npend++].pages = nv[n];
+    for (size_t n = 0; n < ng; n++) {
+        g->pend[g->npend++] = nv[n];
         memset(&nv[n], 0, sizeof nv[n]);
     }
     if (!pg->n) { /* an empty group goes */
@@ -764,7 +772,7 @@ int freelist_keep_known(bs_freelist *g, const bs_freelist *old, uint64_t base_tx
     }
 out:
     for (size_t n = 0; nv && n < ng; n++)
-        pgvec_free(&nv[n]);
+        pgvec_free(&nv[n].pages);
     free(nv);
     free(rp);
     free(k);

@@ -57,6 +57,12 @@ static int same(const bs_pgvec *v, const uint64_t *want, size_t n)
     return 1;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void test_replay(void)
 {
     static uint8_t newest[P], older[P], base[P];
@@ -370,22 +376,30 @@ static void test_commit_check(void)
     unlink(path);
 }
 
+/* The free set this handle knew in test_catch_up: reusable {12, 11, 10} (descending),
+ * pending {20, 21} of txid 5, chain {40} (one delta record). */
+static void known_set(bs_freelist *fl)
+{
+    bs_pgvec g = {0};
+    memset(fl, 0, sizeof *fl);
+    pgvec_push(&fl->reusable, 12);
+    pgvec_push(&fl->reusable, 11);
+    pgvec_push(&fl->reusable, 10);
+    pgvec_push(&g, 20);
+    pgvec_push(&g, 21);
+    CHECK(freelist_pend(fl, 5, &g) == BS_OK, "pend");
+    pgvec_push(&fl->chain, 40);
+    fl->ndelta = 1;
+}
+
 /* Another process wrote two delta records on top of the chain {40} this handle knew: the
  * newest mention decides; untouched pages keep their place (reusable or pending); the chain
  * grows by the new records; a wrong count or a live page listed leaves the set unchanged. */
 static void test_catch_up(void)
 {
-    bs_freelist fl = {0};
-    bs_pgvec g = {0}, newchain = {0};
-    /* known: reusable {12, 11, 10} (descending), pending {20, 21} of txid 5, chain {40} */
-    pgvec_push(&fl.reusable, 12);
-    pgvec_push(&fl.reusable, 11);
-    pgvec_push(&fl.reusable, 10);
-    pgvec_push(&g, 20);
-    pgvec_push(&g, 21);
-    CHECK(freelist_pend(&fl, 5, &g) == BS_OK, "pend");
-    pgvec_push(&fl.chain, 40);
-    fl.ndelta = 1;
+    bs_freelist fl;
+    bs_pgvec newchain = {0};
+    known_set(&fl);
     /* older record 31: took 11 and 21, freed 60 and 61; newer record 30: took 60, freed 11 */
     static uint8_t newer[P], older[P];
     const uint64_t add_o[] = {60, 61}, del_o[] = {11, 21}, add_n[] = {11}, del_n[] = {60};
@@ -424,14 +438,7 @@ static void test_catch_up(void)
     /* the same records below a newer commit: each added page waits in a group of the commit
      * whose record added it (record 31 is commit 69, record 30 commit 70: mkrec), not all in
      * one group of the newest, so that a reader of snapshot 69 holds back 11 only */
-    memset(&fl, 0, sizeof fl);
-    pgvec_push(&fl.reusable, 12);
-    pgvec_push(&fl.reusable, 11);
-    pgvec_push(&fl.reusable, 10);
-    pgvec_push(&g, 20);
-    pgvec_push(&g, 21);
-    CHECK(freelist_pend(&fl, 5, &g) == BS_OK, "pend");
-    pgvec_push(&fl.chain, 40);
+    known_set(&fl);
     fl_replay r;
     freelist_replay_init(&r, NPAGES);
     CHECK(freelist_replay_page(&r, 30, newer) == BS_OK && freelist_replay_page(&r, 31, older) == BS_OK,
@@ -454,9 +461,54 @@ static void test_catch_up(void)
     freelist_destroy(&fl);
 }
 
+/* A whole chain reloaded after one commit of another process whose base record lists every
+ * free page (group 90: 30, 31, 20, 21, 50): the pages the known set held keep their place
+ * there (30, 31 reusable; 20, 21 pending with txid 5: numbered below the reusable ones, so
+ * that an order by page number instead of by place would swap them), the one it did not know
+ * (50) stays in the base's group. */
+static void test_keep_known(void)
+{
+    bs_freelist old = {0}, g = {0};
+    bs_pgvec p5 = {0}, base = {0};
+    pgvec_push(&old.reusable, 31);
+    pgvec_push(&old.reusable, 30);
+    pgvec_push(&p5, 20);
+    pgvec_push(&p5, 21);
+    CHECK(freelist_pend(&old, 5, &p5) == BS_OK, "pend");
+    const uint64_t in_base[] = {50, 21, 31, 20, 30};
+    for (size_t i = 0; i < 5; i++)
+        pgvec_push(&base, in_base[i]);
+    CHECK(freelist_pend(&g, 90, &base) == BS_OK, "pend");
+    CHECK(freelist_keep_known(&g, &old, 90) == BS_OK, "keep known: %s", bs_errmsg());
+    bs_pgvec reus = g.reusable;
+    qsort(reus.v, reus.n, sizeof *reus.v, cmp_u64);
+    const uint64_t want_reus[] = {30, 31};
+    CHECK(same(&reus, want_reus, 2), "reusable: the known set's reusable pages only");
+    int seen5 = 0, seen90 = 0;
+    for (size_t i = 0; i < g.npend; i++) {
+        bs_pgvec *v = &g.pend[i].pages;
+        qsort(v->v, v->n, sizeof *v->v, cmp_u64);
+        if (g.pend[i].txid == 5) {
+            const uint64_t w5[] = {20, 21};
+            CHECK(same(v, w5, 2), "group 5: 20, 21");
+            seen5++;
+        } else if (g.pend[i].txid == 90) {
+            const uint64_t w90[] = {50};
+            CHECK(same(v, w90, 1), "group 90: 50");
+            seen90++;
+        } else {
+            CHECK(0, "unexpected group %llu", (unsigned long long)g.pend[i].txid);
+        }
+    }
+    CHECK(seen5 == 1 && seen90 == 1 && freelist_count(&g) == 5, "groups 5 and 90, 5 pages");
+    freelist_destroy(&g);
+    freelist_destroy(&old);
+}
+
 int main(void)
 {
     test_catch_up();
+    test_keep_known();
     test_replay();
     test_damaged();
     test_pending();
