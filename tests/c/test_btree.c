@@ -17,19 +17,12 @@
 #include <string.h>
 
 #include "mock_pager.h"
+#include "testrand.h"
 
-static uint64_t rs = 88172645463325252ull, seed0;
+static uint64_t seed0;
 static uint32_t P;
 static unsigned long long opno;
 
-static uint64_t rnd(void)
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return rs;
-}
-static uint32_t rn(uint32_t n) { return n ? (uint32_t)(rnd() % n) : 0; }
 
 #define FAIL(...)                                                                            \
     do {                                                                                     \
@@ -173,6 +166,17 @@ static uint32_t gen_key(uint8_t *k)
     return len;
 }
 
+/* The key of an operation into kbuf, its length returned: a random key of m's entries when
+ * `existing` (m not empty), a new one from gen_key otherwise. */
+static uint32_t pick_key(const model *m, int existing)
+{
+    if (!existing)
+        return gen_key(kbuf);
+    const ent *e = &m->e[rn((uint32_t)m->n)];
+    memcpy(kbuf, e->k, e->kl);
+    return e->kl;
+}
+
 static uint32_t gen_vlen(uint32_t kl)
 {
     uint32_t r = rn(100);
@@ -231,13 +235,7 @@ static void op_put(int ti)
 {
     model *m = &models[ti];
     uint32_t kl, vl, vs = (uint32_t)rnd();
-    if (m->n && rn(4) == 0) { /* overwrite an existing key */
-        ent *e = &m->e[rn((uint32_t)m->n)];
-        kl = e->kl;
-        memcpy(kbuf, e->k, kl);
-    } else {
-        kl = gen_key(kbuf);
-    }
+    kl = pick_key(m, m->n && rn(4) == 0); /* 1 in 4 overwrites a key */
     vl = gen_vlen(kl);
     gen_val(vbuf, vs, vl);
     unsigned flags = rn(10) == 0 ? BS_NOOVERWRITE : 0;
@@ -263,13 +261,7 @@ static void op_del(int ti)
     model *m = &models[ti];
     uint32_t kl;
     int ex, rc;
-    if (m->n && rn(5)) {
-        ent *e = &m->e[rn((uint32_t)m->n)];
-        kl = e->kl;
-        memcpy(kbuf, e->k, kl);
-    } else {
-        kl = gen_key(kbuf);
-    }
+    kl = pick_key(m, m->n && rn(5));
     size_t i = m_lb(m, kbuf, kl, &ex);
     uint64_t before = txn.mod_seq;
     NOIO_TRY(&trees[ti], btree_del(&txn, &trees[ti], kbuf, kl), rc);
@@ -289,13 +281,7 @@ static void op_get(int ti)
     uint32_t kl;
     int ex, rc;
     bs_val v;
-    if (m->n && rn(3)) {
-        ent *e = &m->e[rn((uint32_t)m->n)];
-        kl = e->kl;
-        memcpy(kbuf, e->k, kl);
-    } else {
-        kl = gen_key(kbuf);
-    }
+    kl = pick_key(m, m->n && rn(3));
     size_t i = m_lb(m, kbuf, kl, &ex);
     NOIO_TRY(&trees[ti], btree_get(&txn, &trees[ti], kbuf, kl, &v), rc);
     if (!ex) {
@@ -346,13 +332,7 @@ static void op_cursor(int ti)
     int op = 1 + (int)rn(4), ex, rc;
     uint32_t kl = 0;
     size_t pos;
-    if (m->n && rn(2)) {
-        ent *e = &m->e[rn((uint32_t)m->n)];
-        kl = e->kl;
-        memcpy(kbuf, e->k, kl);
-    } else {
-        kl = gen_key(kbuf);
-    }
+    kl = pick_key(m, m->n && rn(2));
     size_t lb = m_lb(m, kbuf, kl, &ex);
     switch (op) {
     case BS_SEEK_GE: pos = lb; break;

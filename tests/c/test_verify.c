@@ -20,18 +20,8 @@
 
 #include "internal.h"
 #include "testutil.h"
+#include "testrand.h"
 
-static uint64_t rs = 88172645463325252ull;
-
-static uint64_t rnd(void)
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return rs;
-}
-
-static uint32_t rn(uint32_t n) { return n ? (uint32_t)(rnd() % n) : 0; }
 
 #define PAGES 1000u /* page_count given to the verifiers */
 #define TXID 50u    /* the crafted pages' txid */
