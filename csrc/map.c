@@ -29,6 +29,9 @@
 #ifndef MAP_NORESERVE
 #define MAP_NORESERVE 0
 #endif
+/* mincore()'s vector is unsigned char * on Linux and char * on macOS and the BSDs (a
+ * -Wpointer-sign error under -Werror there); void * converts to either. */
+#define MINCORE_VEC(v) ((void *)(v))
 
 _Atomic uintptr_t bs_map_lo;
 _Atomic size_t bs_map_len;
@@ -280,7 +283,8 @@ bool map_resident(bs_mwin *w, const uint8_t *pg, size_t len)
     if (s1 / BS_MAP_RES_SPAN != g) { /* across two groups (never with power-of-two pages) */
         unsigned char vec[BS_MAP_RES_SPAN];
         uintptr_t n = s1 - s0 + 1;
-        if (n > sizeof vec || mincore(w->base + (s0 << sys_shift), n << sys_shift, vec) != 0)
+        if (n > sizeof vec ||
+            mincore(w->base + (s0 << sys_shift), n << sys_shift, MINCORE_VEC(vec)) != 0)
             return false;
         for (uintptr_t i = 0; i < n; i++)
             if (!(vec[i] & 1))
@@ -299,7 +303,7 @@ bool map_resident(bs_mwin *w, const uint8_t *pg, size_t len)
     uintptr_t gs = g * BS_MAP_RES_SPAN, n = BS_MAP_RES_SPAN;
     if ((gs + n) << sys_shift > w->len)
         n = (w->len >> sys_shift) - gs;
-    if (mincore(w->base + (gs << sys_shift), n << sys_shift, vec) != 0)
+    if (mincore(w->base + (gs << sys_shift), n << sys_shift, MINCORE_VEC(vec)) != 0)
         return false;
     uint64_t m = 0;
     for (uintptr_t i = 0; i < n; i++)
