@@ -203,9 +203,13 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
     }
     /* Many processes (docs/ARCHITECTURE.md): files get the side file; everyone takes a
      * shared flock on the data file, which only refuses (and is refused by) an older
-     * btree_store that locks it exclusively. Memory databases keep the exclusive lock. */
+     * btree_store that locks it exclusively, except where flock and fcntl locks conflict
+     * (macOS: lockfile_no_data_flock; the join lock does that job there). Memory databases
+     * keep the exclusive lock. */
     int use_lf = o.io == &bs_io_posix || o.io == &bs_io_fault, excl = 1;
-    err = db->io->lock(db->file, use_lf || o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
+    err = use_lf && lockfile_no_data_flock()
+              ? 0
+              : db->io->lock(db->file, use_lf || o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
     if (err) {
         if (err == EWOULDBLOCK || err == EAGAIN)
             rc = bs_fail(BS_LOCKED, "%s is locked by another process or handle%s", path,

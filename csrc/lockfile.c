@@ -68,6 +68,25 @@ static bool lk_process_owned(void)
     return lk_set_cmd == F_SETLK;
 }
 
+/* flock() on the BSDs and macOS is a whole-file lock in the same per-file list as fcntl()
+ * locks (XNU and FreeBSD kern_lockf.c: one lf_advlock for both, a flock owned by the open file
+ * description, an fcntl lock by the process or, OFD, by its own description), so the two
+ * kinds conflict, even within one process: an opener's shared flock of the data file makes
+ * lockfile_join's F_GETLK of a write lock on LF_JOIN_BYTE report a lock, and every first
+ * open (a rebuild) was refused as "side file deleted or replaced". There the data file gets
+ * no flock: the join lock, a shared fcntl lock, conflicts with an older btree_store's
+ * exclusive flock by the same rule. On Linux the two kinds are independent. */
+bool lockfile_no_data_flock(void)
+{
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__) || defined(__DragonFly__)
+    return true;
+#else
+    lk_choose();
+    return lk_process_owned(); /* the macOS path as tested on Linux */
+#endif
+}
+
 /* Process-owned locks: every descriptor of a file shares the process's locks, and closing
  * any of them releases them all. So one process may hold one handle of a database: a second
  * open is refused before it opens the side file (opening and closing it would drop the first

@@ -99,6 +99,11 @@ int lockfile_check(bs_lockfile *lf, uint64_t dev, uint64_t ino, int *rebuild);
  * BS_IOERR. */
 int lockfile_join(bs_lockfile *lf, const char *dbpath, uint64_t dev, uint64_t ino,
                   int rebuilding);
+/* True where an opener must not take the shared flock of the data file: systems whose
+ * flock() and fcntl() locks conflict with each other (macOS and the BSDs), where that flock,
+ * even the opener's own, would make lockfile_join's test refuse every rebuild; and the
+ * process-owned lock path of BTREE_STORE_POSIX_LOCKS, which stands for macOS in tests. */
+bool lockfile_no_data_flock(void);
 /* Take a free reader slot for this handle. BS_OK, or BS_LOCKED when all are held. */
 int lockfile_slot_acquire(bs_lockfile *lf);
 /* forked != 0: an inherited copy in a child: unmap and close, touch no lock or slot. Else

@@ -992,6 +992,45 @@ def test_process_owned_lock_fallback_on_linux(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
 
 
+PROC_LOCKS_CHILD = r"""
+import os, sys, btree_store
+path = sys.argv[1]
+db = btree_store.DB(path)  # a new file: its first opener builds the side file
+with db.begin(write=True) as txn:
+    txn.put(b"k", b"v")
+st = os.stat(path)
+dev = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+kinds = set()
+with open("/proc/locks") as f:
+    for line in f:
+        parts = line.split()
+        if parts[1] != "->" and parts[5] == dev:  # held (not waited for) on the data file
+            kinds.add(parts[1])
+print(" ".join(sorted(kinds)))
+db.close()
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs /proc/locks (Linux)")
+def test_process_owned_lock_path_takes_no_flock_of_the_data_file(tmp_path):
+    """On macOS and the BSDs flock() and fcntl() locks of a file conflict with each other
+    (one lock list: XNU's kern_lockf.c), the opener's own included: the shared flock every
+    opener took on the data file made the join lock's test (lockfile_join: is a write lock
+    on the join byte free?) see a lock, and the first open of every database was refused as
+    "the side file was deleted or replaced". There the data file gets no flock
+    (lockfile_no_data_flock); the path of BTREE_STORE_POSIX_LOCKS, which stands for macOS
+    here, does the same, so the locks the data file carries there are the join lock alone.
+    Linux keeps the shared flock (which an older btree_store's exclusive one conflicts with)
+    beside the open file description join lock."""
+    for posix, want in (("1", "POSIX"), ("0", "FLOCK OFDLCK")):
+        path = str(tmp_path / ("locks%s.bs" % posix))
+        env = dict(child_env(), BTREE_STORE_POSIX_LOCKS=posix)
+        out = subprocess.run([sys.executable, "-c", PROC_LOCKS_CHILD, path], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == want, (posix, out.stdout)
+
+
 @pytest.mark.parametrize("record", ["deltas", "base"])
 def test_catch_up_keeps_what_other_commits_freed_reusable_for_readers_past_them(tmp_path,
                                                                              record):
