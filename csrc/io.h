@@ -86,7 +86,10 @@ void bs_fault_tear_nth(bs_fault *fc, uint64_t n, size_t keep);
 /* After n more successful calls of the kinds in mask, every such call fails with err until
  * bs_fault_heal() (a full disk: ENOSPC; a dying one: EIO). */
 void bs_fault_fail_after(bs_fault *fc, unsigned mask, uint64_t n, int err);
-/* Turn fail_nth, fail_after and tear_nth off. */
+/* The n-th call (1-based, counted over the kinds in mask, from now) kills the process with
+ * SIGKILL before it does anything. n = 0 off. */
+void bs_fault_kill_nth(bs_fault *fc, unsigned mask, uint64_t n);
+/* Turn fail_nth, fail_after, tear_nth and kill_nth off. */
 void bs_fault_heal(bs_fault *fc);
 /* The machine model (see io_fault.c's header). on: log unsynced writes per path from now on
  * (everything before counts as durable); seed is kept for callers. */

@@ -22,7 +22,11 @@
  *              err (nothing done) until bs_fault_heal(). n = 0: the next call already fails.
  *   tear_nth   the n-th write call (counted from the moment it is set) writes only its first
  *              `keep` bytes, then returns EIO. fail_nth / fail_after win on the same call.
- *   heal       turns fail_nth, fail_after and tear_nth off.
+ *   kill_nth   the n-th call of the masked kinds (counted from the moment it is set) kills the
+ *              process with SIGKILL before it does anything: a process dying at an exact point
+ *              of the commit protocol, for tests with several processes on one file (the
+ *              killed process's writes so far are in the OS page cache, as after a real kill).
+ *   heal       turns fail_nth, fail_after, tear_nth and kill_nth off.
  *
  * The machine (while logging is on: bs_fault_powerloss(fc, 1, seed)). Writes go to the real
  * file at once (every handle sees them, as through a shared page cache), but the controller
@@ -58,6 +62,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,6 +118,9 @@ struct bs_fault {
     /* tear_nth */
     uint64_t tear_n, tear_seen;
     size_t tear_keep;
+    /* kill_nth */
+    unsigned kill_mask;
+    uint64_t kill_n, kill_seen;
     /* the machine */
     int pl_on;
     uint64_t pl_seed;
@@ -251,6 +259,16 @@ void bs_fault_heal(bs_fault *fc)
     fc->fail_done = 0;
     fc->fa_mask = 0;
     fc->tear_n = 0;
+    fc->kill_n = 0;
+    pthread_mutex_unlock(&fc->mu);
+}
+
+void bs_fault_kill_nth(bs_fault *fc, unsigned mask, uint64_t n)
+{
+    pthread_mutex_lock(&fc->mu);
+    fc->kill_mask = mask & BS_FAULT_ANY;
+    fc->kill_n = n;
+    fc->kill_seen = 0;
     pthread_mutex_unlock(&fc->mu);
 }
 
@@ -469,6 +487,11 @@ static int fault_check(bs_fault *fc, int k)
 {
     unsigned bit = 1u << k;
     fc->count[k]++;
+    if (fc->kill_n && (fc->kill_mask & bit) && ++fc->kill_seen == fc->kill_n) {
+        (void)kill(getpid(), SIGKILL); /* does not return */
+        for (;;)
+            pause();
+    }
     if (fc->fa_mask & bit) {
         if (!fc->fa_left) {
             fc->fired = 1;

@@ -160,6 +160,22 @@ static PyObject *fio_fail_nth(FaultIOObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
+static PyObject *fio_kill_nth(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"kind", "n", NULL};
+    static const py_argspec spec = {"kill_nth", names, 2, 2};
+    PyObject *a[2];
+    if (py_parse_args(&spec, args, nargs, kwnames, a) < 0)
+        return NULL;
+    unsigned mask;
+    uint64_t n;
+    if (fio_kind(a[0], &mask) < 0 || fio_u64(a[1], "n", &n) < 0)
+        return NULL;
+    bs_fault_kill_nth(self->fc, mask, n);
+    Py_RETURN_NONE;
+}
+
 static PyObject *fio_tear_nth(FaultIOObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
@@ -350,6 +366,9 @@ static PyMethodDef fio_methods[] = {
     {"fail_nth", FASTKW(fio_fail_nth),
      "fail_nth($self, /, kind, n, errno=5, sticky=False)\n--\n\nThe n-th call (1-based, counted "
      "from now over kind) fails with errno; sticky: every later one too. n=0: off."},
+    {"kill_nth", FASTKW(fio_kill_nth),
+     "kill_nth($self, /, kind, n)\n--\n\nThe n-th call (1-based, counted from now over kind) "
+     "kills the process with SIGKILL before it does anything. n=0: off."},
     {"tear_nth", FASTKW(fio_tear_nth),
      "tear_nth($self, /, n, keep)\n--\n\nThe n-th write keeps only its first `keep` bytes (a multiple of "
      "512), then fails with EIO."},
@@ -359,7 +378,7 @@ static PyMethodDef fio_methods[] = {
      "fail_after($self, /, kind, n, errno=5)\n--\n\nAfter n more successful calls of kind, every "
      "such call fails with errno until heal()."},
     {"heal", (PyCFunction)fio_heal, METH_NOARGS,
-     "heal($self, /)\n--\n\nTurn fail_nth, fail_after and tear_nth off."},
+     "heal($self, /)\n--\n\nTurn fail_nth, fail_after, tear_nth and kill_nth off."},
     {"crash", (PyCFunction)fio_crash, METH_NOARGS,
      "crash($self, /)\n--\n\nThe process dies: every file open on this machine is dead (EIO); "
      "unsynced writes stay. False when no live file was open."},

@@ -4,6 +4,7 @@
     fio.fail_nth("write|sync", 3)        # the 3rd write-or-sync call from now fails with EIO
     fio.tear_nth(2, 512)                 # the 2nd write keeps only its first 512 bytes, then EIO
     fio.fail_after("write", 5, errno.ENOSPC); fio.heal()  # after 5 more writes, all fail
+    fio.kill_nth("write|sync", 7)        # the process gets SIGKILL just before that 7th call
     fio.powerloss(seed)                  # the machine logs unsynced writes per path from now on
     fio.crash()                          # the process dies: its files are dead, writes stay
     fio.power_loss("drop"|"tear"|"reorder", seed)  # crash + lose/tear/reorder unsynced writes
