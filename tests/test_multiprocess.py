@@ -14,6 +14,7 @@ import errno
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -507,34 +508,85 @@ WRITER_LOOP = r'''
 import sys, btree_store
 db = btree_store.DB(sys.argv[1])
 i = 0
-while True:
-    with db.begin(write=True) as txn:
+def commit():
+    global i
+    with db.begin(write=True) as txn:  # commit i: txid i + 1, keys "0".."499" and "n"
         txn.put(b"%d" % (i % 500), b"v" * (i % 2000))
         txn.put(b"n", b"%d" % i)
-    if i == 20:
-        print("ready", flush=True)
     i += 1
+for _ in range(21):
+    commit()
+txn = db.begin(write=True)  # a write transaction open: its puts are not committed
+txn.put(b"uncommitted", b"x" * 3000)
+print("ready %d" % db.stat()["txid"], flush=True)
+sys.stdin.readline()
+txn.abort()
+print("go", flush=True)
+while True:
+    commit()
 '''
 
 
+def _cli(cmd, path):
+    r = subprocess.run([sys.executable, "-m", "btree_store", cmd, path], env=child_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, (cmd, r.stdout, r.stderr)
+    return r.stdout
+
+
+def _cli_stat(path):
+    st = {}
+    for line in _cli("stat", path).splitlines():
+        k, _, v = line.partition("  ")
+        st[k.strip()] = v.strip()
+    return int(st["txid"]), int(st["entries"])
+
+
+def _cli_check_entries(path):
+    out = _cli("check", path)
+    m = re.fullmatch(re.escape(path) + r": ok \(\d+ pages, (\d+) entries, 0 named buckets\)\n",
+                     out)
+    assert m, out
+    return int(m.group(1))
+
+
 def test_cli_stat_and_check_beside_live_writer(tmp_path):
+    # "python -m btree_store stat|check PATH run beside a live application": first beside a
+    # writer holding a write transaction open (they show exactly what it committed, not its
+    # uncommitted puts), then beside one committing all the time (one consistent snapshot:
+    # commit i has txid i + 1 and min(i + 1, 500) + 1 entries)
     path = str(tmp_path / "cli.bs")
     p = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, path], env=child_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     try:
-        assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        for cmd in ("stat", "check"):
-            r = subprocess.run([sys.executable, "-m", "btree_store", cmd, path], env=child_env(),
-                               capture_output=True, text=True, timeout=300)
-            assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+        line = p.stdout.readline().split()
+        assert line[:1] == ["ready"], (line, p.stderr.read())
+        t1 = int(line[1])
+        assert t1 == 21
+        assert _cli_stat(path) == (t1, 22)
+        assert _cli_check_entries(path) == 22
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "go", p.stderr.read()
+        txid, entries = _cli_stat(path)
+        assert txid >= t1 and entries == min(txid, 500) + 1, (txid, entries)
+        entries = _cli_check_entries(path)
+        assert 22 <= entries <= 501, entries
         assert p.poll() is None, p.stderr.read()
     finally:
         p.kill()
         p.wait(60)
+        p.stdin.close()
         p.stdout.close()
         p.stderr.close()
     with btree_store.DB(path) as db:
         db.check()
+        st = db.stat()
+        assert st["txid"] >= txid and st["entries"] == min(st["txid"], 500) + 1, st
+        with db.begin() as txn:
+            assert int(txn.get(b"n")) == st["txid"] - 1
+            assert txn.get(b"uncommitted") is None
 
 
 def _unprivileged(fn):
