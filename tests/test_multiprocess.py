@@ -29,6 +29,7 @@ import btree_store
 from btree_store import LockedError
 from btree_store._testing import FaultIO
 
+import _format
 from _util import LONG, child_env, fork_join as _join, fork_run, fork_start as _fork
 
 # every test both ways: pages copied into the cache, and read in place from the mapping
@@ -371,7 +372,18 @@ def test_sigkill_readers_and_writers(tmp_path, block):
         "%s %s: %d" % (m, w, n) for (m, w), n in sorted(landed.items())))
 
 
-def test_stale_cache_after_other_process_reuses_pages(tmp_path):
+def _tree_pages(path):
+    """{pgno: (kind, txid in its header)} of the newest state's tree pages, from the file."""
+    lay = _format.layout_of(path)
+    assert not lay.problems, lay.problems
+    return {p: (lay.kinds[p], _format.u64(lay.page(p), 16)) for p in lay.live_pages()}
+
+
+def test_stale_cache_after_other_process_reuses_pages(tmp_path, page_access):
+    """Process A caches every page of its tree; process B rewrites the tree four times, so
+    that the page numbers A cached now hold B's pages (the file's page headers show the same
+    pgno with B's txid); A's next transaction reads B's data, rereading every page it had
+    cached under the old version (never its cached old copy)."""
     path = str(tmp_path / "stale.bs")
     a = btree_store.DB(path)
     try:
@@ -380,7 +392,12 @@ def test_stale_cache_after_other_process_reuses_pages(tmp_path):
                 txn.put(b"%04d" % i, b"old-%d" % i * 20)
         with a.begin() as txn:  # A caches every page
             assert sum(1 for _ in txn.items()) == 300
-        pc = a.stat()["page_count"]
+        st0 = a.stat()
+        pc = st0["page_count"]
+        mine = _tree_pages(path)  # the pages A read, all written by A's commit
+        assert {t for _, t in mine.values()} == {st0["txid"]}, mine
+        if page_access == "copies":
+            assert st0["cache_pages"] >= len(mine), (st0, mine)
 
         def rewrite():
             with btree_store.DB(path) as b:
@@ -393,9 +410,19 @@ def test_stale_cache_after_other_process_reuses_pages(tmp_path):
         status, out = _join(*_fork(rewrite))
         assert status == 0 and out == "ok", out
         assert a.stat()["page_count"] <= 2 * pc + 4  # page numbers were reused
+        now = _tree_pages(path)
+        # B's tree lives on page numbers A has cached: same pgno, a later txid in its header
+        reused = {p for p in mine if p in now and now[p][1] > mine[p][1]}
+        assert len(reused) * 2 >= len(mine), (mine, now)
+        assert any(now[p][0] == "leaf" for p in reused), (mine, now)
         with a.begin() as txn:
             got = dict(txn.items())
         assert got == {b"%04d" % i: b"n3-%d" % i * 20 for i in range(300)}
+        st1 = a.stat()
+        assert st1["txid"] == st0["txid"] + 4, (st0, st1)
+        if page_access == "copies":
+            # each reused page was a cached copy of the old version: reread, not a hit
+            assert st1["cache_misses"] - st0["cache_misses"] >= len(reused), (st0, st1)
         a.check()
     finally:
         a.close()
