@@ -132,8 +132,9 @@ static int db_open_lockfile(bs_db *db, const char *path, int readonly, int *excl
         return bs_fail(BS_NOMEM, "out of memory");
     if (err == EBUSY)
         return bs_fail(BS_LOCKED, "%s is already open in this process: without open file "
-                       "description locks (macOS, or BTREE_STORE_POSIX_LOCKS set) the locks "
-                       "belong to the process, so it may have one handle of a file", path);
+                       "description locks (macOS, kernels without them, or BTREE_STORE_POSIX_LOCKS "
+                       "set) the locks belong to the process, so it may have one handle of a "
+                       "file", path);
     if (readonly && (err == EACCES || err == EROFS || err == EPERM) &&
         db_no_writer_possible(path))
         return BS_OK;
@@ -207,7 +208,7 @@ int bs_db_open(const char *path, const bs_options *opt, bs_db **out)
      * (macOS: lockfile_no_data_flock; the join lock does that job there). Memory databases
      * keep the exclusive lock. */
     int use_lf = o.io == &bs_io_posix || o.io == &bs_io_fault, excl = 1;
-    err = use_lf && lockfile_no_data_flock()
+    err = use_lf && lockfile_no_data_flock(path)
               ? 0
               : db->io->lock(db->file, use_lf || o.readonly ? BS_LOCK_SH : BS_LOCK_EX);
     if (err) {

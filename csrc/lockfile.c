@@ -8,8 +8,9 @@
  * file description, like flock(): two handles in one process do not share them, a child
  * after fork() shares its parent's (and never releases them: it only closes), and they go
  * away when the last descriptor closes, so a dead process's locks are gone. Where F_OFD_*
- * does not exist (macOS), or when BTREE_STORE_POSIX_LOCKS is set (to test that path on
- * Linux), plain fcntl locks are used: those belong to the process, so two handles of one file
+ * does not exist (macOS), where the running kernel answers EINVAL to them (Linux < 3.15, found
+ * out once per process at run time), or when BTREE_STORE_POSIX_LOCKS is set (to test that
+ * path on Linux), plain fcntl locks are used: those belong to the process, so two handles of one file
  * in one process would share their locks and closing either would release them. There a
  * second open of a file the process has open is refused (EBUSY, before it opens the side
  * file), and a fork() child's inherited copy of a file the child opened again is not closed.
@@ -34,22 +35,63 @@
 /* The lock commands: OFD locks where they exist, unless the environment variable
  * BTREE_STORE_POSIX_LOCKS is set (non-empty, not "0") at the first open: then the plain
  * process-owned fcntl locks of systems without OFD locks (macOS), so that their path is
- * tested on Linux too. Chosen once per process. */
+ * tested on Linux too. Where F_OFD_SETLK is defined at compile time but the running kernel
+ * does not know it (Linux before 3.15; macOS SDKs that define the constants for a kernel that
+ * answers EINVAL), the first open finds out by a harmless F_OFD_GETLK on the database file and
+ * takes the process-owned path too. BTREE_STORE_TEST_OFD_EINVAL (non-empty, not "0") makes
+ * that probe see EINVAL, to test this fallback on Linux. Chosen once per process, before any
+ * lock is taken. */
 static int lk_set_cmd, lk_setw_cmd; /* 0 until lk_choose */
 static pthread_mutex_t lk_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void lk_choose(void)
+static bool lk_env(const char *name)
+{
+    const char *e = getenv(name);
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+#ifdef F_OFD_SETLK
+/* false when the kernel refuses open file description locks as an unknown command (EINVAL)
+ * on the database file at dbpath; true when it knows them (or the probe cannot tell: then the
+ * lock calls report whatever is wrong). The probe tests a lock, it takes none, and the
+ * process holds no lock of ours yet, so closing its descriptor releases nothing. */
+static bool lk_ofd_known(const char *dbpath)
+{
+    int fd = dbpath ? open(dbpath, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        return true;
+    struct flock fl;
+    memset(&fl, 0, sizeof fl); /* l_pid must be 0 for F_OFD_GETLK */
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)LF_JOIN_BYTE;
+    fl.l_len = 1;
+    int err = 0;
+    if (lk_env("BTREE_STORE_TEST_OFD_EINVAL"))
+        err = EINVAL; /* as an old kernel answers */
+    else
+        while (fcntl(fd, F_OFD_GETLK, &fl) != 0 && (err = errno) == EINTR)
+            err = 0;
+    close(fd);
+    return err != EINVAL;
+}
+#endif
+
+/* dbpath: the database file (it exists), for the run-time probe of the first call. */
+static void lk_choose(const char *dbpath)
 {
     pthread_mutex_lock(&lk_mu);
     if (!lk_set_cmd) {
-        const char *e = getenv("BTREE_STORE_POSIX_LOCKS");
-        int posix = e && *e && strcmp(e, "0") != 0;
+        int posix = lk_env("BTREE_STORE_POSIX_LOCKS");
 #ifdef F_OFD_SETLK
-        if (!posix) {
+        if (!posix && lk_ofd_known(dbpath)) {
             lk_setw_cmd = F_OFD_SETLKW;
             lk_set_cmd = F_OFD_SETLK;
+        } else {
+            posix = 1;
         }
 #else
+        (void)dbpath;
         posix = 1;
 #endif
         if (posix) {
@@ -76,13 +118,14 @@ static bool lk_process_owned(void)
  * open (a rebuild) was refused as "side file deleted or replaced". There the data file gets
  * no flock: the join lock, a shared fcntl lock, conflicts with an older btree_store's
  * exclusive flock by the same rule. On Linux the two kinds are independent. */
-bool lockfile_no_data_flock(void)
+bool lockfile_no_data_flock(const char *dbpath)
 {
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
     defined(__OpenBSD__) || defined(__DragonFly__)
+    (void)dbpath;
     return true;
 #else
-    lk_choose();
+    lk_choose(dbpath);
     return lk_process_owned(); /* the macOS path as tested on Linux */
 #endif
 }
@@ -164,7 +207,7 @@ int lockfile_open(const char *dbpath, bs_lockfile **out, int *exclusive)
     lf->slot = -1;
     lf->data_fd = -1;
     lf->fd = -1;
-    lk_choose();
+    lk_choose(dbpath);
     bool owned = lk_process_owned();
     if (owned)
         pthread_mutex_lock(&lk_mu);

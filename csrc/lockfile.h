@@ -8,7 +8,8 @@
  * knows nothing of pages. Called by db.c (and copy.c for compaction).
  *
  * Locks (fcntl open file description locks, F_OFD_SETLK; plain fcntl locks where OFD locks
- * do not exist or BTREE_STORE_POSIX_LOCKS is set, see lockfile.c), one byte each:
+ * do not exist, where the kernel refuses them (EINVAL, found out at the first open) or
+ * BTREE_STORE_POSIX_LOCKS is set, see lockfile.c), one byte each:
  *   byte 0      the open lock: shared while a handle has the database open; exclusive while
  *               one handle (re)builds the side file, which it may do only when no other
  *               handle has it open, and while compact() swaps the file.
@@ -102,8 +103,9 @@ int lockfile_join(bs_lockfile *lf, const char *dbpath, uint64_t dev, uint64_t in
 /* True where an opener must not take the shared flock of the data file: systems whose
  * flock() and fcntl() locks conflict with each other (macOS and the BSDs), where that flock,
  * even the opener's own, would make lockfile_join's test refuse every rebuild; and the
- * process-owned lock path of BTREE_STORE_POSIX_LOCKS, which stands for macOS in tests. */
-bool lockfile_no_data_flock(void);
+ * process-owned lock path (BTREE_STORE_POSIX_LOCKS stands for macOS in tests). dbpath: the
+ * database file, which the first call probes for open file description locks. */
+bool lockfile_no_data_flock(const char *dbpath);
 /* Take a free reader slot for this handle. BS_OK, or BS_LOCKED when all are held. */
 int lockfile_slot_acquire(bs_lockfile *lf);
 /* forked != 0: an inherited copy in a child: unmap and close, touch no lock or slot. Else

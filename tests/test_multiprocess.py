@@ -1097,15 +1097,24 @@ print("reopened")
 """
 
 
-def test_process_owned_lock_fallback_on_linux(tmp_path):
+# the two ways onto the process-owned lock path on Linux: asked for, and the run-time fallback
+# where F_OFD_SETLK is defined but the kernel answers EINVAL (Linux < 3.15, some macOS SDKs),
+# simulated by BTREE_STORE_TEST_OFD_EINVAL (lockfile.c lk_ofd_known)
+POSIX_PATH_ENVS = {"asked": {"BTREE_STORE_POSIX_LOCKS": "1"},
+                   "ofd_einval": {"BTREE_STORE_TEST_OFD_EINVAL": "1"}}
+
+
+@pytest.mark.parametrize("how", sorted(POSIX_PATH_ENVS))
+def test_process_owned_lock_fallback_on_linux(tmp_path, how):
     """BTREE_STORE_POSIX_LOCKS=1 makes the side file use the plain process-owned fcntl locks
-    of systems without open file description locks (macOS): a second handle of a file in one
+    of systems without open file description locks (macOS), and so does a kernel that refuses
+    F_OFD_GETLK with EINVAL at the first open (ofd_einval): a second handle of a file in one
     process is refused with a clear LockedError (the two would share their locks, and closing
     either would release them), a fork() child opens the file again and its write lock
     excludes the parent's writer, its commit is seen, and the multi-process tests that use one
     handle per process pass on that path."""
     path = str(tmp_path / "posix.bs")
-    env = dict(child_env(), BTREE_STORE_POSIX_LOCKS="1")
+    env = dict(child_env(), **POSIX_PATH_ENVS[how])
     out = subprocess.run([sys.executable, "-c", POSIX_LOCKS_CHILD, path], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -1151,14 +1160,18 @@ def test_process_owned_lock_path_takes_no_flock_of_the_data_file(tmp_path):
     (lockfile_no_data_flock); the path of BTREE_STORE_POSIX_LOCKS, which stands for macOS
     here, does the same, so the locks the data file carries there are the join lock alone.
     Linux keeps the shared flock (which an older btree_store's exclusive one conflicts with)
-    beside the open file description join lock."""
-    for posix, want in (("1", "POSIX"), ("0", "FLOCK OFDLCK")):
-        path = str(tmp_path / ("locks%s.bs" % posix))
-        env = dict(child_env(), BTREE_STORE_POSIX_LOCKS=posix)
+    beside the open file description join lock. A kernel that refuses open file description
+    locks (EINVAL, simulated) gets the process-owned path: POSIX locks only."""
+    cases = [(POSIX_PATH_ENVS["asked"], "POSIX"), (POSIX_PATH_ENVS["ofd_einval"], "POSIX"),
+             ({"BTREE_STORE_POSIX_LOCKS": "0"}, "FLOCK OFDLCK"),
+             ({"BTREE_STORE_TEST_OFD_EINVAL": "0"}, "FLOCK OFDLCK")]
+    for i, (envs, want) in enumerate(cases):
+        path = str(tmp_path / ("locks%d.bs" % i))
+        env = dict(child_env(), **envs)
         out = subprocess.run([sys.executable, "-c", PROC_LOCKS_CHILD, path], env=env,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == want, (posix, out.stdout)
+        assert out.stdout.strip() == want, (envs, out.stdout)
 
 
 @pytest.mark.parametrize("record", ["deltas", "base"])
