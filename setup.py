@@ -10,6 +10,7 @@ Layer: build tooling; compiles csrc/ (engine + binding) and packages python/btre
 """
 import glob
 import os
+import sys
 
 import setuptools
 from setuptools import Extension, setup
@@ -49,6 +50,25 @@ if debug:
         args += ["-O0"]
 else:
     args += ["-O2"]
+
+
+def _macos_deployment_target():
+    """preadv/pwritev exist in macOS's libc since 11.0 (docs/ARCHITECTURE.md, Platforms): an
+    interpreter built for an older macOS would compile against an older target, where clang's
+    availability warnings on those calls are errors under -Werror. Raise the target to 11.0
+    unless the environment already asks for 11 or later."""
+    if sys.platform != "darwin":
+        return
+    want = os.environ.get("MACOSX_DEPLOYMENT_TARGET", "")
+    try:
+        major = int(want.split(".")[0])
+    except ValueError:
+        major = 0
+    if major < 11:
+        os.environ["MACOSX_DEPLOYMENT_TARGET"] = "11.0"
+
+
+_macos_deployment_target()
 
 sources = sorted(glob.glob(os.path.join("csrc", "*.c")))
 
