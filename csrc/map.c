@@ -50,6 +50,9 @@ static unsigned sys_shift;       /* log2 sys_page */
  * inline value length from a page never read past the mapping */
 #define MAP_TAIL (256u << 10)
 #define MAP_MIN_WINDOW ((size_t)1 << BS_MAP_SLOT_SHIFT)
+/* records of at least this many bytes go on huge pages (a window of >= 64 Ki pages: a file of
+ * >= 128 MiB with 4 KiB pages) */
+#define MAP_HUGE_META ((size_t)16 << 20)
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
@@ -167,7 +170,8 @@ static bs_mwin *window_new(bs_map *m, uint64_t pages)
     w->base = region + ((size_t)s0 << BS_MAP_SLOT_SHIFT);
     w->shift = m->shift;
     w->npages = (w->len - MAP_TAIL) >> m->shift;
-    size_t res_at = ((size_t)w->npages * sizeof(bs_mpage) + 15u) & ~(size_t)15u;
+    size_t bounds_at = (size_t)w->npages * sizeof(bs_mpage);
+    size_t res_at = (bounds_at + (size_t)w->npages * BS_MAP_BOUNDS + 15u) & ~(size_t)15u;
     size_t ngroups = (w->len >> sys_shift) / BS_MAP_RES_SPAN + 1u;
     w->meta_len = res_at + ngroups * sizeof(bs_mres);
     w->damaged = &m->damaged;
@@ -189,6 +193,13 @@ static bs_mwin *window_new(bs_map *m, uint64_t pages)
         return NULL;
     }
     w->meta = meta;
+    w->bounds = (uint8_t (*)[BS_MAP_BOUNDS])(void *)((uint8_t *)meta + bounds_at);
+#ifdef MADV_HUGEPAGE
+    /* a large file's records: huge pages, so that a descent's record costs no TLB miss (a
+     * small one keeps 4 KiB pages: a huge page would be mostly zeros) */
+    if (w->meta_len >= MAP_HUGE_META)
+        madvise(meta, w->meta_len, MADV_HUGEPAGE);
+#endif
     w->res = (bs_mres *)(void *)((uint8_t *)meta + res_at);
     for (uint32_t i = 0; i < ns; i++) {
         slot_used[s0 + i] = true;

@@ -431,13 +431,12 @@ static void frame_summarize(bs_frame *f)
     image_summarize(cache_frame_data(f), &f->memo, (bs_bounds *)(void *)f->aux);
 }
 
-_Static_assert(sizeof(bs_bounds) <= sizeof(((bs_mpage *)0)->bounds),
-               "bounds summary fits a mapped page's record");
+_Static_assert(sizeof(bs_bounds) <= BS_MAP_BOUNDS, "bounds summary fits its slot (map.h)");
 
 const bs_bounds *pager_bounds(const uint8_t *pg)
 {
-    bs_mpage *mp = bs_map_page_of(pg);
-    const bs_bounds *b = mp ? (const bs_bounds *)(const void *)mp->bounds
+    uint8_t *mb = bs_map_bounds_of(pg);
+    const bs_bounds *b = mb ? (const bs_bounds *)(const void *)mb
                             : (const bs_bounds *)(const void *)cache_frame_of(pg)->aux;
     return b->valid ? b : NULL;
 }
@@ -460,10 +459,11 @@ static int map_damaged(bs_db *db)
 
 /* Record img (pgno's image as the mapping shows it, or the very bytes just written there) as
  * verified at its header txid, with a new summary and no memo. The caller holds mp->busy. */
-static void mpage_set(bs_mpage *mp, const uint8_t *img)
+static void mpage_set(bs_mwin *w, uint64_t pgno, const uint8_t *img)
 {
+    bs_mpage *mp = &w->meta[pgno];
     atomic_store_explicit(&mp->vtxid, 0, memory_order_seq_cst);
-    image_summarize(img, &mp->memo, (bs_bounds *)(void *)mp->bounds);
+    image_summarize(img, &mp->memo, (bs_bounds *)(void *)w->bounds[pgno]);
     atomic_store_explicit(&mp->vtxid, pg_txid(img), memory_order_release);
 }
 
@@ -496,7 +496,7 @@ static int map_verify(bs_txn *txn, bs_mwin *w, bs_mpage *mp, const uint8_t *pg,
     if (!v || v != want) {
         rc = verify_page(db, pg, pgno, txn->page_count, txn->txid);
         if (rc == BS_OK && !atomic_load(&db->map->damaged))
-            mpage_set(mp, pg);
+            mpage_set(w, pgno, pg);
     }
     mpage_unlock(mp);
     if (BS_UNLIKELY(atomic_load(&db->map->damaged)))
@@ -535,7 +535,7 @@ static bool map_record(bs_db *db, uint64_t pgno, const uint8_t *img)
         return false;
     bs_mpage *mp = &w->meta[pgno];
     mpage_lock(mp);
-    mpage_set(mp, img);
+    mpage_set(w, pgno, img);
     mpage_unlock(mp);
     return true;
 }
