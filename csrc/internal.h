@@ -38,7 +38,11 @@
 #define BS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define BS_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* Use it in code that has effects of its own, or as a macro: gcc 12 deletes calls to a
+ * function whose only effect is a prefetch (it takes it for one without side effects). */
+#define BS_PREFETCH(a) __builtin_prefetch(a)
 #else
+#define BS_PREFETCH(a) ((void)(a))
 #define BS_LIKELY(x) (x)
 #define BS_UNLIKELY(x) (x)
 #define BS_PRINTF(a, b)
