@@ -67,12 +67,13 @@ static inline uint64_t node_child(const uint8_t *pg, unsigned i)
  * instruction was in the binary. Making that one real, the two cells the next step of a
  * binary search may probe, was measured and not kept: bench/PROFILE.md, session 21.) */
 
-/* A leaf a write is about to search is seldom in any CPU cache (a random put or delete at
- * 1M records goes to one of ~37k leaves, 150 MB): the binary search would wait for its ~5
- * cells one after the other, each a trip to memory. So once the page is known, start loading
- * the line of every cell's key at once (the slot array first: it says where they are). Only
- * for leaves of at most LEAF_PREFETCH_MAX cells (4 KiB pages with keys of 16 bytes and values
- * of 100 hold ~30); a prefetch never faults, whatever the bytes say. */
+/* A leaf a write (bt_descend) or a read (btree_get) is about to search is seldom in any CPU
+ * cache (a random put, delete or get at 1M records goes to one of ~37k leaves, 150 MB): the
+ * binary search would wait for its ~5 cells one after the other, each a trip to memory. So
+ * once the page is known, start loading the line of every cell's key at once (the slot array
+ * first: it says where they are). Only for leaves of at most LEAF_PREFETCH_MAX cells (4 KiB
+ * pages with keys of 16 bytes and values of 100 hold ~30); a prefetch never faults, whatever
+ * the bytes say. */
 #define LEAF_PREFETCH_MAX 48u
 #define LEAF_PREFETCH(pg)                                                                    \
     do {                                                                                     \
@@ -877,6 +878,7 @@ int btree_get(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs_val *
         pg = cp;
         pgno = child;
     }
+    LEAF_PREFETCH(pg);
     unsigned i = leaf_search(pg, key, klen, &exact);
     if (!exact) {
         rc = BS_NOTFOUND;
