@@ -292,6 +292,21 @@ int bs_put(bs_txn *txn, bs_bucket *b, const void *key, size_t klen,
            const void *val, size_t vlen, unsigned flags);
 int bs_del(bs_txn *txn, bs_bucket *b, const void *key, size_t klen);
 
+/* Prefetch hints for batch calls (the binding's put_many and delete_many): a random key at
+ * 1M records waits for memory (the dirty table's slot, the leaf's header, its cells), and a
+ * batch knows its next keys. Before the operation on item i, call bs_hint_step with the key of
+ * item i + BS_HINT_AHEAD (NULL past the end); start with bs_hint_start and BS_HINT_AHEAD
+ * steps for the first keys. A step reads only pages already verified or written by this
+ * transaction (stopping at any other), requests cache lines, changes no state and has no
+ * result: the operations are exactly what they would be without it. No errors; a step on a
+ * dropped bucket or a failed transaction does nothing. */
+#define BS_HINT_AHEAD 3
+typedef struct bs_hint {
+    uint64_t pgno[2], txid[2]; /* the leaves of the last two keys (0: none), newest first */
+} bs_hint;
+void bs_hint_start(bs_hint *h);
+void bs_hint_step(bs_txn *txn, bs_bucket *b, bs_hint *h, const void *key, size_t klen);
+
 /* ---- cursors ---- */
 enum { BS_SEEK_GE = 1, BS_SEEK_LE, BS_SEEK_FIRST, BS_SEEK_LAST };
 /* Every cursor call also returns BS_NOBUCKET (its bucket was dropped) and BS_BADTXN. */

@@ -894,6 +894,108 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------------ batch hints */
+
+/* A page a hint may look at without I/O and without trusting anything unverified: this write
+ * transaction's dirty image of pgno held in memory, or (pgno not dirty) the committed page read
+ * in place whose record says it was verified at txid, what the pointer expects. NULL in every
+ * other case (then the hint stops). Reads no other memory and changes nothing (not even
+ * txn->hits, which pager_get_mapped counts). */
+static const uint8_t *hint_page(const bs_txn *txn, const bs_mwin *w, uint64_t pgno, int type,
+                                uint64_t txid)
+{
+    if (pgno < BS_META_PAGES || pgno >= txn->page_count || !txid)
+        return NULL;
+    if (txn->write) {
+        const bs_dirty_ent *e = dirty_lookup(&txn->dirty, pgno);
+        if (e) {
+            if (!e->fr)
+                return NULL; /* spilled: reading it back is I/O */
+            const uint8_t *pg = cache_frame_data(e->fr);
+            return pg_txid(pg) == txid && pg_type(pg) == type ? pg : NULL;
+        }
+    }
+    if (!w || pgno >= w->npages)
+        return NULL;
+    const bs_mpage *mp = &w->meta[pgno];
+    const uint8_t *pg = w->base + (pgno << w->shift);
+    if (atomic_load_explicit(&mp->vtxid, memory_order_acquire) != txid || pg_txid(pg) != txid ||
+        pg_type(pg) != type)
+        return NULL;
+    return pg;
+}
+
+/* The window a hint looks committed pages up in: the mapping's current one (a write
+ * transaction's dirty pages are looked up first, in hint_page, as pager_get_ref does). */
+static const bs_mwin *hint_window(const bs_txn *txn)
+{
+    bs_map *m = txn->db->map;
+    return m ? atomic_load_explicit(&m->cur, memory_order_acquire) : NULL;
+}
+
+/* Stage 1: the leaf key would reach, through branch pages that hint_page accepts (no range
+ * checks: a hint only needs pages safe to read, and a wrong leaf costs a wasted prefetch);
+ * *pgno = 0 when the descent stopped. Then the first lines of what the real lookup of that
+ * leaf will read first are requested: the dirty table's slot, the mapped page's record and
+ * header. */
+static void hint_descend(const bs_txn *txn, const bs_mwin *w, const bs_tree *t,
+                         const uint8_t *key, size_t klen, uint64_t *pgno, uint64_t *txid)
+{
+    unsigned D = t->depth;
+    uint64_t pn = t->root, tx = t->root_txid;
+    *pgno = 0;
+    if (!pn || D == 0 || D > BS_MAX_DEPTH)
+        return;
+    for (unsigned L = 1; L < D; L++) {
+        const uint8_t *pg = hint_page(txn, w, pn, PT_BRANCH, tx);
+        if (!pg)
+            return;
+        const uint8_t *c = node_cell(pg, branch_search(pg, key, klen));
+        pn = bcell_child(c);
+        tx = bcell_txid(c);
+    }
+    if (txn->write && txn->dirty.n)
+        BS_PREFETCH(&txn->dirty.e[dirty_slot(pn, txn->dirty.mask)]);
+    if (w && pn < w->npages) {
+        const uint8_t *pg = w->base + (pn << w->shift);
+        BS_PREFETCH(&w->meta[pn]);
+        BS_PREFETCH(pg);
+        BS_PREFETCH(pg + 64);
+    }
+    *pgno = pn;
+    *txid = tx;
+}
+
+void btree_hint(bs_txn *txn, const bs_tree *t, bs_hint *h, const uint8_t *key, size_t klen)
+{
+    const bs_mwin *w = hint_window(txn);
+    /* stage 3, the leaf found two steps ago: its header is in cache by now; request every
+     * cell's key line and the line below the cell area, where an insert puts its cell */
+    if (h->pgno[1]) {
+        const uint8_t *pg = hint_page(txn, w, h->pgno[1], PT_LEAF, h->txid[1]);
+        if (pg) {
+            LEAF_PREFETCH(pg);
+            BS_PREFETCH(pg + pg_upper(pg) - 1);
+        }
+    }
+    /* stage 2, the leaf found one step ago: the dirty table's slot is in cache by now; request
+     * the dirty image's header, its slot array's second line and its own mark (pager_vouched) */
+    if (h->pgno[0] && txn->write) {
+        const bs_dirty_ent *e = dirty_lookup(&txn->dirty, h->pgno[0]);
+        if (e && e->fr) {
+            const uint8_t *pg = cache_frame_data(e->fr);
+            BS_PREFETCH(pg);
+            BS_PREFETCH(pg + 64);
+            BS_PREFETCH(&pager_memo_of(pg)->own);
+        }
+    }
+    h->pgno[1] = h->pgno[0];
+    h->txid[1] = h->txid[0];
+    h->pgno[0] = 0;
+    if (key)
+        hint_descend(txn, w, t, key, klen, &h->pgno[0], &h->txid[0]);
+}
+
 /* ------------------------------------------------------------------ put */
 
 /* Scratch memory of one insert that overflows a node (allocated on the first overflow). */

@@ -1628,6 +1628,20 @@ int bs_del(bs_txn *txn, bs_bucket *b, const void *key, size_t klen)
     return write_epilogue(txn, btree_del(txn, &b->tree, key, klen));
 }
 
+void bs_hint_start(bs_hint *h)
+{
+    memset(h, 0, sizeof *h);
+}
+
+void bs_hint_step(bs_txn *txn, bs_bucket *b, bs_hint *h, const void *key, size_t klen)
+{
+    if (b->dropped || txn->failed)
+        return;
+    if (key && klen > fmt_max_key(txn->db->page_size))
+        key = NULL;
+    btree_hint(txn, &b->tree, h, key, klen);
+}
+
 /* ------------------------------------------------------------------ cursors */
 
 int bs_cursor_open(bs_txn *txn, bs_bucket *b, bs_cursor **out)

@@ -570,6 +570,10 @@ int btree_get_where(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen, bs
 int btree_put(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen,
               const uint8_t *val, size_t vlen, unsigned flags);
 int btree_del(bs_txn *txn, bs_tree *t, const uint8_t *key, size_t klen);
+/* One step of a batch's prefetch pipeline (bs_hint_step, bs.h): key (NULL: none) starts
+ * its way; the keys of the two steps before it advance. Reads only verified pages and the
+ * transaction's own tables, changes nothing, returns nothing (bs.h). */
+void btree_hint(bs_txn *txn, const bs_tree *t, bs_hint *h, const uint8_t *key, size_t klen);
 /* Commit time (io mode): merge or refill the underfull nodes that deletes left in this
  * txn's own pages; collapse a root branch with one child; an emptied tree stays one empty
  * leaf. Clears t->needs_rebalance. */

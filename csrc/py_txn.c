@@ -695,8 +695,21 @@ static int batch_flush(TxnObject *self, const py_name *nm, txn_batch *bt, int op
         rc = batch_last_key(t, b, last);
         *first = 0;
     }
+    /* the prefetch pipeline (bs_hint_step, bs.h): while item i is applied, the leaves of the
+     * next items are on their way into the CPU cache */
+    bs_hint h;
+    int hint = rc == BS_OK && op != B_GET;
+    if (hint) {
+        bs_hint_start(&h);
+        for (int j = 0; j < BS_HINT_AHEAD && j < bt->n; j++)
+            bs_hint_step(t, b, &h, bt->k[j].buf, (size_t)bt->k[j].len);
+    }
     for (int i = 0; rc == BS_OK && i < bt->n; i++) {
         const Py_buffer *k = &bt->k[i];
+        if (hint) {
+            const Py_buffer *nk = i + BS_HINT_AHEAD < bt->n ? &bt->k[i + BS_HINT_AHEAD] : NULL;
+            bs_hint_step(t, b, &h, nk ? nk->buf : NULL, nk ? (size_t)nk->len : 0);
+        }
         if (op == B_PUT) {
             int after = 1;
             if (append && i > 0)
