@@ -32,14 +32,6 @@ uses fresh folders on the same disk; the reported figure is the median of --reps
                  py-lmdb Cursor.getmulti
 A workload an engine lacks (no batch call) is reported as null with a note.
 
-Before the first repetition, a scratch file of about the size one engine's fill writes (N x
-200 bytes) is written, synced and deleted in the same folder (untimed; --no-warmup skips it):
-on this project's VMs the first large write after a while copies into page-cache memory the
-host has to provide again, ~13x slower (perf: copy_folio_from_iter_atomic 44% of a first 10M
-sorted fill, 6% of the next one), and without it that cost fell on whichever engine writes
-first in repetition 1 (btree_store: fill_seq at 10M, one repetition, 1.05x-1.12x against
-1.69x over three).
-
 Prints one table of medians, plus btree_store / engine for every peer (> 1: btree_store is
 faster; for bytes_per_record < 1 is smaller) and the goal against py-lmdb. --json writes every
 run; --plot draws a bar chart of the ratios (needs matplotlib, `pip install .[bench]`).
@@ -564,23 +556,6 @@ def median(xs):
     return xs[m // 2] if m % 2 else (xs[m // 2 - 1] + xs[m // 2]) / 2
 
 
-def warm_page_cache(folder, nbytes, chunk=8 << 20):
-    """Write nbytes of a scratch file in folder, fsync it and delete it (see the module's
-    docstring: memory the OS page cache takes for the first fill, provided before any engine
-    is timed)."""
-    path = os.path.join(folder, "compare_warmup.tmp")
-    buf = os.urandom(chunk)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        left = nbytes
-        while left > 0:
-            left -= os.write(fd, buf[:min(left, chunk)])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        os.remove(path)
-
-
 def run(args, out=print):
     classes, versions, notes = [], {}, {}
     for name in args.engines:
@@ -602,8 +577,6 @@ def run(args, out=print):
     selected = set(getattr(args, "workloads", None) or WORKLOAD_NAMES)
     if selected & NEED_MAIN:
         selected.add("fill_random")  # they work on the store fill_random leaves open
-    if not getattr(args, "no_warmup", False):
-        warm_page_cache(root_parent, args.n * 200)
     for rep in range(args.reps):
         order = classes[rep % len(classes):] + classes[:rep % len(classes)]
         root = tempfile.mkdtemp(prefix="compare_", dir=root_parent)
@@ -778,8 +751,6 @@ def main(argv=None):
     ap.add_argument("--plot", help="write a bar chart of the ratios (PNG, needs matplotlib)")
     ap.add_argument("--dir", help="parent folder for the database folders (default: temp dir)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="skip the untimed scratch write before repetition 1 (see above)")
     ap.add_argument("--verbose", "-v", action="store_true", help="print every single run")
     ap.add_argument("--commit-rounds", type=int, default=5,
                     help="runs of commit_small/commit_batch per repetition, engines "
