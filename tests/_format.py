@@ -40,6 +40,18 @@ def u64(b, o):
     return struct.unpack_from("<Q", b, o)[0]
 
 
+def branch_cells(page):
+    """The cells of a branch page (bytes of one page): (offset in the page, child pgno, child
+    txid, key) for each, in slot order."""
+    out = []
+    for i in range(u16(page, 6)):
+        off = u16(page, PH_SIZE + 2 * i)
+        klen = u16(page, off + 16)
+        out.append((off, u64(page, off), u64(page, off + 8),
+                    bytes(page[off + BRANCH_CELL_HDR:off + BRANCH_CELL_HDR + klen])))
+    return out
+
+
 def page_size_of(data):
     """Page size from whichever meta page has our magic (meta 0 sits at offset 0)."""
     for off in (0,):

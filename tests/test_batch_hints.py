@@ -17,23 +17,13 @@ import pytest
 
 import btree_store
 from btree_store import CorruptionError
-from _format import BRANCH_CELL_HDR, PH_SIZE, Layout, reseal, u16, u64
+from _format import Layout, branch_cells, reseal
 
 P = 1024
 
 
 def _key(i):
     return b"%016d" % i
-
-
-def _cells(page):
-    out = []
-    for i in range(u16(page, 6)):
-        off = u16(page, PH_SIZE + 2 * i)
-        klen = u16(page, off + 16)
-        out.append((off, u64(page, off), u64(page, off + 8),
-                    bytes(page[off + BRANCH_CELL_HDR:off + BRANCH_CELL_HDR + klen])))
-    return out
 
 
 def _check(db, model):
@@ -144,9 +134,9 @@ def _repointed(path, n):
     lay = Layout(buf)
     root = lay.meta["default"]["root"]
     assert lay.meta["default"]["depth"] == 3
-    rcells = _cells(lay.page(root))
+    rcells = branch_cells(lay.page(root))
     b1, b2 = rcells[0][1], rcells[1][1]
-    c1, c2 = _cells(lay.page(b1)), _cells(lay.page(b2))
+    c1, c2 = branch_cells(lay.page(b1)), branch_cells(lay.page(b2))
     _o, leaf, leaf_txid, lsep = c1[1]
     off2, _c, _t, bsep = c2[1]
     struct.pack_into("<QQ", buf, b2 * P + off2, leaf, leaf_txid)

@@ -14,7 +14,7 @@ import pytest
 
 import btree_store
 from btree_store import CorruptionError
-from _format import BRANCH_CELL_HDR, PH_SIZE, Layout, reseal, u16, u64
+from _format import PH_SIZE, Layout, branch_cells, reseal, u16
 
 P = 1024
 
@@ -32,17 +32,6 @@ def _build(path, klen, n=200):
             for k in keys:
                 txn.put(k, b"v" + k[-4:])
     return keys
-
-
-def _cells(page):
-    n = u16(page, 6)
-    out = []
-    for i in range(n):
-        off = u16(page, PH_SIZE + 2 * i)
-        klen = u16(page, off + 16)
-        out.append((off, u64(page, off), u64(page, off + 8),
-                    bytes(page[off + BRANCH_CELL_HDR:off + BRANCH_CELL_HDR + klen])))
-    return out
 
 
 @pytest.mark.parametrize("klen", [16, 22, 23, 40])
@@ -73,7 +62,7 @@ def test_cell_repointed_at_a_sibling_is_corruption(tmp_path, klen, sibling_cache
     lay = Layout(buf)
     root = lay.meta["default"]["root"]
     assert lay.meta["default"]["depth"] == 2  # a root branch over leaves
-    cells = _cells(lay.page(root))
+    cells = branch_cells(lay.page(root))
     assert len(cells) >= 4
     (off1, _c1, _t1, sep1), (_o2, c2, t2, sep2) = cells[1], cells[2]
     # cell 1 now leads to its right sibling: right pgno, right txid, keys >= sep2 > its range
@@ -106,9 +95,9 @@ def test_memo_does_not_hide_a_child_reached_through_another_parent(tmp_path, kle
     lay = Layout(buf)
     root = lay.meta["default"]["root"]
     assert lay.meta["default"]["depth"] == 3  # root branch, branches, leaves
-    rcells = _cells(lay.page(root))
+    rcells = branch_cells(lay.page(root))
     b1, b2 = rcells[0][1], rcells[1][1]
-    c1, c2 = _cells(lay.page(b1)), _cells(lay.page(b2))
+    c1, c2 = branch_cells(lay.page(b1)), branch_cells(lay.page(b2))
     assert len(c1) >= 3 and len(c2) >= 3
     _o, leaf, leaf_txid, lsep = c1[1]
     off2, _c, _t, bsep = c2[1]
@@ -161,7 +150,7 @@ def _crafted_neighbour(path, which):
     lay = Layout(buf)
     root = lay.meta["default"]["root"]
     assert lay.meta["default"]["depth"] == 2
-    cells = _cells(lay.page(root))
+    cells = branch_cells(lay.page(root))
     assert len(cells) >= 4
     leaf0, sib, sep1, sep2 = cells[0][1], cells[1][1], cells[1][3], cells[2][3]
     lkeys = _leaf_keys(lay.page(sib))
