@@ -20,6 +20,7 @@
 #include "py_internal.h"
 
 _Thread_local int py_nowait;
+int py_nowait_active;
 _Thread_local int py_blocked;
 
 static PyObject *nowait_try(PyObject *m, PyObject *const *args, Py_ssize_t nargsf,
@@ -36,7 +37,9 @@ static PyObject *nowait_try(PyObject *m, PyObject *const *args, Py_ssize_t nargs
     int saved_nowait = py_nowait, saved_blocked = py_blocked;
     py_nowait = 1;
     py_blocked = 0;
+    py_nowait_active++;
     PyObject *res = PyObject_Vectorcall(fn, args + 2, (size_t)(nargs - 2), kwnames);
+    py_nowait_active--;
     int gave_up = py_blocked;
     py_nowait = saved_nowait;
     py_blocked = saved_blocked;

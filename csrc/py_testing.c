@@ -546,9 +546,10 @@ static PyObject *py_gil_policy_py(PyObject *m, PyObject *Py_UNUSED(ignored))
     pthread_mutex_lock(&probe_mu);
     const char *probe = probe_fired ? "fired" : atomic_load(&py_gil_probe_armed) ? "armed" : "off";
     pthread_mutex_unlock(&probe_mu);
-    return Py_BuildValue("{s:O,s:K,s:I,s:s}", "share", py_gil.share ? Py_True : Py_False,
+    return Py_BuildValue("{s:O,s:K,s:I,s:s,s:O,s:k}", "share", py_gil.share ? Py_True : Py_False,
                          "window_ns", (unsigned long long)PY_GIL_WINDOW_NS, "check",
-                         (unsigned)PY_GIL_CHECK, "probe", probe);
+                         (unsigned)PY_GIL_CHECK, "probe", probe, "alone",
+                         py_gil_alone() ? Py_True : Py_False, "noio_tries", py_gil.noio_tries);
 }
 
 static PyMethodDef testing_functions[] = {
@@ -559,7 +560,7 @@ static PyMethodDef testing_functions[] = {
     {"_gil_probe_release", (PyCFunction)py_gil_probe_release, METH_NOARGS,
      "_gil_probe_release($module, /)\n--\n\nLet the call held by the probe go on."},
     {"_gil_policy", (PyCFunction)py_gil_policy_py, METH_NOARGS,
-     "_gil_policy($module, /)\n--\n\nThe GIL policy's state: share, window_ns, check, probe."},
+     "_gil_policy($module, /)\n--\n\nThe GIL policy's state: share, window_ns, check, probe, alone, noio_tries."},
     {"_mark_crashed", (PyCFunction)py_mark_crashed, METH_O,
      "_mark_crashed($module, db, /)\n--\n\nLater ClosedErrors of db say its machine crashed."},
     {"_crc32c", FASTKW(py_crc32c),

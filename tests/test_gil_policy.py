@@ -143,3 +143,65 @@ def test_cursor_steps_keep_the_gil(db):
             assert _core._gil_policy()["probe"] == "armed"
         finally:
             _core._gil_probe(False)
+
+
+ALONE_SCRIPT = r"""
+import sys, threading
+import btree_store
+from btree_store import _core
+
+def tries():
+    return _core._gil_policy()["noio_tries"]
+
+db = btree_store.DB(sys.argv[1])
+with db.begin(write=True) as w:
+    for i in range(3000):
+        w.put(b"k%06d" % i, b"v" * 50)
+db.close()
+db = btree_store.DB(sys.argv[1])  # every page unverified again
+out = []
+assert _core._gil_policy()["alone"]
+before = tries()
+with db.begin() as txn:
+    for i in range(0, 3000, 7):
+        assert txn.get(b"k%06d" % i) == b"v" * 50
+with db.begin(write=True) as w:
+    w.put(b"new", b"x")
+    w.delete(b"k000001")
+out.append(tries() - before)           # alone: no call was tried in no-I/O mode
+
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+out.append(_core._gil_policy()["alone"])
+before = tries()
+with db.begin() as txn:
+    for i in range(1, 3000, 7):
+        assert txn.get(b"k%06d" % i) in (b"v" * 50, None)
+out.append(tries() - before)           # another thread exists: each get tried without I/O
+stop.set()
+t.join()
+out.append(_core._gil_policy()["alone"])
+print(out)
+"""
+
+
+def test_one_thread_alone_skips_the_no_io_attempt(tmp_path):
+    """With no other thread in the process, nobody could use a GIL released for a disk wait,
+    so data calls run with I/O allowed at once: no no-I/O attempt (and no residency probe
+    before a mapped page's first touch). A second Python thread, even one that never touches
+    btree_store, brings the no-I/O attempt back for every call; when it ends, it goes again.
+    In a fresh interpreter: pytest's own process may hold threads of other tests."""
+    import os
+    import subprocess
+    import sys
+
+    import btree_store
+
+    env = dict(os.environ)
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(btree_store.__file__)))
+    env["PYTHONPATH"] = pkg + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    r = subprocess.run([sys.executable, "-c", ALONE_SCRIPT, str(tmp_path / "a.db")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["[0,", "False,", "%d," % len(range(1, 3000, 7)), "True]"]
