@@ -14,10 +14,11 @@
     python bench/profile_workload.py fill_random ENGINE FOLDER N     # fill's put loop
     python bench/profile_workload.py delete_random ENGINE FOLDER N   # fill, then N/2 deletes
     python bench/profile_workload.py put_many btree_store FOLDER N   # fill with put_many
+    python bench/profile_workload.py fill_seq ENGINE FOLDER N        # fill in key order
 
 ENGINE is btree_store or lmdb, default settings (the 64 MiB default cache for btree_store).
 `noop` does everything `reads` does except the gets, so the instruction count of the gets is
-reads - noop. fill_random / delete_random / put_many are compare.py's workloads of those
+reads - noop. fill_random / delete_random / put_many / fill_seq are compare.py's workloads of those
 names (same handle: delete_random deletes from the store fill_random left cached, one write
 transaction, durable commit). Profile one part with callgrind's --toggle-collect on the
 binding's C function: txn_put (fill_random's puts), txn_delete (the deletes), txn_put_many,
@@ -76,9 +77,11 @@ def main():
         st.fill(items)
         st.close()
         return
-    if what in ("fill_random", "delete_random", "put_many"):
+    if what in ("fill_random", "delete_random", "put_many", "fill_seq"):
         os.makedirs(folder, exist_ok=True)
         items = extras.make_items(n)
+        if what == "fill_seq":
+            items.sort()
         keys = [k for k, _v in items[: n // 2]]
         random.Random(3).shuffle(keys)
         st = cls(folder)
