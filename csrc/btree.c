@@ -948,11 +948,11 @@ static const uint8_t *hint_page(const bs_txn *txn, const bs_mwin *w, uint64_t pg
     if (pgno < BS_META_PAGES || pgno >= txn->page_count || !txid)
         return NULL;
     if (txn->write) {
-        const bs_dirty_ent *e = dirty_lookup(&txn->dirty, pgno);
-        if (e) {
-            if (!e->fr)
+        bs_frame *fr;
+        if (dirty_get(&txn->dirty, pgno, &fr)) {
+            if (!fr)
                 return NULL; /* spilled: reading it back is I/O */
-            const uint8_t *pg = cache_frame_data(e->fr);
+            const uint8_t *pg = cache_frame_data(fr);
             return pg_txid(pg) == txid && pg_type(pg) == type ? pg : NULL;
         }
     }
@@ -995,8 +995,8 @@ static void hint_descend(const bs_txn *txn, const bs_mwin *w, const bs_tree *t,
         pn = bcell_child(c);
         tx = bcell_txid(c);
     }
-    if (txn->write && txn->dirty.n)
-        BS_PREFETCH(&txn->dirty.e[dirty_slot(pn, txn->dirty.mask)]);
+    if (txn->write)
+        dirty_prefetch(&txn->dirty, pn);
     if (w && pn < w->npages) {
         const uint8_t *pg = w->base + (pn << w->shift);
         BS_PREFETCH(&w->meta[pn]);
@@ -1022,9 +1022,9 @@ void btree_hint(bs_txn *txn, const bs_tree *t, bs_hint *h, const uint8_t *key, s
     /* stage 2, the leaf found one step ago: the dirty table's slot is in cache by now; request
      * the dirty image's header, its slot array's second line and its own mark (pager_vouched) */
     if (h->pgno[0] && txn->write) {
-        const bs_dirty_ent *e = dirty_lookup(&txn->dirty, h->pgno[0]);
-        if (e && e->fr) {
-            const uint8_t *pg = cache_frame_data(e->fr);
+        bs_frame *fr = dirty_frame(&txn->dirty, h->pgno[0]);
+        if (fr) {
+            const uint8_t *pg = cache_frame_data(fr);
             BS_PREFETCH(pg);
             BS_PREFETCH(pg + 64);
             BS_PREFETCH(&pager_memo_of(pg)->own);

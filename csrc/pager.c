@@ -158,8 +158,60 @@ static inline bs_dirty_ent *dirty_find(bs_txn *txn, uint64_t pgno)
     return dirty_lookup(&txn->dirty, pgno);
 }
 
-static int dirty_grow(bs_dirty *d)
+/* the page index (internal.h): entry fr of pgno, if there is an index */
+static inline void dirty_ix_set(bs_dirty *d, uint64_t pgno, bs_frame *fr)
 {
+    if (d->ix)
+        d->ix[pgno] = fr ? fr : DIRTY_SPILLED;
+}
+
+static void dirty_ix_drop(bs_dirty *d)
+{
+    free(d->ix);
+    d->ix = NULL;
+    d->ixcap = 0;
+}
+
+/* The index covers page numbers below `need` (and the transaction's pages), or is dropped. */
+static void dirty_ix_cover(bs_txn *txn, uint64_t need)
+{
+    bs_dirty *d = &txn->dirty;
+    if (need < txn->page_count)
+        need = txn->page_count;
+    if (need <= d->ixcap)
+        return;
+    size_t ncap = d->ixcap * 2 > need ? d->ixcap * 2 : need;
+    bs_frame **nix = realloc(d->ix, ncap * sizeof *nix);
+    if (!nix) {
+        dirty_ix_drop(d); /* only a shortcut: the table holds everything */
+        return;
+    }
+    memset(nix + d->ixcap, 0, (ncap - d->ixcap) * sizeof *nix);
+    d->ix = nix;
+    d->ixcap = ncap;
+}
+
+/* Build the page index once the table is large and dense enough (internal.h). */
+static void dirty_ix_build(bs_txn *txn)
+{
+    bs_dirty *d = &txn->dirty;
+    if (d->ix || d->n < DIRTY_IX_MIN || txn->page_count / DIRTY_IX_SPARSE > d->n)
+        return;
+    size_t cap = txn->page_count;
+    for (size_t i = 0; i <= d->mask; i++)
+        if (d->e[i].pgno >= cap)
+            cap = d->e[i].pgno + 1;
+    if (!(d->ix = calloc(cap, sizeof *d->ix)))
+        return;
+    d->ixcap = cap;
+    for (size_t i = 0; i <= d->mask; i++)
+        if (d->e[i].pgno)
+            dirty_ix_set(d, d->e[i].pgno, d->e[i].fr);
+}
+
+static int dirty_grow(bs_txn *txn)
+{
+    bs_dirty *d = &txn->dirty;
     size_t nsize = d->e ? (d->mask + 1) * 2 : 32; /* most transactions dirty a few pages */
     bs_dirty_ent *ne = calloc(nsize, sizeof *ne);
     if (!ne)
@@ -177,6 +229,7 @@ static int dirty_grow(bs_dirty *d)
     }
     d->e = ne;
     d->mask = nsize - 1;
+    dirty_ix_build(txn);
     return BS_OK;
 }
 
@@ -185,8 +238,10 @@ static int dirty_add(bs_txn *txn, uint64_t pgno, bs_frame *fr, uint64_t run, bs_
     bs_dirty *d = &txn->dirty;
     int rc;
     if (!d->e || (d->n + 1) * 2 > d->mask + 1)
-        if ((rc = dirty_grow(d)) != BS_OK)
+        if ((rc = dirty_grow(txn)) != BS_OK)
             return rc;
+    if (d->ix && pgno >= d->ixcap)
+        dirty_ix_cover(txn, pgno + 1);
     size_t i = dirty_slot(pgno, d->mask);
     while (d->e[i].pgno)
         i = (i + 1) & d->mask;
@@ -196,6 +251,7 @@ static int dirty_add(bs_txn *txn, uint64_t pgno, bs_frame *fr, uint64_t run, bs_
     e->gen = txn->gen;
     e->run = run;
     e->shadowed = false;
+    dirty_ix_set(d, pgno, fr);
     d->n++;
     if (fr) {
         d->nmem++;
@@ -215,6 +271,8 @@ static void dirty_remove(bs_txn *txn, bs_dirty_ent *e)
         d->nmem--;
         cache_dirty_add(txn->db->cache, -1);
     }
+    if (d->ix)
+        d->ix[e->pgno] = NULL;
     size_t i = (size_t)(e - d->e);
     size_t j = i;
     for (;;) {
@@ -241,6 +299,7 @@ static void dirty_clear(bs_txn *txn)
                 cache_frame_free(d->e[i].fr);
         free(d->e);
     }
+    free(d->ix);
     cache_dirty_add(txn->db->cache, -(int64_t)d->nmem);
     memset(d, 0, sizeof *d);
 }
@@ -397,6 +456,7 @@ static int dirty_reload(bs_txn *txn, bs_dirty_ent *e)
     f->memo.own = txn->own_tag << 1;
     f->memo.own_gen = e->gen;
     e->fr = f;
+    dirty_ix_set(&txn->dirty, e->pgno, f);
     txn->dirty.nmem++;
     txn->early_back++;
     cache_dirty_add(db->cache, 1);
@@ -1233,6 +1293,7 @@ static int spill_write(bs_txn *txn, bs_dirty_ent **v, size_t n)
         for (size_t i = 0; i < n; i++) {
             cache_frame_free(v[i]->fr);
             v[i]->fr = NULL;
+            dirty_ix_set(&txn->dirty, v[i]->pgno, NULL);
             txn->dirty.nmem--;
         }
         cache_dirty_add(txn->db->cache, -(int64_t)n);
@@ -1597,6 +1658,7 @@ int pager_commit(bs_txn *txn, bs_meta *nm)
     for (size_t i = 0; i < n; i++) {
         bs_frame *f = v[i]->fr;
         v[i]->fr = NULL;
+        dirty_ix_set(&txn->dirty, v[i]->pgno, NULL);
         txn->dirty.nmem--;
         cache_dirty_add(db->cache, -1);
         if (db->map && map_record(db, v[i]->pgno, cache_frame_data(f))) {
