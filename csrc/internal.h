@@ -67,9 +67,10 @@ typedef struct bs_tree {
     uint32_t depth;  /* 0 when root == 0, 1 when the root is a leaf */
     bool dirty;
     bool needs_rebalance;
-    bool edge;       /* a hint only: the last write's descent ran along the right edge and
-                      * ended past the last key (btree.c bt_descend: the next write tries the
-                      * last cell of each node first) */
+    uint8_t edge;    /* a hint only, any value is safe (decoders set 0): the last write's
+                      * descent ran along the right edge and ended past the last key
+                      * (btree.c bt_descend: the next write tries each node's last cell
+                      * first) */
 } bs_tree;
 
 struct bs_bucket {

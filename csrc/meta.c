@@ -47,6 +47,7 @@ static int tree_decode(const uint8_t *r, uint32_t P, uint64_t page_count, uint64
     t->depth = get32(r + BREC_DEPTH);
     t->root_txid = get64(r + BREC_TXID);
     t->dirty = t->needs_rebalance = false;
+    t->edge = 0;
     if (get32(r + BREC_FLAGS) != 0 || t->count > fmt_count_max(P, page_count))
         return -1;
     if (t->root == 0)
