@@ -812,7 +812,7 @@ static int bt_descend(bs_txn *txn, const bs_tree *t, const uint8_t *key, size_t 
     }
     p->pgno[L] = pgno;
     p->rp[L] = pg;
-    if (edge && bias && edge_leaf(pg, key, klen, &p->idx[L], exact)) {
+    if (bias && edge && edge_leaf(pg, key, klen, &p->idx[L], exact)) {
         p->edge = p->idx[L] == pg_nkeys(pg);
         return BS_OK;
     }

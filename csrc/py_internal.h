@@ -242,8 +242,8 @@ int py_nowait_init(PyObject *m);
  * repeated with the GIL released). When the process has no other Python thread at all
  * (py_gil_alone), nobody could use the GIL meanwhile: descents then run with I/O allowed
  * and the GIL held, skipping the no-I/O attempt's residency probes (mincore, ~13% of
- * 100k gets after reopening a 10M-record file). Releasing and taking back an uncontended GIL costs
- * ~50-150 ns a call, a tenth of a cached get.
+ * 100k gets after reopening a 10M-record file). Releasing and taking back an uncontended
+ * GIL costs ~50-150 ns a call, a tenth of a cached get.
  * While another thread is using btree_store too, a held GIL serializes the two: then a data
  * call (a tree descent: get/put/delete, a seek, a count or stat) runs with the GIL released
  * from the start, the no-I/O attempt skipped. "Another thread is using it" is what the
@@ -316,7 +316,7 @@ void py_gil_probe_wait(void);
                 py_gil_probe_wait();                                                          \
             (rc) = (EXPR);                                                                    \
             Py_END_ALLOW_THREADS                                                              \
-        } else if (py_gil_alone() && !py_nowait_active) {                                          \
+        } else if (py_gil_alone() && !py_nowait_active) {                                     \
             bs_txn_set_noio((t), 0);                                                          \
             (rc) = (EXPR);                                                                    \
         } else                                                                                \
@@ -325,7 +325,7 @@ void py_gil_probe_wait(void);
 
 /* The same without the sharing and alone branches: for calls cheaper than a GIL hand-over
  * (cursor steps), which keep the GIL unless they must wait for the disk; a cursor step is
- * too cheap for py_gil_alone's three loads and a call. */
+ * too cheap for py_gil_alone's three calls into the runtime. */
 #define PY_CALL_STEP(rc, t, EXPR)                                                             \
     do {                                                                                      \
         py_gil.noio_tries++;                                                                  \

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from btree_store import _core
+from _util import run_child
 
 
 def _fill(db, n=2000):
@@ -192,16 +193,6 @@ def test_one_thread_alone_skips_the_no_io_attempt(tmp_path):
     before a mapped page's first touch). A second Python thread, even one that never touches
     btree_store, brings the no-I/O attempt back for every call; when it ends, it goes again.
     In a fresh interpreter: pytest's own process may hold threads of other tests."""
-    import os
-    import subprocess
-    import sys
-
-    import btree_store
-
-    env = dict(os.environ)
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(btree_store.__file__)))
-    env["PYTHONPATH"] = pkg + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    r = subprocess.run([sys.executable, "-c", ALONE_SCRIPT, str(tmp_path / "a.db")], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = run_child(ALONE_SCRIPT, tmp_path / "a.db")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["[0,", "False,", "%d," % len(range(1, 3000, 7)), "True]"]
